@@ -1,0 +1,338 @@
+"""DockerRuntime: the Runtime interface on the local Docker engine via the docker SDK.
+
+Every docker/requests exception is turned into RuntimeFailure here, so callers (the Worker)
+never depend on docker.errors and users see messages about their task, not HTTP internals.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import threading
+import time
+from typing import Any, Iterator
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from cube.runtime.base import (
+    LABEL_ATTEMPT,
+    LABEL_TASK,
+    LABEL_WORKER,
+    ContainerInfo,
+    ContainerSpec,
+    RuntimeEvent,
+    RuntimeFailure,
+)
+
+log = logging.getLogger(__name__)
+
+EVENT_ACTIONS = ("start", "die", "destroy", "oom")
+_NEVER = "0001-01-01T00:00:00Z"  # docker's zero time for "not started/finished yet"
+
+
+def container_name(spec: ContainerSpec) -> str:
+    """A readable, docker-legal, per-attempt name, so a retried run() finds its own container."""
+    base = re.sub(r"[^a-zA-Z0-9_.-]+", "-", spec.name).strip("-.") or "task"
+    task = re.sub(r"[^a-zA-Z0-9_.-]+", "-", spec.task_id)[:8]
+    return f"cube-{base[:40]}-{task}-{spec.attempt}"
+
+
+def _port_key(port: str) -> str:
+    return port if "/" in port else f"{port}/tcp"
+
+
+def _explain(exc: Exception) -> str:
+    """The most human part of a docker/requests exception."""
+    if isinstance(exc, docker.errors.APIError) and exc.explanation:
+        return str(exc.explanation)
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+        return f"cannot reach the Docker daemon ({exc.__class__.__name__}: {exc})"
+    return str(exc) or exc.__class__.__name__
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    """Re-raise any docker or transport error as RuntimeFailure prefixed with what we were doing."""
+    try:
+        yield
+    except RuntimeFailure:
+        raise
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise RuntimeFailure(f"{what}: {_explain(exc)}") from exc
+
+
+def _info(attrs: dict[str, Any]) -> ContainerInfo:
+    """ContainerInfo from `docker inspect` output."""
+    labels = (attrs.get("Config") or {}).get("Labels") or {}
+    state = attrs.get("State") or {}
+    status = state.get("Status", "")
+    exit_code = state.get("ExitCode") if status in ("exited", "dead") else None
+    error = state.get("Error") or ""
+    if not error and state.get("OOMKilled"):
+        error = "killed: out of memory"
+    try:
+        attempt = int(labels.get(LABEL_ATTEMPT, 0))
+    except ValueError:
+        attempt = 0
+    return ContainerInfo(
+        container_id=attrs["Id"],
+        task_id=labels.get(LABEL_TASK, ""),
+        attempt=attempt,
+        state=status,
+        exit_code=exit_code,
+        host_ports=_host_ports((attrs.get("NetworkSettings") or {}).get("Ports") or {}),
+        error=error,
+        started_at="" if state.get("StartedAt", _NEVER) == _NEVER else state["StartedAt"],
+        finished_at="" if state.get("FinishedAt", _NEVER) == _NEVER else state["FinishedAt"],
+        worker=labels.get(LABEL_WORKER, ""),
+    )
+
+
+def _host_ports(ports: dict[str, list[dict[str, str]] | None]) -> dict[str, int]:
+    """"8080/tcp" -> host port, preferring the IPv4 binding (docker also lists "::")."""
+    out: dict[str, int] = {}
+    for key, bindings in ports.items():
+        if not bindings:
+            continue
+        ipv4 = [b for b in bindings if ":" not in b.get("HostIp", "")]
+        chosen = (ipv4 or bindings)[0]
+        with contextlib.suppress(KeyError, ValueError):
+            out[key] = int(chosen["HostPort"])
+    return out
+
+
+def _since_param(nanos: int) -> str:
+    """Docker parses "S.N" with N as integer nanoseconds, so str(float) would be wrong."""
+    return f"{nanos // 1_000_000_000}.{nanos % 1_000_000_000:09d}"
+
+
+class DockerRuntime:
+    """Runs task containers on the local Docker engine; safe to share between threads."""
+
+    def __init__(self, client: docker.DockerClient | None = None, timeout: int = 30,
+                 reconnect_max: float = 5.0) -> None:
+        if client is None:
+            with _translated("cannot connect to the Docker daemon"):
+                client = docker.from_env(timeout=timeout)
+        self.client = client
+        self.reconnect_max = reconnect_max
+
+    # -- run -------------------------------------------------------------------------------
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        self._ensure_image(spec.image)
+        name = container_name(spec)
+        for _ in range(3):  # a concurrent run() of the same attempt may win the name race
+            reused = self._reuse_or_remove(name, spec)
+            if reused is not None:
+                return reused
+            try:
+                container = self.client.containers.create(spec.image, name=name, **self._create_kwargs(spec))
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:
+                    continue
+                raise RuntimeFailure(f"cannot create container for task {spec.task_id}: {_explain(exc)}") from exc
+            except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                raise RuntimeFailure(f"cannot create container for task {spec.task_id}: {_explain(exc)}") from exc
+            return self._start(container, spec)
+        raise RuntimeFailure(f"cannot create container {name}: the name stays taken by another container")
+
+    def _ensure_image(self, image: str) -> None:
+        """Pull only when the image is missing, reporting the registry's reason on failure."""
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise RuntimeFailure(f"cannot check image '{image}': {_explain(exc)}") from exc
+        try:
+            for line in self.client.api.pull(image, stream=True, decode=True):
+                if isinstance(line, dict) and line.get("error"):
+                    raise RuntimeFailure(line["error"])
+            self.client.images.get(image)
+        except (RuntimeFailure, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            reason = str(exc) if isinstance(exc, RuntimeFailure) else _explain(exc)
+            raise RuntimeFailure(
+                f"image '{image}' is not present locally and could not be pulled: {reason}") from exc
+
+    def _reuse_or_remove(self, name: str, spec: ContainerSpec) -> ContainerInfo | None:
+        """Idempotent retries: keep our own running container, clear anything else under the name."""
+        with _translated(f"cannot check existing container {name}"):
+            try:
+                existing = self.client.containers.get(name)
+            except docker.errors.NotFound:
+                return None
+            info = _info(existing.attrs)
+            if info.task_id == spec.task_id and info.attempt == spec.attempt and info.running:
+                return info
+            self._remove(existing.id)
+            return None
+
+    def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        labels = {**spec.labels, LABEL_TASK: spec.task_id, LABEL_ATTEMPT: str(spec.attempt)}
+        kwargs: dict[str, Any] = dict(
+            command=spec.command or None,
+            environment=dict(spec.env),
+            labels=labels,
+            detach=True,
+            tty=False,
+            ports={_port_key(p): None for p in spec.ports},
+            restart_policy={"Name": "no"},
+        )
+        if spec.memory > 0:
+            kwargs["mem_limit"] = int(spec.memory)
+        if spec.cpu > 0:
+            kwargs["nano_cpus"] = int(spec.cpu * 1e9)
+        return kwargs
+
+    def _start(self, container: Any, spec: ContainerSpec) -> ContainerInfo:
+        try:
+            container.start()
+            container.reload()
+            return _info(container.attrs)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
+                container.remove(v=True, force=True)
+            raise RuntimeFailure(
+                f"container for task {spec.task_id} ({spec.image}) failed to start: {_explain(exc)}") from exc
+
+    # -- stop / inspect / list / logs ------------------------------------------------------
+
+    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+        with _translated(f"cannot stop container {container_id[:12]}"):
+            try:
+                self.client.api.stop(container_id, timeout=max(0, math.ceil(timeout)))
+            except docker.errors.NotFound:
+                return
+            self._remove(container_id)
+
+    def _remove(self, container_id: str) -> None:
+        """Force-remove with volumes; already gone or already being removed both count as done."""
+        try:
+            self.client.api.remove_container(container_id, v=True, force=True)
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409 or "already in progress" not in str(exc.explanation):
+                raise
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        with _translated(f"cannot inspect container {container_id[:12]}"):
+            try:
+                return _info(self.client.api.inspect_container(container_id))
+            except docker.errors.NotFound:
+                return None
+
+    def list(self, worker: str | None = None) -> list[ContainerInfo]:
+        labels = [LABEL_TASK] + ([f"{LABEL_WORKER}={worker}"] if worker is not None else [])
+        with _translated("cannot list containers"):
+            containers = self.client.containers.list(all=True, filters={"label": labels},
+                                                     ignore_removed=True)
+            return [_info(c.attrs) for c in containers]
+
+    def logs(self, container_id: str, tail: int = 100) -> str:
+        with _translated(f"cannot read logs of container {container_id[:12]}"):
+            try:
+                raw = self.client.api.logs(container_id, stdout=True, stderr=True, tail=tail)
+            except docker.errors.NotFound as exc:
+                raise RuntimeFailure(f"container {container_id[:12]} no longer exists") from exc
+            return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    # -- events ----------------------------------------------------------------------------
+
+    def events(self, stop: threading.Event, since: float | None = None) -> Iterator[RuntimeEvent]:
+        """Labelled-container events until `stop`; reconnects (resuming at the last event) on breaks.
+
+        The docker stream blocks without timeout, so a watcher thread closes it when `stop` is set.
+        `since` (unix seconds) replays events from that point, which lets callers subscribe
+        without racing the containers they are about to start.
+        """
+        filters = {"type": "container", "label": [LABEL_TASK]}
+        state = {"stream": None}
+        lock = threading.Lock()
+        done = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.1):
+                if done.is_set():
+                    return
+            with lock:
+                stream = state["stream"]
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    stream.close()
+
+        threading.Thread(target=watch, name="docker-events-watch", daemon=True).start()
+        origin = int((time.time() if since is None else since) * 1e9)  # pinned: reconnects lose nothing
+        last_nano, seen_at_last = 0, set()  # since= is inclusive: skip what we already yielded
+        delay = 0.1
+        try:
+            while not stop.is_set():
+                resume = _since_param(last_nano or origin)
+                try:
+                    stream = self.client.events(decode=True, filters=filters, since=resume)
+                except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+                    log.warning("docker events unavailable (%s); retrying in %.1fs", _explain(exc), delay)
+                    stop.wait(delay)
+                    delay = min(delay * 2, self.reconnect_max)
+                    continue
+                with lock:
+                    state["stream"] = stream
+                if stop.is_set():  # set between the watcher's check and our registration
+                    stream.close()
+                try:
+                    for raw in stream:
+                        delay = 0.1
+                        nano = int(raw.get("timeNano") or int(raw.get("time", 0)) * 1_000_000_000)
+                        key = (raw.get("id"), raw.get("Action") or raw.get("status"))
+                        if nano < last_nano or (nano == last_nano and key in seen_at_last):
+                            continue
+                        if nano > last_nano:
+                            last_nano, seen_at_last = nano, set()
+                        seen_at_last.add(key)
+                        event = _event(raw)
+                        if event is not None:
+                            yield event
+                except Exception as exc:  # transport errors mid-stream: reconnect below
+                    log.warning("docker events stream broke: %s", exc)
+                finally:
+                    with lock:
+                        state["stream"] = None
+                    with contextlib.suppress(Exception):
+                        stream.close()
+                if stop.is_set():
+                    break
+                # The stream ended without stop: the daemon went away. Resume where we were.
+                stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max)
+        finally:
+            done.set()
+
+
+def _event(raw: dict[str, Any]) -> RuntimeEvent | None:
+    action = (raw.get("Action") or raw.get("status") or "").split(":")[0]
+    if action not in EVENT_ACTIONS:
+        return None
+    actor = raw.get("Actor") or {}
+    attrs = actor.get("Attributes") or {}
+    exit_code = None
+    if action == "die":
+        with contextlib.suppress(TypeError, ValueError):
+            exit_code = int(attrs.get("exitCode"))
+    try:
+        attempt = int(attrs.get(LABEL_ATTEMPT, 0))
+    except ValueError:
+        attempt = 0
+    nano = raw.get("timeNano")
+    return RuntimeEvent(
+        kind=action,
+        task_id=attrs.get(LABEL_TASK, ""),
+        container_id=actor.get("ID") or raw.get("id", ""),
+        attempt=attempt,
+        exit_code=exit_code,
+        time=nano / 1e9 if nano else float(raw.get("time", 0)),
+    )

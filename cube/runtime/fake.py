@@ -1,0 +1,168 @@
+"""FakeRuntime: containers simulated in memory, with Docker's semantics but none of its cost.
+
+Unit tests drive failures through kill() and remove_behind_back(); benchmarks run hundreds of
+simulated workers in one process. Everything is guarded by one lock, so any thread may call in.
+"""
+from __future__ import annotations
+
+import itertools
+import queue
+import secrets
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from typing import Iterable, Iterator
+
+from cube.runtime.base import (
+    LABEL_ATTEMPT,
+    LABEL_TASK,
+    LABEL_WORKER,
+    ContainerInfo,
+    ContainerSpec,
+    RuntimeEvent,
+    RuntimeFailure,
+)
+from cube.runtime.docker import container_name  # same names as Docker, so retries behave alike
+
+HISTORY = 1000  # events kept for events(since=...), like the daemon's own event buffer
+
+
+def _now_iso() -> str:
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e9):09d}Z"
+
+
+@dataclass
+class _Container:
+    info: ContainerInfo
+    name: str
+    spec: ContainerSpec
+    labels: dict[str, str]
+    logs: list[str] = field(default_factory=list)
+
+
+class FakeRuntime:
+    """An in-memory Runtime. `missing_images` makes run() fail as an unpullable image does."""
+
+    def __init__(self, missing_images: Iterable[str] = (), port_base: int = 30000) -> None:
+        self.missing_images = set(missing_images)
+        self._lock = threading.Lock()
+        self._containers: dict[str, _Container] = {}
+        self._ports = itertools.count(port_base)
+        self._history: deque[RuntimeEvent] = deque(maxlen=HISTORY)
+        self._subscribers: list[queue.SimpleQueue[RuntimeEvent]] = []
+
+    # -- Runtime interface -----------------------------------------------------------------
+
+    def run(self, spec: ContainerSpec) -> ContainerInfo:
+        if spec.image in self.missing_images:
+            raise RuntimeFailure(f"image '{spec.image}' is not present locally and could not be pulled: "
+                                 "pull access denied (simulated)")
+        name = container_name(spec)
+        with self._lock:
+            for old in [c for c in self._containers.values() if c.name == name]:
+                if old.info.task_id == spec.task_id and old.info.attempt == spec.attempt and old.info.running:
+                    return replace(old.info)  # idempotent retry of the same attempt
+                self._remove(old.info.container_id)
+            labels = {**spec.labels, LABEL_TASK: spec.task_id, LABEL_ATTEMPT: str(spec.attempt)}
+            info = ContainerInfo(
+                container_id=secrets.token_hex(32),
+                task_id=spec.task_id,
+                attempt=spec.attempt,
+                state="running",
+                host_ports={(p if "/" in p else f"{p}/tcp"): next(self._ports) for p in spec.ports},
+                started_at=_now_iso(),
+                worker=labels.get(LABEL_WORKER, ""),
+            )
+            self._containers[info.container_id] = _Container(info, name, spec, labels)
+            self._emit("start", info)
+            return replace(info)
+
+    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+        with self._lock:
+            if container_id in self._containers:
+                self._remove(container_id, exit_code=143)  # SIGTERM honoured
+
+    def inspect(self, container_id: str) -> ContainerInfo | None:
+        with self._lock:
+            c = self._containers.get(container_id)
+            return replace(c.info) if c else None
+
+    def list(self, worker: str | None = None) -> list[ContainerInfo]:
+        with self._lock:
+            return [replace(c.info) for c in self._containers.values()
+                    if worker is None or c.labels.get(LABEL_WORKER) == worker]
+
+    def logs(self, container_id: str, tail: int = 100) -> str:
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None:
+                raise RuntimeFailure(f"container {container_id[:12]} no longer exists")
+            lines = c.logs[-tail:] if tail > 0 else []
+            return "".join(line + "\n" for line in lines)
+
+    def events(self, stop: threading.Event, since: float | None = None) -> Iterator[RuntimeEvent]:
+        """Events emitted after subscribing (or replayed from `since`) until `stop` is set."""
+        q: queue.SimpleQueue[RuntimeEvent] = queue.SimpleQueue()
+        with self._lock:
+            if since is not None:
+                for ev in self._history:
+                    if ev.time >= since:
+                        q.put(ev)
+            self._subscribers.append(q)
+        try:
+            while not stop.is_set():
+                try:
+                    event = q.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                yield event
+        finally:
+            with self._lock:
+                self._subscribers.remove(q)
+
+    # -- test helpers ----------------------------------------------------------------------
+
+    def kill(self, container_id: str, exit_code: int = 137, oom: bool = False) -> None:
+        """The process exits on its own (crash, OOM kill): the container stays, exited."""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None or not c.info.running:
+                return
+            if oom:
+                c.info.error = "killed: out of memory"
+                self._emit("oom", c.info)
+            self._exit(c, exit_code)
+
+    def remove_behind_back(self, container_id: str) -> None:
+        """Someone ran `docker rm -f`: a running container dies first, then is destroyed."""
+        with self._lock:
+            if container_id in self._containers:
+                self._remove(container_id, exit_code=137)
+
+    def write_log(self, container_id: str, line: str) -> None:
+        """Pretend the container printed a line."""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is not None:
+                c.logs.append(line)
+
+    # -- internals (lock held) -------------------------------------------------------------
+
+    def _exit(self, c: _Container, exit_code: int) -> None:
+        c.info.state, c.info.exit_code, c.info.finished_at = "exited", exit_code, _now_iso()
+        self._emit("die", c.info, exit_code)
+
+    def _remove(self, container_id: str, exit_code: int = 137) -> None:
+        c = self._containers.pop(container_id)
+        if c.info.running:
+            self._exit(c, exit_code)
+        self._emit("destroy", c.info)
+
+    def _emit(self, kind: str, info: ContainerInfo, exit_code: int | None = None) -> None:
+        event = RuntimeEvent(kind=kind, task_id=info.task_id, container_id=info.container_id,
+                             attempt=info.attempt, exit_code=exit_code, time=time.time())
+        self._history.append(event)
+        for q in self._subscribers:
+            q.put(event)
