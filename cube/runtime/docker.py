@@ -182,6 +182,9 @@ class DockerRuntime:
             tty=False,
             ports={_port_key(p): None for p in spec.ports},
             restart_policy={"Name": "no"},
+            # A tiny init as PID 1 forwards SIGTERM: many programs (busybox httpd, sh) ignore it
+            # as PID 1, which would turn every stop into a full timeout and a SIGKILL.
+            init=True,
         )
         if spec.memory > 0:
             kwargs["mem_limit"] = int(spec.memory)
