@@ -1,0 +1,420 @@
+"""The Manager actor: owns the desired state of every task and drives the cluster toward it.
+
+It reacts to messages (clients, workers) and to a few timers (worker liveness, placement of
+waiting tasks, health probes); nothing waits on a fixed 10-15 s loop as in the book. Every change
+of a task is persisted through the Store before it is acknowledged or acted on.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from cube import __version__
+from cube.config import ManagerConfig
+from cube.control import policy, reconcile
+from cube.control.health import probe
+from cube.control.taskbook import TaskBook, TaskEvent
+from cube.control.workers import LOST, WorkerRegistry
+from cube.messages import node as node_msg
+from cube.messages import sched as sched_msg
+from cube.messages import task as task_msg
+from cube.messages import worker as worker_msg
+from cube.model.state import State
+from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, task_from_spec
+from cube.store import Store
+import zmq
+
+from cube.wire import sockets
+from cube.wire.actor import Actor
+from cube.wire.client import Client
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
+
+log = logging.getLogger(__name__)
+
+NODES = "nodes"
+LIVE = (State.SCHEDULED, State.RUNNING)
+
+
+class Manager(Actor):
+    def __init__(self, config: ManagerConfig, store: Store, scheduler: Client | None = None,
+                 name: str = "manager"):
+        super().__init__(name)
+        self.config = config
+        self.started = time.time()
+        ctx = self.loop.ctx
+        self.api = sockets.router(ctx, config.bind(config.api_port))
+        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port))
+        self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
+        self.events = sockets.publisher(ctx, bind=config.bind(config.events_port))
+        self.scheduler = scheduler or Client(config.scheduler_endpoint, name=name, timeout=1.0, ctx=ctx)
+        self.book = TaskBook(store, self._publish)
+        self.registry = WorkerRegistry(config.grace)
+        self._commands: dict[tuple[str, str], str] = {}  # (worker, task_id) -> outstanding request id
+        self._health_failures: dict[str, int] = {}  # task id -> consecutive failed probes
+        self._last_probe: dict[str, float] = {}  # task id -> monotonic time of the last probe
+        self._probing: set[str] = set()
+        self._place_timer = None
+        self.serve(self.api, accept=task_msg.API | node_msg.API)
+        self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
+
+    # ---- start-up ---------------------------------------------------------------------------
+    def start(self) -> None:
+        """Reload state, then arm the timers. Retries until the Store answers."""
+        while True:
+            try:
+                count = self.book.load()
+                for _, data in self.book.store.list(NODES):
+                    self.registry.remember(data)
+                break
+            except CubeError as e:
+                log.warning("manager: waiting for the store: %s", e)
+                time.sleep(0.5)
+        log.info("manager: loaded %d tasks, %d known workers", count, len(self.registry.workers))
+        self.loop.call_every(min(1.0, self.config.grace / 4), self._check_workers)
+        self.loop.call_every(1.0, self._place_waiting)
+        self.loop.call_every(0.5, self._health_tick)
+        self._schedule_placement()
+
+    def run(self) -> None:
+        self.start()
+        self.loop.run()
+
+    # ---- client API -------------------------------------------------------------------------
+    def on_manager_ping(self, m: Envelope) -> dict[str, Any]:
+        return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
+                "tasks": len(self.book), "workers": len(self.registry.ready())}
+
+    def on_task_start(self, m: Envelope) -> dict[str, Any]:
+        spec = m.body["task"]
+        existing = self.book.get(str(spec.get("id", "")))
+        if existing:  # a replayed or retried start: the task exists, nothing changes
+            return {"task": existing.to_dict(), "existing": True}
+        try:
+            task = task_from_spec(spec)
+        except TaskSpecError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+        task = self.book.add(task, "submitted")
+        self._schedule_placement()
+        return {"task": task.to_dict()}
+
+    def on_task_stop(self, m: Envelope) -> dict[str, Any]:
+        task = self.book.find(m.body["id"])
+        if task.desired == DESIRED_STOPPED:
+            return {"task": task.to_dict()}
+        if task.state == State.PENDING:
+            task = self.book.commit(task, _stop_now(State.COMPLETED), "stopped before it was placed")
+        elif task.state in LIVE and task.worker:
+            task = self.book.commit(task, _desire_stopped, "stop requested")
+            if self.registry.is_ready(task.worker):
+                self._send_stop(task.worker, task.id, task.attempt, "stop requested")
+            else:
+                task = self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; worker {task.worker} is lost")
+        else:  # Completed, or Failed (perhaps waiting to restart): just never restart it
+            task = self.book.commit(task, _desire_stopped, "stopped; will not be restarted", event=False)
+        return {"task": task.to_dict()}
+
+    def on_task_ls(self, m: Envelope) -> dict[str, Any]:
+        return {"tasks": [t.to_dict() for t in self.book.where(lambda t: True)]}
+
+    def on_task_inspect(self, m: Envelope) -> dict[str, Any]:
+        task = self.book.find(m.body["id"])
+        return {"task": task.to_dict(), "events": self.book.events(task.id)}
+
+    def on_task_logs(self, m: Envelope) -> None:
+        task = self.book.find(m.body["id"])
+        if not task.worker or not task.container_id:
+            raise CubeError(NOT_FOUND, f"task {task.id[:12]} has no container (state {task.state.value})")
+        if not self.registry.is_ready(task.worker):
+            raise CubeError(UNAVAILABLE, f"worker {task.worker} is not connected")
+
+        def relay(reply: Envelope | None) -> None:
+            if reply is None:
+                m.respond(error=CubeError(UNAVAILABLE, f"worker {task.worker} did not answer"))
+            elif reply.type == REPLY_ERROR:
+                m.respond(error=CubeError(reply.body.get("code", "error"), reply.body.get("message", "")))
+            else:
+                m.respond({"logs": reply.body.get("logs", "")})
+        env = Envelope(worker_msg.LOGS, {"task_id": task.id, "tail": m.body.get("tail") or 100},
+                       route=self.registry.get(task.worker).route)
+        self.request(self.workers_sock, env, relay, timeout=5.0)
+        return None
+
+    def on_node_ls(self, m: Envelope) -> dict[str, Any]:
+        metrics: dict[str, Any] = {}
+        try:
+            metrics = {n["name"]: n for n in self.scheduler.call(sched_msg.NODES, {})["nodes"]}
+        except CubeError as e:
+            log.warning("manager: no node metrics from the scheduler: %s", e)
+        nodes = []
+        for rec in sorted(self.registry.workers.values(), key=lambda r: r.name):
+            row = rec.to_dict()
+            row["tasks"] = len(self.book.on_worker(rec.name))
+            row["metrics"] = metrics.get(rec.name)
+            nodes.append(row)
+        return {"nodes": nodes}
+
+    # ---- workers ----------------------------------------------------------------------------
+    def on_worker_hello(self, m: Envelope) -> dict[str, Any]:
+        b = m.body
+        name = b["name"]
+        if m.route and m.route[0] != name.encode():
+            raise CubeError(BAD_REQUEST, f"worker identity {m.route[0]!r} does not match name {name!r}")
+        self._cancel_commands(name)
+        rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0))
+        self.book.store.put(NODES, name, rec.to_dict())
+        log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
+        self.loop.call_later(0, lambda: self._reconcile(name, b["tasks"]))
+        return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
+                "grace": self.config.grace}
+
+    def on_worker_heartbeat(self, m: Envelope) -> dict[str, Any]:
+        if self.registry.seen(m.body["name"]) is None:
+            raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        return {}
+
+    def on_task_status(self, m: Envelope) -> dict[str, Any]:
+        b = m.body
+        worker = m.sender
+        if self.registry.seen(worker) is None:
+            raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        task = self.book.get(b["task_id"])
+        if task is None or task.worker != worker or task.attempt != b["attempt"]:
+            if b["state"] in ("running", "created"):
+                self._send_stop(worker, b["task_id"], b["attempt"], "stale container")
+            return {"ignored": "stale"}
+        state = b["state"]
+        if state == "running":
+            self._on_running(task, b)
+        elif state in ("exited", "removed"):
+            cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
+                     else "container removed behind Cube's back")
+            self._on_ended(task, b.get("exit_code") if state == "exited" else None, cause, b.get("error", ""))
+        elif state == "failed":
+            self._on_ended(task, None, f"could not start: {b.get('error') or 'unknown error'}", b.get("error", ""))
+        elif state == "stopped":
+            if task.desired == DESIRED_STOPPED and task.state in LIVE:
+                self.book.commit(task, _stop_now(State.COMPLETED), "stopped")
+        return {}
+
+    def _on_running(self, task: Task, report: dict[str, Any]) -> None:
+        if task.state not in LIVE:
+            return
+        if task.desired == DESIRED_STOPPED:
+            self._send_stop(task.worker, task.id, task.attempt, "stop requested")
+            return
+        if task.state == State.RUNNING and task.container_id == report.get("container_id"):
+            return
+
+        def running(t: Task) -> None:
+            t.transition(State.RUNNING)
+            t.container_id = report.get("container_id") or t.container_id
+            t.host_ports = {k: int(v) for k, v in (report.get("host_ports") or {}).items()}
+            t.started_at = report.get("time") or time.time()
+            t.error = ""
+        self.book.commit(task, running, f"running on {task.worker}")
+        self._health_failures.pop(task.id, None)
+
+    def _on_ended(self, task: Task, exit_code: int | None, cause: str, error: str = "") -> None:
+        """A container ended (exit, removal, failed start, lost worker, failed health check)."""
+        if task.state not in LIVE:
+            return
+        outcome = policy.on_end(task, exit_code, cause)
+
+        def ended(t: Task) -> None:
+            t.transition(outcome.state)
+            t.exit_code = exit_code
+            t.error = error
+            t.finished_at = time.time()
+            if outcome.restart:
+                t.not_before = time.time() + outcome.delay
+        old_worker, attempt = task.worker, task.attempt
+        self.book.commit(task, ended, outcome.reason)
+        self._health_failures.pop(task.id, None)
+        if old_worker and self.registry.is_ready(old_worker):
+            self._send_stop(old_worker, task.id, attempt, "task ended")  # remove the dead container
+        if outcome.restart:
+            self.loop.call_later(outcome.delay, self._schedule_placement)
+
+    def _reconcile(self, worker: str, reported: list[dict[str, Any]]) -> None:
+        if not self.registry.is_ready(worker):
+            return
+        plan = reconcile.plan(worker, reported, self.book.tasks)
+        for task_id, attempt, reason in plan.stop:
+            log.info("manager: reconcile %s: stopping %s attempt %s (%s)", worker, task_id[:8], attempt, reason)
+            self._send_stop(worker, task_id, attempt, reason)
+            task = self.book.get(task_id)
+            if task and task.worker == worker and task.desired == DESIRED_STOPPED and task.state in LIVE:
+                self.book.commit(task, _stop_now(State.COMPLETED), "stopped")
+        for task, rep in plan.adopt:
+            self._on_running(task, rep)
+        for task, rep in plan.ended:
+            self._on_ended(task, rep.get("exit_code"), f"exited with code {rep.get('exit_code')} while apart")
+        for task in plan.resend:
+            self._send_run(task)
+        for task in plan.vanished:
+            self._on_ended(task, None, f"container vanished from {worker}")
+
+    def _check_workers(self) -> None:
+        for rec in self.registry.expire():
+            log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
+            self._cancel_commands(rec.name)
+            self._safe_put_node(rec.to_dict())
+            for task in self.book.on_worker(rec.name):
+                if task.desired == DESIRED_STOPPED:
+                    self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; worker {rec.name} lost")
+                else:
+                    self._on_ended(task, None, f"worker {rec.name} lost")
+            self._schedule_placement()
+
+    def _safe_put_node(self, data: dict[str, Any]) -> None:
+        try:
+            self.book.store.put(NODES, data["name"], data)
+        except CubeError as e:
+            log.warning("manager: could not record node %s: %s", data["name"], e)
+
+    # ---- placement --------------------------------------------------------------------------
+    def _schedule_placement(self) -> None:
+        """Coalesce many triggers (new task, task ended, worker joined) into one placement pass."""
+        if self._place_timer is None:
+            self._place_timer = self.loop.call_later(0, self._place_waiting)
+
+    def _waiting(self, now: float) -> list[Task]:
+        def wants_placement(t: Task) -> bool:
+            if t.desired != DESIRED_RUNNING:
+                return False
+            if t.state == State.PENDING:
+                return True
+            return (t.state == State.FAILED and t.not_before > 0 and t.not_before <= now
+                    and t.restart.allows(t.exit_code, t.restart_count))
+        return self.book.where(wants_placement)
+
+    def _place_waiting(self) -> None:
+        self._place_timer = None
+        for task in self._waiting(time.time()):
+            try:
+                reply = self.scheduler.call(sched_msg.PLACE, {
+                    "task_id": task.id, "cpu": float(task.cpu), "memory": int(task.memory),
+                    "disk": int(task.disk), "exclude": self.registry.lost()})
+            except CubeError as e:
+                log.warning("manager: scheduler unavailable, %s waits: %s", task.id[:8], e)
+                return
+            node = reply.get("node")
+            if not node or not self.registry.is_ready(node):
+                reason = reply.get("reason") or f"scheduler chose {node}, which is not connected"
+                if reason != task.reason:
+                    self.book.commit(task, None, reason, event=False)
+                continue
+            self._assign(task, node)
+
+    def _assign(self, task: Task, node: str) -> None:
+        restart = task.state == State.FAILED
+
+        def scheduled(t: Task) -> None:
+            t.transition(State.SCHEDULED)
+            t.worker = node
+            t.attempt += 1
+            t.container_id = ""
+            t.host_ports = {}
+            t.exit_code = None
+            t.not_before = 0.0
+            if restart:
+                t.restart_count += 1
+        why = f"restart {task.restart_count + 1} on {node}" if restart else f"placed on {node}"
+        task = self.book.commit(task, scheduled, why)
+        self._send_run(task)
+
+    # ---- commands to workers ------------------------------------------------------------------
+    def _send_run(self, task: Task) -> None:
+        self._command(task.worker, task.id, worker_msg.RUN, {"task": task.to_dict(), "attempt": task.attempt})
+
+    def _send_stop(self, worker: str, task_id: str, attempt: int, reason: str) -> None:
+        self._command(worker, task_id, worker_msg.STOP, {"task_id": task_id, "attempt": attempt, "reason": reason})
+
+    def _command(self, worker: str, task_id: str, msg_type: str, body: dict[str, Any]) -> None:
+        """Send a command, re-sent until the worker acknowledges; a newer one for the task replaces it."""
+        rec = self.registry.get(worker)
+        if rec is None or rec.state == LOST:
+            return
+        key = (worker, task_id)
+        if key in self._commands:
+            self.cancel(self._commands.pop(key))
+
+        def acked(reply: Envelope | None) -> None:
+            if self._commands.get(key) == env.id:
+                del self._commands[key]
+            if reply is not None and reply.type == REPLY_ERROR:
+                log.warning("manager: %s refused %s for %s: %s", worker, msg_type, task_id[:8],
+                            reply.body.get("message"))
+        env = Envelope(msg_type, body, route=rec.route)
+        self._commands[key] = self.request(self.workers_sock, env, acked, retry_every=self.config.command_retry)
+
+    def _cancel_commands(self, worker: str) -> None:
+        for key in [k for k in self._commands if k[0] == worker]:
+            self.cancel(self._commands.pop(key))
+
+    # ---- health checks --------------------------------------------------------------------------
+    def _health_tick(self) -> None:
+        now = time.monotonic()
+        for task in self.book.where(lambda t: t.state == State.RUNNING and t.health is not None):
+            if task.id in self._probing or task.desired != DESIRED_RUNNING:
+                continue
+            if now - self._last_probe.get(task.id, 0.0) < task.health.interval:
+                continue
+            target = self._health_target(task)
+            if target is None:
+                continue
+            self._last_probe[task.id] = now
+            self._probing.add(task.id)
+            host, port = target
+            self.loop.run_blocking(probe, host, port, task.health.path, task.health.timeout,
+                                   done=lambda res, err, t=task: self._health_result(t.id, t.attempt, res, err))
+
+    def _health_target(self, task: Task) -> tuple[str, int] | None:
+        rec = self.registry.get(task.worker)
+        port_key = task.health.port or (task.ports[0] if task.ports else "")
+        host_port = task.host_ports.get(port_key)
+        if rec is None or not host_port:
+            return None
+        return rec.address, int(host_port)
+
+    def _health_result(self, task_id: str, attempt: int, result: Any, error: BaseException | None) -> None:
+        self._probing.discard(task_id)
+        task = self.book.get(task_id)
+        if task is None or task.attempt != attempt or task.state != State.RUNNING:
+            return
+        if error is None and result.ok:
+            self._health_failures.pop(task_id, None)
+            return
+        failures = self._health_failures.get(task_id, 0) + 1
+        self._health_failures[task_id] = failures
+        detail = result.detail if result else str(error)
+        log.info("manager: health check %d/%d of %s failed: %s", failures, task.health.threshold, task.id[:8], detail)
+        if failures >= task.health.threshold:
+            self._on_ended(task, None, f"health check failed {failures} times ({detail})")
+
+    # ---- events -----------------------------------------------------------------------------------
+    def _publish(self, event: TaskEvent, task: Task) -> None:
+        body = event.to_dict()
+        body["task"] = task.to_dict()
+        self.send(self.events, Envelope(task_msg.EVENT, body))
+
+
+def _desire_stopped(t: Task) -> None:
+    t.desired = DESIRED_STOPPED
+
+
+def _stop_now(state: State):
+    def change(t: Task) -> None:
+        t.desired = DESIRED_STOPPED
+        t.transition(state)
+        t.finished_at = time.time()
+    return change
+
+
+def run_manager(config: ManagerConfig) -> None:
+    """Process entry point."""
+    from cube.store.remote import RemoteStore
+    config = config.resolved()
+    Manager(config, RemoteStore(config.store_endpoint)).run()

@@ -1,0 +1,86 @@
+"""The Store actor: the only process that opens the manager's database.
+
+It answers store.* requests over a ROUTER socket. Keeping LevelDB in one process means its
+lock is never fought over, and a crash of any other actor cannot corrupt it.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from cube.messages import store as msg
+from cube.store import Store, StoreError, open_store
+from cube.wire import sockets
+from cube.wire.actor import Actor
+from cube.wire.envelope import Envelope
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, CubeError
+
+log = logging.getLogger(__name__)
+
+
+class StoreActor(Actor):
+    def __init__(self, store: Store, endpoint: str, name: str = "store"):
+        super().__init__(name)
+        self.store = store
+        self.sock = sockets.router(self.loop.ctx, endpoint)
+        self.serve(self.sock, accept=msg.ALL)
+
+    def on_store_put(self, m: Envelope) -> dict[str, Any]:
+        with _store_errors():
+            self.store.put(m.body["ns"], m.body["key"], m.body["value"])
+        return {}
+
+    def on_store_get(self, m: Envelope) -> dict[str, Any]:
+        with _store_errors():
+            value = self.store.get(m.body["ns"], m.body["key"])
+        if value is None:
+            raise CubeError(NOT_FOUND, f"no {m.body['key']!r} in {m.body['ns']!r}")
+        return {"value": value}
+
+    def on_store_delete(self, m: Envelope) -> dict[str, Any]:
+        with _store_errors():
+            self.store.delete(m.body["ns"], m.body["key"])
+        return {}
+
+    def on_store_list(self, m: Envelope) -> dict[str, Any]:
+        with _store_errors():
+            items = self.store.list(m.body["ns"], m.body.get("prefix") or "")
+        return {"items": [[k, v] for k, v in items]}
+
+    def on_store_count(self, m: Envelope) -> dict[str, Any]:
+        with _store_errors():
+            return {"count": self.store.count(m.body["ns"])}
+
+    def on_store_batch(self, m: Envelope) -> dict[str, Any]:
+        ops = []
+        for i, op in enumerate(m.body["ops"]):
+            kind, ns, key = op.get("op"), op.get("ns"), op.get("key")
+            if kind not in ("put", "delete") or not isinstance(ns, str) or not isinstance(key, str):
+                raise CubeError(BAD_REQUEST, f"store.batch: op {i} needs op put/delete, ns and key")
+            ops.append((kind, ns, key, op.get("value")))
+        with _store_errors():
+            self.store.batch(ops)
+        return {"applied": len(ops)}
+
+    def run(self) -> None:
+        try:
+            self.loop.run()
+        finally:
+            self.store.close()
+
+
+class _store_errors:
+    """Turn backend errors into `bad_request` replies instead of crashing the actor."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, err, tb) -> bool:
+        if err is not None and isinstance(err, StoreError):
+            raise CubeError(BAD_REQUEST, str(err)) from None
+        return False
+
+
+def run_store(endpoint: str, kind: str, path: str) -> None:
+    """Process entry point."""
+    StoreActor(open_store(kind, path), endpoint).run()

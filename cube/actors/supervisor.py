@@ -1,0 +1,175 @@
+"""`cube-manager`: a supervisor that runs the Store, Scheduler and Manager actors as processes.
+
+It restarts an actor that dies (with backoff), and on SIGTERM/SIGINT stops them all, in reverse
+order, within a few seconds. Children die with it even when it is SIGKILLed (PR_SET_PDEATHSIG),
+so a restarted cube-manager never finds its ports held by orphans.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import multiprocessing as mp
+import multiprocessing.connection
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cube import config as cfg
+from cube import logs
+from cube.config import ManagerConfig
+
+log = logging.getLogger("cube.supervisor")
+
+STABLE_AFTER = 10.0  # an actor that lived this long has its restart backoff reset
+MAX_BACKOFF = 5.0
+
+
+@dataclass
+class Child:
+    name: str
+    target: Callable[..., None]
+    args: tuple[Any, ...]
+    process: mp.Process | None = None
+    started: float = 0.0
+    failures: int = 0
+    restart_at: float = 0.0
+    restarts: int = 0
+
+
+def _child_main(name: str, target: Callable[..., None], args: tuple[Any, ...], level: str) -> None:
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor handles Ctrl-C for everyone
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind, so LevelDB closes cleanly
+    logs.setup(name, level)
+    target(*args)
+
+
+def _die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() == 1:
+        os._exit(1)
+
+
+class Supervisor:
+    def __init__(self, config: ManagerConfig, log_level: str = "INFO"):
+        from cube.actors.manager import run_manager
+        from cube.actors.scheduler import run_scheduler
+        from cube.actors.store import run_store
+        self.config = config.resolved()
+        self.level = log_level
+        self.ctx = mp.get_context("fork")
+        self.stopping = False
+        self.children = [
+            Child("store", run_store, (config.store_endpoint, config.store, os.path.join(config.data_dir, "db"))),
+            Child("scheduler", run_scheduler, (config.scheduler_endpoint, config.bind(config.metrics_port),
+                                               config.scheduler, config.grace)),
+            Child("manager", run_manager, (config,)),
+        ]
+        self.pidfile = os.path.join(config.data_dir, "run", "actors.json")
+
+    def _start(self, child: Child) -> None:
+        child.process = self.ctx.Process(target=_child_main, name=f"cube-{child.name}",
+                                         args=(child.name, child.target, child.args, self.level))
+        child.process.start()
+        child.started = time.monotonic()
+        log.info("started %s (pid %d)", child.name, child.process.pid)
+        self._write_pids()
+
+    def _write_pids(self) -> None:
+        pids = {c.name: c.process.pid for c in self.children if c.process}
+        pids["supervisor"] = os.getpid()
+        tmp = self.pidfile + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(pids, f)
+        os.replace(tmp, self.pidfile)
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+        for child in self.children:
+            self._start(child)
+        log.info("cube-manager up: api %s, workers %s, metrics %s, events %s, scheduler %s, data %s",
+                 self.config.bind(self.config.api_port), self.config.bind(self.config.worker_port),
+                 self.config.bind(self.config.metrics_port), self.config.bind(self.config.events_port),
+                 self.config.scheduler, self.config.data_dir)
+        while not self.stopping:
+            sentinels = [c.process.sentinel for c in self.children if c.process]
+            multiprocessing.connection.wait(sentinels, timeout=0.2)
+            self._reap_and_restart()
+        self._stop_all()
+        return 0
+
+    def _reap_and_restart(self) -> None:
+        now = time.monotonic()
+        for child in self.children:
+            p = child.process
+            if p is not None and not p.is_alive() and not self.stopping:
+                p.join(0)
+                lived = now - child.started
+                child.failures = 0 if lived > STABLE_AFTER else child.failures + 1
+                delay = min(0.1 * (2 ** child.failures), MAX_BACKOFF) if child.failures else 0.0
+                log.warning("%s (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                            child.name, p.pid, p.exitcode, lived, delay)
+                child.process = None
+                child.restart_at = now + delay
+            if child.process is None and not self.stopping and now >= child.restart_at:
+                child.restarts += 1
+                self._start(child)
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("received %s; stopping actors", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _stop_all(self, grace: float = 3.0) -> None:
+        live = [c.process for c in reversed(self.children) if c.process and c.process.is_alive()]
+        for p in live:
+            p.terminate()
+        deadline = time.monotonic() + grace
+        for p in live:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                log.warning("%s did not stop in time; killing it", p.name)
+                p.kill()
+                p.join(1.0)
+        log.info("cube-manager stopped")
+
+
+def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api_port", cfg.API_PORT),
+            worker_port: int = cfg.env("worker_port", cfg.WORKER_PORT),
+            metrics_port: int = cfg.env("metrics_port", cfg.METRICS_PORT),
+            events_port: int = cfg.env("events_port", cfg.EVENTS_PORT),
+            data_dir: str = cfg.env("data_dir", ""), scheduler: str = cfg.env("scheduler", "epvm"),
+            store: str = cfg.env("store", "leveldb"), advertise: str = cfg.env("advertise", ""),
+            heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
+            log_level: str = cfg.env("log_level", "INFO")) -> None:
+    """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
+
+    Every flag also reads CUBE_<FLAG> (e.g. CUBE_API_PORT, CUBE_DATA_DIR, CUBE_SCHEDULER).
+    --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb or memory.
+    """
+    from cube.scheduling import ALGORITHMS
+    logs.setup("supervisor", log_level)
+    if scheduler not in ALGORITHMS:
+        print(f"cube-manager: unknown scheduler {scheduler!r}; use one of {', '.join(sorted(ALGORITHMS))}",
+              file=sys.stderr)
+        sys.exit(2)
+    config = ManagerConfig(host=str(host), api_port=int(api_port), worker_port=int(worker_port),
+                           metrics_port=int(metrics_port), events_port=int(events_port),
+                           scheduler=scheduler, store=store, advertise=str(advertise),
+                           heartbeat_interval=float(heartbeat), grace=float(grace))
+    if data_dir:
+        config.data_dir = os.path.abspath(str(data_dir))
+    sys.exit(Supervisor(config, log_level).run())
+
+
+def main() -> None:
+    import fire
+    fire.Fire(manager, name="cube-manager")

@@ -1,0 +1,416 @@
+"""The Worker actor: runs the Manager's tasks as containers and reports what happens to them.
+
+For each task it keeps a slot with the desired state (running or stopped, for one attempt) and
+converges the containers toward it, one operation per task at a time, off the event loop.
+Commands are idempotent: a repeated `worker.run` for the same attempt changes nothing. Docker's
+event stream (not a poll) tells it when a container dies or is removed behind its back.
+Stopping the worker leaves its containers running: a restarted worker adopts them by label.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket as pysocket
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import zmq
+
+from cube.actors.metrics import Capacity, MetricsSampler
+from cube.messages import node as node_msg
+from cube.messages import worker as msg
+from cube.model.task import Task
+from cube.runtime.base import LABEL_WORKER, ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, RuntimeFailure
+from cube.store import Store
+from cube.wire import sockets
+from cube.wire.actor import Actor
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import NOT_FOUND, CubeError
+
+log = logging.getLogger(__name__)
+
+SLOTS = "slots"
+RUNNING, STOPPED = "running", "stopped"
+
+
+@dataclass
+class WorkerConfig:
+    manager: str = "127.0.0.1:5556"
+    name: str = field(default_factory=pysocket.gethostname)
+    address: str = "127.0.0.1"  # where this node's published ports are reachable
+    data_dir: str = ""
+    heartbeat: float = 1.0  # overridden by the manager's hello reply
+    metrics_interval: float = 1.0
+    stop_timeout: float = 5.0
+    liveness: int = 3  # missed heartbeat replies before the manager is presumed gone
+
+    @property
+    def manager_endpoint(self) -> str:
+        return self.manager if "://" in self.manager else f"tcp://{self.manager}"
+
+
+@dataclass
+class Slot:
+    """One task as this worker knows it: what is wanted, and what was last seen."""
+
+    task: dict[str, Any]
+    attempt: int
+    desired: str
+    container_id: str = ""
+    host_ports: dict[str, int] = field(default_factory=dict)
+    started: bool = False  # this attempt's container was started here (never start it twice)
+    busy: bool = False  # a converge is running
+    dirty: bool = False  # another converge is needed once this one ends
+
+    @property
+    def task_id(self) -> str:
+        return self.task["id"]
+
+
+class Worker(Actor):
+    def __init__(self, config: WorkerConfig, runtime: Runtime, store: Store, capacity: Capacity):
+        super().__init__(config.name)
+        self.config = config
+        self.runtime = runtime
+        self.store = store
+        self.capacity = capacity
+        self.slots: dict[str, Slot] = {
+            k: Slot(v["task"], v["attempt"], v["desired"], v.get("container_id", ""), started=v.get("started", False))
+            for k, v in store.list(SLOTS)}
+        self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir)
+        self.metrics_sock: zmq.Socket | None = None
+        self.metrics_endpoint = ""
+        self.manager_sock: zmq.Socket | None = None
+        self.registered = False
+        self.missed = 0
+        self._hello_pending = False
+        self._reconnect_delay = 0.5
+        self._status_ids: dict[str, str] = {}  # task id -> outstanding status request
+        self._stop_events = threading.Event()
+        self._connect()
+
+    # ---- connection to the manager ----------------------------------------------------------
+    def _connect(self) -> None:
+        if self.manager_sock is not None:
+            self.loop.remove_reader(self.manager_sock)
+            self.manager_sock.close(linger=0)
+        self.manager_sock = sockets.dealer(self.loop.ctx, self.config.manager_endpoint,
+                                           identity=self.config.name, immediate=True)
+        self.serve(self.manager_sock, accept=msg.TO_WORKER)
+
+    def start(self) -> None:
+        threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
+        self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
+        self._heartbeat_timer = self.loop.call_every(self.config.heartbeat, self._heartbeat)
+        self._hello()
+
+    def run(self) -> None:
+        self.start()
+        try:
+            self.loop.run()
+        finally:
+            self._stop_events.set()
+
+    def _hello(self) -> None:
+        if self._hello_pending:
+            return
+        self._hello_pending = True
+        self.loop.run_blocking(self.runtime.list, self.config.name, done=self._send_hello)
+
+    def _send_hello(self, containers: list[ContainerInfo] | None, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("worker %s: cannot list containers: %s", self.name, error)
+            containers = []
+        report = [_report(c) for c in containers or []]
+        env = Envelope(msg.HELLO, {"name": self.name, "address": self.config.address,
+                                   "cpus": self.capacity.cpus, "memory": self.capacity.memory,
+                                   "disk": self.capacity.disk, "tasks": report, "pid": os.getpid()})
+        self.request(self.manager_sock, env, self._on_hello_reply, timeout=2.0)
+
+    def _on_hello_reply(self, reply: Envelope | None) -> None:
+        self._hello_pending = False
+        if reply is None or reply.type == REPLY_ERROR:
+            why = "no answer" if reply is None else reply.body.get("message")
+            log.warning("worker %s: manager at %s did not accept hello (%s); retrying in %.1fs",
+                        self.name, self.config.manager, why, self._reconnect_delay)
+            self._connect()
+            self.loop.call_later(self._reconnect_delay, self._hello)
+            self._reconnect_delay = min(self._reconnect_delay * 2, 4.0)
+            return
+        self.registered = True
+        self.missed = 0
+        self._reconnect_delay = 0.5
+        self._use_metrics_endpoint(reply.body.get("metrics", ""))
+        beat = float(reply.body.get("heartbeat") or self.config.heartbeat)
+        if beat != self.config.heartbeat:
+            self.config.heartbeat = beat
+            self._heartbeat_timer.cancel()
+            self._heartbeat_timer = self.loop.call_every(beat, self._heartbeat)
+        log.info("worker %s: registered with manager %s", self.name, self.config.manager)
+        self._publish_metrics()
+
+    def _use_metrics_endpoint(self, endpoint: str) -> None:
+        if not endpoint or endpoint == self.metrics_endpoint:
+            return
+        if self.metrics_sock is not None:
+            self.metrics_sock.close(linger=0)
+        self.metrics_sock = sockets.publisher(self.loop.ctx, connect=endpoint)
+        self.metrics_endpoint = endpoint
+
+    def _heartbeat(self) -> None:
+        if not self.registered:
+            return
+        self.missed += 1
+        if self.missed > self.config.liveness:
+            log.warning("worker %s: manager silent for %d heartbeats; reconnecting", self.name, self.missed - 1)
+            self.registered = False
+            self._connect()
+            self._hello()
+            return
+        env = Envelope(msg.HEARTBEAT, {"name": self.name})
+        self.request(self.manager_sock, env, self._on_heartbeat_reply, timeout=self.config.heartbeat * 3)
+
+    def _on_heartbeat_reply(self, reply: Envelope | None) -> None:
+        if reply is None:
+            return
+        self.missed = 0
+        if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:
+            log.info("worker %s: manager does not know us (restarted, or we were lost); saying hello", self.name)
+            self.registered = False
+            self._hello()
+
+    # ---- commands -----------------------------------------------------------------------------
+    def on_worker_run(self, m: Envelope) -> dict[str, Any]:
+        task, attempt = m.body["task"], m.body["attempt"]
+        task_id = task.get("id")
+        if not isinstance(task_id, str) or not isinstance(task.get("image"), str):
+            raise CubeError("bad_request", "worker.run: task needs an id and an image")
+        slot = self.slots.get(task_id)
+        if slot and slot.attempt > attempt:
+            return {"ignored": "older attempt"}
+        if slot and slot.attempt == attempt and slot.desired == RUNNING:
+            return {"ignored": "already running or starting"}
+        self.slots[task_id] = Slot(task, attempt, RUNNING)
+        self._save(task_id)
+        self._converge(task_id)
+        return {}
+
+    def on_worker_stop(self, m: Envelope) -> dict[str, Any]:
+        task_id, attempt = m.body["task_id"], m.body.get("attempt")
+        slot = self.slots.get(task_id)
+        if slot is None:  # a container we hold but no longer remember (or never knew)
+            slot = self.slots[task_id] = Slot({"id": task_id}, attempt or 0, STOPPED)
+        elif attempt is not None and attempt < slot.attempt:
+            pass  # an older attempt: converging removes it without touching the current one
+        elif slot.desired == STOPPED:
+            return {"ignored": "already stopped"}
+        else:
+            if attempt is not None:
+                slot.attempt = attempt
+            slot.desired = STOPPED
+        self._save(task_id)
+        self._converge(task_id)
+        return {}
+
+    def on_worker_logs(self, m: Envelope) -> None:
+        slot = self.slots.get(m.body["task_id"])
+        if slot is None or not slot.container_id:
+            raise CubeError(NOT_FOUND, f"no container for task {m.body['task_id']} on {self.name}")
+
+        def done(logs: str | None, error: BaseException | None) -> None:
+            if error is not None:
+                m.respond(error=CubeError(NOT_FOUND, str(error)))
+            else:
+                m.respond({"logs": logs})
+        self.loop.run_blocking(self.runtime.logs, slot.container_id, m.body.get("tail") or 100, done=done)
+        return None
+
+    # ---- converging containers to the desired state -----------------------------------------
+    def _converge(self, task_id: str) -> None:
+        slot = self.slots.get(task_id)
+        if slot is None:
+            return
+        if slot.busy:
+            slot.dirty = True
+            return
+        slot.busy, slot.dirty = True, False
+        want = (slot.desired, slot.attempt, dict(slot.task), slot.started)
+        self.loop.run_blocking(self._converge_blocking, task_id, *want,
+                               done=lambda result, error: self._converged(task_id, want[1], result, error))
+
+    def _converge_blocking(self, task_id: str, desired: str, attempt: int,
+                           task: dict[str, Any], started: bool) -> dict[str, Any]:
+        """Runs in the pool: make Docker match (desired, attempt) for one task."""
+        mine = [c for c in self.runtime.list(self.name) if c.task_id == task_id]
+        current = None
+        for c in mine:
+            if desired == RUNNING and c.attempt == attempt and current is None:
+                current = c
+            else:
+                self.runtime.stop(c.container_id, self.config.stop_timeout)
+        if desired == STOPPED:
+            return {"state": "stopped"}
+        if current is not None:
+            return _report(current)
+        if started:  # it ran and is gone: the manager decides whether to restart, not us
+            return {"state": "removed"}
+        try:
+            info = self.runtime.run(self._spec(task, attempt))
+        except RuntimeFailure as e:
+            return {"state": "failed", "error": str(e)}
+        return _report(info)
+
+    def _converged(self, task_id: str, attempt: int, result: dict[str, Any] | None,
+                   error: BaseException | None) -> None:
+        slot = self.slots.get(task_id)
+        if slot is None:
+            return
+        slot.busy = False
+        if error is not None:
+            log.error("worker %s: converging %s failed: %s", self.name, task_id[:8], error)
+            result = {"state": "failed", "error": f"{type(error).__name__}: {error}"}
+        if slot.dirty or slot.attempt != attempt:
+            self._converge(task_id)
+            if slot.attempt != attempt:
+                return
+        if result.get("container_id"):
+            slot.started = True
+            slot.container_id = result["container_id"]
+            slot.host_ports = result.get("host_ports") or {}
+            self._save(task_id)
+        if slot.desired == STOPPED and result["state"] == "stopped":
+            slot.container_id = ""
+            self._forget(task_id)
+        self._status(task_id, attempt, result)
+
+    def _spec(self, task: dict[str, Any], attempt: int) -> ContainerSpec:
+        t = Task.from_dict(task)
+        return ContainerSpec(task_id=t.id, attempt=attempt, name=t.name, image=t.image, command=t.command,
+                             env=t.env, cpu=t.cpu, memory=t.memory, ports=t.ports,
+                             labels={LABEL_WORKER: self.name})
+
+    # ---- Docker's event stream ------------------------------------------------------------------
+    def _watch_runtime(self) -> None:
+        """Thread: forward container events to the loop until the worker stops."""
+        while not self._stop_events.is_set():
+            try:
+                for ev in self.runtime.events(self._stop_events):
+                    self.loop.call_soon_threadsafe(lambda ev=ev: self._on_runtime_event(ev))
+            except Exception as e:
+                log.error("worker %s: container event stream failed: %s; reopening", self.name, e)
+                time.sleep(1.0)
+
+    def _on_runtime_event(self, ev: RuntimeEvent) -> None:
+        slot = self.slots.get(ev.task_id)
+        if slot is None or slot.desired != RUNNING or slot.attempt != ev.attempt:
+            return  # our own doing (stop, replace) or not ours to report
+        if slot.busy:  # mid-start: look again once the start is done, so nothing is missed
+            slot.dirty = True
+            return
+        if ev.kind in ("die", "oom"):
+            self._status(ev.task_id, ev.attempt, {"state": "exited", "container_id": ev.container_id,
+                                                  "exit_code": ev.exit_code if ev.exit_code is not None else -1,
+                                                  "error": "out of memory" if ev.kind == "oom" else ""})
+        elif ev.kind == "destroy":
+            self._status(ev.task_id, ev.attempt, {"state": "removed", "container_id": ev.container_id})
+
+    # ---- reporting to the manager ----------------------------------------------------------------
+    def _status(self, task_id: str, attempt: int, result: dict[str, Any]) -> None:
+        """Tell the manager, re-sent until acknowledged; a newer status for the task replaces it."""
+        body = {"task_id": task_id, "attempt": attempt, "state": result["state"], "time": time.time()}
+        for key in ("container_id", "host_ports", "exit_code", "error"):
+            if result.get(key) is not None:
+                body[key] = result[key]
+        old = self._status_ids.pop(task_id, None)
+        if old:
+            self.cancel(old)
+
+        def acked(reply: Envelope | None) -> None:
+            if self._status_ids.get(task_id) == env.id:
+                del self._status_ids[task_id]
+        env = Envelope(msg.STATUS, body)
+        self._status_ids[task_id] = self.request(self.manager_sock, env, acked, retry_every=1.0, tries=30)
+
+    def _publish_metrics(self) -> None:
+        if self.metrics_sock is None:
+            return
+        live = [s for s in self.slots.values() if s.desired == RUNNING]
+        reserved = {"cpu": float(sum(float(s.task.get("cpu") or 0) for s in live)),
+                    "memory": int(sum(int(s.task.get("memory") or 0) for s in live)),
+                    "disk": int(sum(int(s.task.get("disk") or 0) for s in live))}
+        sample = self.sampler.sample(reserved, sorted(s.task_id for s in live))
+        self.send(self.metrics_sock, Envelope(node_msg.METRICS, sample))
+
+    # ---- local record ----------------------------------------------------------------------------
+    def _save(self, task_id: str) -> None:
+        slot = self.slots[task_id]
+        self.store.put(SLOTS, task_id, {"task": slot.task, "attempt": slot.attempt, "desired": slot.desired,
+                                        "container_id": slot.container_id, "started": slot.started})
+
+    def _forget(self, task_id: str) -> None:
+        self.slots.pop(task_id, None)
+        self.store.delete(SLOTS, task_id)
+
+
+def _report(c: ContainerInfo) -> dict[str, Any]:
+    state = "running" if c.running or c.state == "created" else "exited"
+    return {"task_id": c.task_id, "attempt": c.attempt, "container_id": c.container_id, "state": state,
+            "exit_code": c.exit_code if state == "exited" else None, "host_ports": c.host_ports}
+
+
+def worker(manager: str = "", name: str = "", address: str = "", data_dir: str = "",
+           cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
+           stop_timeout: float = 0.0, log_level: str = "") -> None:
+    """Run a Cube worker: register with the manager and run its tasks as Docker containers.
+
+    --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556);
+    --address is the host on which this node's published ports are reachable;
+    --cpus/--memory/--disk override the capacity offered (default: what the machine has).
+    Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
+    """
+    from cube import config as cfg
+    from cube import logs
+    from cube.actors.metrics import machine_capacity
+    from cube.model.units import parse_size
+    from cube.runtime.docker import DockerRuntime
+    from cube.store.leveldb import LevelDBStore
+
+    def opt(value, key, default):
+        return value if value not in ("", 0, 0.0, None) else cfg.env("worker_" + key, default)
+
+    conf = WorkerConfig(manager=str(opt(manager, "manager", "127.0.0.1:5556")),
+                        name=str(opt(name, "name", pysocket.gethostname())),
+                        address=str(opt(address, "address", "127.0.0.1")),
+                        metrics_interval=float(opt(metrics_interval, "metrics_interval", 1.0)),
+                        stop_timeout=float(opt(stop_timeout, "stop_timeout", 5.0)))
+    logs.setup(f"worker:{conf.name}", str(opt(log_level, "log_level", "INFO")))
+    conf.data_dir = os.path.abspath(str(opt(data_dir, "data_dir", cfg.default_data_dir(f"worker-{conf.name}"))))
+    os.makedirs(conf.data_dir, exist_ok=True)
+    try:
+        capacity = machine_capacity(conf.data_dir, float(opt(cpus, "cpus", 0.0)) or None,
+                                    parse_size(opt(memory, "memory", "0")) or None,
+                                    parse_size(opt(disk, "disk", "0")) or None)
+        runtime = DockerRuntime()
+        store = LevelDBStore(os.path.join(conf.data_dir, "db"))
+    except Exception as e:  # a clear line for the operator, not a traceback
+        print(f"cube-worker: {e}", file=sys.stderr)
+        sys.exit(1)
+    w = Worker(conf, runtime, store, capacity)
+    signal.signal(signal.SIGTERM, lambda *_: w.loop.stop())
+    signal.signal(signal.SIGINT, lambda *_: w.loop.stop())
+    log.info("worker %s: %.1f cpus, %d MiB, %d GiB disk offered; manager %s; data %s", conf.name,
+             capacity.cpus, capacity.memory >> 20, capacity.disk >> 30, conf.manager, conf.data_dir)
+    try:
+        w.run()
+    finally:
+        store.close()
+    log.info("worker %s stopped; its containers keep running and will be adopted", conf.name)
+
+
+def main() -> None:
+    import fire
+    fire.Fire(worker, name="cube-worker")

@@ -1,0 +1,64 @@
+"""Defaults for every endpoint and interval, each overridable by flag and `CUBE_…` variable."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+API_PORT = 5555
+WORKER_PORT = 5556
+METRICS_PORT = 5557
+EVENTS_PORT = 5558
+
+
+def env(name: str, default):
+    """`CUBE_<NAME>` from the environment, converted to the default's type."""
+    raw = os.environ.get("CUBE_" + name.upper())
+    if raw is None or raw == "":
+        return default
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def default_data_dir(kind: str) -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "cube", kind)
+
+
+@dataclass
+class ManagerConfig:
+    host: str = "0.0.0.0"
+    api_port: int = API_PORT
+    worker_port: int = WORKER_PORT
+    metrics_port: int = METRICS_PORT
+    events_port: int = EVENTS_PORT
+    data_dir: str = field(default_factory=lambda: default_data_dir("manager"))
+    scheduler: str = "epvm"
+    store: str = "leveldb"  # or "memory" (tests)
+    advertise: str = ""  # host workers should publish metrics to; default: the bind host or 127.0.0.1
+    heartbeat_interval: float = 1.0
+    grace: float = 5.0  # a worker silent this long is lost
+    command_retry: float = 1.0  # re-send an unacknowledged command to a worker after this
+    store_endpoint: str = ""  # default: ipc:// in the data directory
+    scheduler_endpoint: str = ""
+
+    def resolved(self) -> "ManagerConfig":
+        run = os.path.join(self.data_dir, "run")
+        os.makedirs(run, exist_ok=True)
+        if not self.store_endpoint:
+            self.store_endpoint = f"ipc://{run}/store.sock"
+        if not self.scheduler_endpoint:
+            self.scheduler_endpoint = f"ipc://{run}/scheduler.sock"
+        return self
+
+    def bind(self, port: int) -> str:
+        return f"tcp://{self.host}:{port}"
+
+    @property
+    def metrics_advertised(self) -> str:
+        host = self.advertise or ("127.0.0.1" if self.host in ("0.0.0.0", "*") else self.host)
+        return f"tcp://{host}:{self.metrics_port}"

@@ -1,0 +1,88 @@
+"""The worker registry: who is connected, what they offer, and who has gone silent.
+
+Liveness is by heartbeat age (the Paranoid Pirate pattern): a worker not heard from within the
+grace period is lost. The registry only records; the Manager decides what losing one means.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+READY = "ready"
+LOST = "lost"
+
+
+@dataclass
+class WorkerRecord:
+    name: str
+    address: str
+    cpus: float
+    memory: int
+    disk: int
+    state: str = READY
+    pid: int = 0
+    last_seen: float = field(default_factory=time.monotonic)  # monotonic, for liveness
+    last_seen_wall: float = field(default_factory=time.time)  # for people
+    joined_at: float = field(default_factory=time.time)
+
+    @property
+    def route(self) -> list[bytes]:
+        return [self.name.encode()]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "address": self.address, "cpus": self.cpus, "memory": self.memory,
+                "disk": self.disk, "state": self.state, "last_seen": self.last_seen_wall,
+                "joined_at": self.joined_at, "pid": self.pid}
+
+
+class WorkerRegistry:
+    def __init__(self, grace: float):
+        self.grace = grace
+        self.workers: dict[str, WorkerRecord] = {}
+
+    def hello(self, name: str, address: str, cpus: float, memory: int, disk: int, pid: int = 0) -> WorkerRecord:
+        rec = WorkerRecord(name, address, cpus, memory, disk, pid=pid)
+        old = self.workers.get(name)
+        if old:
+            rec.joined_at = old.joined_at
+        self.workers[name] = rec
+        return rec
+
+    def remember(self, data: dict[str, Any]) -> None:
+        """A worker known before a manager restart: it has one grace period to say hello."""
+        rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
+                           data.get("memory", 0), data.get("disk", 0), state=READY)
+        rec.last_seen_wall = data.get("last_seen", 0.0)
+        self.workers.setdefault(rec.name, rec)
+
+    def seen(self, name: str) -> WorkerRecord | None:
+        rec = self.workers.get(name)
+        if rec and rec.state == READY:
+            rec.last_seen = time.monotonic()
+            rec.last_seen_wall = time.time()
+            return rec
+        return None
+
+    def expire(self, now: float | None = None) -> list[WorkerRecord]:
+        """Mark workers silent for longer than the grace period lost; return the newly lost."""
+        now = time.monotonic() if now is None else now
+        lost = []
+        for rec in self.workers.values():
+            if rec.state == READY and now - rec.last_seen > self.grace:
+                rec.state = LOST
+                lost.append(rec)
+        return lost
+
+    def ready(self) -> list[str]:
+        return sorted(n for n, r in self.workers.items() if r.state == READY)
+
+    def lost(self) -> list[str]:
+        return sorted(n for n, r in self.workers.items() if r.state == LOST)
+
+    def get(self, name: str) -> WorkerRecord | None:
+        return self.workers.get(name)
+
+    def is_ready(self, name: str) -> bool:
+        rec = self.workers.get(name)
+        return bool(rec and rec.state == READY)

@@ -1,0 +1,5 @@
+"""Message families and their schemas: one module per family (task, node, worker, store, sched).
+
+Importing this package declares every schema, so any actor that imports it validates the same way.
+"""
+from cube.messages import node, sched, store, task, worker  # noqa: F401  (declares schemas)

@@ -1,0 +1,19 @@
+"""Node listing for clients, and the metrics samples workers publish to the Scheduler."""
+from cube.wire.schema import NUMBER, Field, opt, register
+
+LIST = "node.ls"
+PING = "manager.ping"
+METRICS = "node.metrics"  # PUB stream, worker -> scheduler
+
+register(LIST, {})
+register(PING, {})
+register(METRICS, {
+    "name": Field(str, max_len=128), "address": Field(str), "ts": Field(NUMBER), "seq": Field(int),
+    "cpus": Field(NUMBER), "memory": Field(int), "disk": Field(int), "cpu_usage": Field(NUMBER),
+    "memory_total": Field(int), "memory_available": Field(int), "memory_used": Field(int),
+    "memory_percent": Field(NUMBER), "disk_total": Field(int), "disk_free": Field(int),
+    "disk_used": Field(int), "load_avg": Field(list, items=NUMBER), "task_count": Field(int),
+    "reserved": Field(dict), "task_ids": Field(list, items=str),
+})
+
+API = {LIST, PING}

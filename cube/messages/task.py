@@ -1,0 +1,19 @@
+"""Task requests from clients to the Manager, and the task events the Manager publishes."""
+from cube.wire.schema import NUMBER, Field, opt, register
+
+START = "task.start"
+STOP = "task.stop"
+LIST = "task.ls"
+INSPECT = "task.inspect"
+LOGS = "task.logs"
+EVENT = "task.event"  # PUB stream
+
+register(START, {"task": Field(dict)})
+register(STOP, {"id": Field(str, max_len=64)})
+register(LIST, {"all": opt(bool)})
+register(INSPECT, {"id": Field(str, max_len=64)})
+register(LOGS, {"id": Field(str, max_len=64), "tail": opt(int)})
+register(EVENT, {"seq": Field(int), "task_id": Field(str), "state": Field(str), "time": Field(NUMBER),
+                 "worker": opt(str), "reason": opt(str), "task": opt(dict)})
+
+API = {START, STOP, LIST, INSPECT, LOGS}

@@ -1,0 +1,285 @@
+"""The Task: what the user asked for (spec), what Cube wants (desired) and what it saw (observed).
+
+Tasks cross process boundaries as plain dicts (msgpack maps); `to_dict`/`from_dict` are the only
+conversions, so every actor agrees on the shape.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+import uuid
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from cube.model.state import State, check_transition
+from cube.model.units import parse_size
+
+DESIRED_RUNNING = "running"
+DESIRED_STOPPED = "stopped"
+RESTART_POLICIES = ("no", "on-failure", "always")
+
+
+class TaskSpecError(ValueError):
+    """A task file or flag is wrong; the message names the field."""
+
+
+@dataclass
+class RestartPolicy:
+    name: str = "on-failure"
+    max_restarts: int = 3
+    backoff: float = 1.0  # seconds before the first restart, doubled each time
+    backoff_max: float = 30.0
+
+    def delay(self, restart_count: int) -> float:
+        """Backoff before restart number `restart_count + 1`."""
+        return min(self.backoff * (2 ** max(restart_count, 0)), self.backoff_max)
+
+    def allows(self, exit_code: int | None, restart_count: int) -> bool:
+        """Whether a task that ended with `exit_code` may be restarted (None = it vanished)."""
+        if restart_count >= self.max_restarts or self.name == "no":
+            return False
+        if self.name == "always":
+            return True
+        return exit_code != 0
+
+
+@dataclass
+class HealthCheck:
+    path: str
+    port: str = ""  # container port to probe; default: the task's first port
+    interval: float = 5.0
+    timeout: float = 2.0
+    threshold: int = 3  # consecutive failures before a restart
+
+
+@dataclass
+class Task:
+    id: str
+    name: str
+    image: str
+    command: list[str] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    cpu: float = 0.0
+    memory: int = 0
+    disk: int = 0
+    ports: list[str] = field(default_factory=list)
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    health: HealthCheck | None = None
+    # what Cube wants and what it has seen
+    desired: str = DESIRED_RUNNING
+    state: State = State.PENDING
+    worker: str = ""
+    attempt: int = 0  # bumps on every (re)placement; a container of an older attempt is stale
+    container_id: str = ""
+    host_ports: dict[str, int] = field(default_factory=dict)
+    exit_code: int | None = None
+    error: str = ""
+    reason: str = ""  # why the task is where it is (e.g. why it is still Pending)
+    restart_count: int = 0
+    not_before: float = 0.0  # restart backoff: do not place before this time
+    created_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    updated_at: float = 0.0
+
+    def transition(self, dst: State, reason: str = "") -> None:
+        """Apply a legal transition; an illegal one raises and leaves the task untouched."""
+        check_transition(self.state, dst, self.id)
+        self.state = dst
+        self.updated_at = time.time()
+        if reason:
+            self.reason = reason
+
+    @property
+    def demand(self) -> dict[str, Any]:
+        return {"cpu": self.cpu, "memory": self.memory, "disk": self.disk}
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["state"] = self.state.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Task":
+        known = {f.name for f in fields(cls)}
+        data = {k: v for k, v in d.items() if k in known}
+        data["state"] = State(data.get("state", State.PENDING.value))
+        data["restart"] = RestartPolicy(**(data.get("restart") or {}))
+        if data.get("health"):
+            data["health"] = HealthCheck(**data["health"])
+        return cls(**data)
+
+
+# ---- user input -------------------------------------------------------------------------------
+
+_ALIASES = {  # the book's capitalised task-file keys, and a few friendly synonyms
+    "Name": "name", "Image": "image", "Cpu": "cpu", "Memory": "memory", "Disk": "disk",
+    "ExposedPorts": "ports", "RestartPolicy": "restart", "HealthCheck": "health",
+    "Env": "env", "Cmd": "cmd", "cmd": "command", "Command": "command",
+    "restart_policy": "restart", "port": "ports",
+}
+_SPEC_FIELDS = {"name", "image", "command", "env", "cpu", "memory", "disk", "ports", "restart",
+                "health", "max_restarts", "id", "ID"}
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
+    """Validate a user's task description and build a Pending task; errors name the field."""
+    if not isinstance(spec, dict):
+        raise TaskSpecError(f"a task must be a JSON object, got {type(spec).__name__}")
+    if "Task" in spec and isinstance(spec["Task"], dict):  # the book's task-event file
+        spec = spec["Task"]
+    spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
+    spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
+    unknown = sorted(set(spec) - _SPEC_FIELDS - {"state", "State"})
+    if unknown:
+        raise TaskSpecError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS - {'ID'}))})")
+    image = spec.get("image")
+    if not isinstance(image, str) or not image.strip():
+        raise TaskSpecError("field 'image' is required and must be a non-empty string")
+    name = spec.get("name") or image.split("/")[-1].split(":")[0]
+    if not isinstance(name, str):
+        raise TaskSpecError("field 'name' must be a string")
+    now = time.time()
+    return Task(
+        id=task_id or str(spec.get("id") or spec.get("ID") or new_task_id()),
+        name=name,
+        image=image.strip(),
+        command=_command(spec.get("command")),
+        env=_env(spec.get("env")),
+        cpu=_number(spec, "cpu"),
+        memory=_size(spec, "memory"),
+        disk=_size(spec, "disk"),
+        ports=_ports(spec.get("ports")),
+        restart=_restart(spec.get("restart"), spec.get("max_restarts")),
+        health=_health(spec.get("health")),
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def _command(value: Any) -> list[str] | None:
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as e:
+            raise TaskSpecError(f"field 'command': {e}") from None
+    if isinstance(value, (list, tuple)) and all(isinstance(x, (str, int, float)) for x in value):
+        return [str(x) for x in value]
+    raise TaskSpecError("field 'command' must be a string or a list of strings")
+
+
+def _env(value: Any) -> dict[str, str]:
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        env = {}
+        for item in value:
+            if not isinstance(item, str) or "=" not in item:
+                raise TaskSpecError(f"field 'env': {item!r} is not KEY=VALUE")
+            k, v = item.split("=", 1)
+            env[k] = v
+        return env
+    raise TaskSpecError("field 'env' must be a map or a list of KEY=VALUE")
+
+
+def _number(spec: dict[str, Any], key: str) -> float:
+    value = spec.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TaskSpecError(f"field {key!r} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise TaskSpecError(f"field {key!r} must be a number, got {value!r}") from None
+    if number < 0 or number != number:
+        raise TaskSpecError(f"field {key!r} must not be negative")
+    return number
+
+
+def _size(spec: dict[str, Any], key: str) -> int:
+    try:
+        return parse_size(spec.get(key, 0) or 0)
+    except ValueError as e:
+        raise TaskSpecError(f"field {key!r}: {e}") from None
+
+
+def _ports(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, (str, int)):
+        value = [value]
+    if isinstance(value, dict):  # the book's ExposedPorts: {"80/tcp": {}}
+        value = list(value)
+    if not isinstance(value, (list, tuple)):
+        raise TaskSpecError("field 'ports' must be a list such as [8080, \"53/udp\"]")
+    ports = []
+    for item in value:
+        text = str(item).strip()
+        number, _, proto = text.partition("/")
+        proto = proto or "tcp"
+        if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("tcp", "udp"):
+            raise TaskSpecError(f"field 'ports': {item!r} is not a port such as 8080 or 53/udp")
+        ports.append(f"{int(number)}/{proto}")
+    return ports
+
+
+def _restart(value: Any, max_restarts: Any) -> RestartPolicy:
+    policy = RestartPolicy()
+    if isinstance(value, str):
+        policy.name = value
+    elif isinstance(value, dict):
+        allowed = {"name", "max_restarts", "backoff", "backoff_max"}
+        bad = sorted(set(value) - allowed)
+        if bad:
+            raise TaskSpecError(f"field 'restart': unknown key {bad[0]!r}")
+        policy.name = value.get("name", policy.name)
+        max_restarts = value.get("max_restarts", max_restarts)
+        for key in ("backoff", "backoff_max"):
+            if key in value:
+                setattr(policy, key, _number(value, key))
+    elif value is not None:
+        raise TaskSpecError("field 'restart' must be 'no', 'on-failure' or 'always'")
+    if policy.name not in RESTART_POLICIES:
+        raise TaskSpecError(f"field 'restart': {policy.name!r} is not one of {', '.join(RESTART_POLICIES)}")
+    if max_restarts is not None:
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise TaskSpecError("field 'max_restarts' must be a whole number >= 0")
+        policy.max_restarts = max_restarts
+    return policy
+
+
+def _health(value: Any) -> HealthCheck | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict):
+        raise TaskSpecError("field 'health' must be a path such as /health or a map")
+    allowed = {"path", "port", "interval", "timeout", "threshold"}
+    bad = sorted(set(value) - allowed)
+    if bad:
+        raise TaskSpecError(f"field 'health': unknown key {bad[0]!r}")
+    path = value.get("path")
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise TaskSpecError("field 'health.path' must be a path starting with '/'")
+    check = HealthCheck(path=path)
+    if "port" in value:
+        check.port = _ports(value["port"])[0]
+    for key in ("interval", "timeout"):
+        if key in value:
+            setattr(check, key, max(_number(value, key), 0.1))
+    if "threshold" in value:
+        threshold = value["threshold"]
+        if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+            raise TaskSpecError("field 'health.threshold' must be a whole number >= 1")
+        check.threshold = threshold
+    return check

@@ -1,0 +1,60 @@
+"""The Store interface (DESIGN.md §6): put, get, delete, list, count and an atomic batch.
+
+Keys live in namespaces ("tasks", "events", "nodes", ...). A batch is applied all or nothing,
+so a task and its event are never persisted one without the other.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Iterable
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (bad namespace, closed, disk trouble)."""
+
+
+Op = tuple[str, str, str, Any]  # ("put" | "delete", ns, key, value)
+
+
+class Store(abc.ABC):
+    @abc.abstractmethod
+    def put(self, ns: str, key: str, value: Any) -> None: ...
+
+    @abc.abstractmethod
+    def get(self, ns: str, key: str) -> Any | None: ...
+
+    @abc.abstractmethod
+    def delete(self, ns: str, key: str) -> None: ...
+
+    @abc.abstractmethod
+    def list(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
+        """(key, value) pairs in key order."""
+
+    @abc.abstractmethod
+    def batch(self, ops: Iterable[Op]) -> None: ...
+
+    def count(self, ns: str) -> int:
+        return len(self.list(ns))
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def check(ns: str, key: str | None = None) -> None:
+        if not ns or "\x00" in ns:
+            raise StoreError(f"bad namespace {ns!r}")
+        if key is not None and ("\x00" in key):
+            raise StoreError(f"bad key {key!r}")
+
+
+def open_store(kind: str, path: str | None = None) -> Store:
+    """`leveldb` (needs `path`, a directory) or `memory`."""
+    if kind == "memory":
+        from cube.store.memory import MemoryStore
+        return MemoryStore()
+    if kind == "leveldb":
+        if not path:
+            raise StoreError("the leveldb store needs a data directory")
+        from cube.store.leveldb import LevelDBStore
+        return LevelDBStore(path)
+    raise StoreError(f"unknown store kind {kind!r} (use leveldb or memory)")

@@ -1,0 +1,41 @@
+"""The Store interface, served by the Store actor over ZeroMQ (what the Manager uses)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from cube.messages import store as msg
+from cube.store.base import Op, Store
+from cube.wire.client import Client
+from cube.wire.errors import NOT_FOUND, CubeError
+
+
+class RemoteStore(Store):
+    def __init__(self, endpoint: str, name: str = "manager", timeout: float = 2.0):
+        self.client = Client(endpoint, name=name, timeout=timeout)
+
+    def put(self, ns: str, key: str, value: Any) -> None:
+        self.client.call(msg.PUT, {"ns": ns, "key": key, "value": value})
+
+    def get(self, ns: str, key: str) -> Any | None:
+        try:
+            return self.client.call(msg.GET, {"ns": ns, "key": key})["value"]
+        except CubeError as e:
+            if e.code == NOT_FOUND:
+                return None
+            raise
+
+    def delete(self, ns: str, key: str) -> None:
+        self.client.call(msg.DELETE, {"ns": ns, "key": key})
+
+    def list(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
+        items = self.client.call(msg.LIST, {"ns": ns, "prefix": prefix}, timeout=10.0)["items"]
+        return [(k, v) for k, v in items]
+
+    def count(self, ns: str) -> int:
+        return self.client.call(msg.COUNT, {"ns": ns})["count"]
+
+    def batch(self, ops: Iterable[Op]) -> None:
+        self.client.call(msg.BATCH, {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops]})
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,205 @@
+"""The actor base: receive frames, decode, validate, dispatch to `on_<type>` methods, answer.
+
+An actor is a plain class. A message of type `task.start` is handled by `on_task_start(msg)`,
+which returns a reply body (a dict), or None when it answers later through `msg.respond` or
+when nothing is owed. Raising CubeError sends an `error` reply. Framing, validation, error
+replies, request tracking and retries live here, so handlers hold only business logic and can
+be unit-tested by calling them with an Envelope.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import zmq
+
+from cube.wire import faults, schema
+from cube.wire.envelope import REPLY_ERROR, Envelope, decode, reply_id_hint
+from cube.wire.errors import INTERNAL, UNKNOWN_TYPE, CubeError
+from cube.wire.loop import Loop, Timer
+
+log = logging.getLogger(__name__)
+
+ReplyCallback = Callable[[Envelope | None], None]  # None: gave up waiting
+
+
+@dataclass
+class Outstanding:
+    """A request we sent and still expect an answer to; re-sent until answered or cancelled."""
+
+    env: Envelope
+    sock: zmq.Socket
+    on_reply: ReplyCallback | None
+    retry_every: float | None
+    tries_left: int | None
+    timer: Timer | None = None
+
+
+class Actor:
+    def __init__(self, name: str, loop: Loop | None = None):
+        self.name = name
+        self.loop = loop or Loop(name)
+        self.stats: collections.Counter[str] = collections.Counter()
+        self._outstanding: dict[str, Outstanding] = {}
+
+    # ---- receiving --------------------------------------------------------------------------
+    def serve(self, sock: zmq.Socket, accept: set[str] | None = None, replies: bool = True) -> None:
+        """Dispatch every message arriving on `sock`; `accept` limits the types it may carry."""
+        def on_readable(s: zmq.Socket) -> None:
+            for _ in range(100):  # bounded batch keeps timers and other sockets fair
+                try:
+                    frames = s.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    return
+                self.receive(s, frames, accept, replies)
+        self.loop.add_reader(sock, on_readable)
+
+    def receive(self, sock: zmq.Socket, frames: list[bytes], accept: set[str] | None = None,
+                replies: bool = True) -> None:
+        """Handle one multipart message; never raises."""
+        self.stats["received"] += 1
+        route, payload = list(frames[:-1]), frames[-1] if frames else b""
+        if sock.type == zmq.SUB:
+            route = []
+        try:
+            env = decode(payload)
+        except CubeError as e:
+            self._refuse(sock, route, e, reply_id_hint(payload), replies)
+            return
+        env.route = route
+        if env.is_reply:
+            self._on_reply(env)
+            return
+        try:
+            if accept is not None and env.type not in accept:
+                raise CubeError(UNKNOWN_TYPE, f"{self.name} does not accept {env.type!r} on this socket")
+            schema.validate(env.type, env.body)
+            handler = getattr(self, "on_" + env.type.replace(".", "_").replace("-", "_"), None)
+            if handler is None:
+                raise CubeError(UNKNOWN_TYPE, f"{self.name} does not handle {env.type!r}")
+        except CubeError as e:
+            self._refuse(sock, route, e, env.id, replies, env.type)
+            return
+        if replies:
+            env.respond = self._responder(sock, env)
+        self.stats["handled." + env.type] += 1
+        try:
+            result = handler(env)
+        except CubeError as e:
+            log.info("%s: %s refused: %s", self.name, env.type, e.message)
+            if env.respond:
+                env.respond(error=e)
+            return
+        except Exception as e:
+            self.stats["handler_errors"] += 1
+            log.exception("%s: handler for %s failed", self.name, env.type)
+            if env.respond:
+                env.respond(error=CubeError(INTERNAL, f"{self.name} failed on {env.type}: {e}"))
+            return
+        if result is not None and env.respond:
+            env.respond(result)
+
+    def _responder(self, sock: zmq.Socket, env: Envelope) -> Callable[..., None]:
+        answered = False
+
+        def respond(body: dict[str, Any] | None = None, error: CubeError | None = None) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
+            out = env.error(error.code, error.message, self.name) if error else env.reply(body, self.name)
+            self.send(sock, out)
+        return respond
+
+    def _refuse(self, sock: zmq.Socket, route: list[bytes], err: CubeError, re: str | None,
+                replies: bool, msg_type: str = "") -> None:
+        self.stats["refused." + err.code] += 1
+        log.warning("%s: refused %s message: %s", self.name, msg_type or "a", err.message)
+        if replies and sock.type in (zmq.ROUTER, zmq.DEALER):
+            out = Envelope(REPLY_ERROR, {"code": err.code, "message": err.message},
+                           sender=self.name, re=re, route=route)
+            self.send(sock, out)
+
+    def _on_reply(self, env: Envelope) -> None:
+        pending = self._outstanding.pop(env.re or "", None)
+        if pending is None:
+            self.stats["unmatched_replies"] += 1
+            if env.type == REPLY_ERROR:
+                log.info("%s: error from %s: %s", self.name, env.sender, env.body.get("message"))
+            return
+        if pending.timer:
+            pending.timer.cancel()
+        if pending.on_reply:
+            pending.on_reply(env)
+
+    # ---- sending ----------------------------------------------------------------------------
+    def send(self, sock: zmq.Socket, env: Envelope) -> bool:
+        """Send without blocking; a refused send (peer gone, high-water mark) is counted and logged."""
+        if not env.sender:
+            env.sender = self.name
+        frames = [*env.route, env.encode()]
+        if sock.type == zmq.PUB:
+            frames = [env.type.encode(), frames[-1]]
+        return faults.send(self, sock, frames, env)
+
+    def transmit(self, sock: zmq.Socket, frames: list[bytes], env: Envelope) -> bool:
+        """The real send, after any fault injection."""
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK)
+            self.stats["sent"] += 1
+            return True
+        except zmq.Again:
+            self.stats["dropped.hwm"] += 1
+            log.warning("%s: %s to %s dropped: peer not reachable or too far behind",
+                        self.name, env.type, _peer(env))
+        except zmq.ZMQError as e:
+            self.stats["dropped.unroutable"] += 1
+            log.warning("%s: %s to %s dropped: %s", self.name, env.type, _peer(env), e)
+        return False
+
+    def request(self, sock: zmq.Socket, env: Envelope, on_reply: ReplyCallback | None = None,
+                retry_every: float | None = None, tries: int | None = None,
+                timeout: float | None = None) -> str:
+        """Send `env` and remember it until a reply with re=env.id comes back.
+
+        With `retry_every`, the same envelope (same id, so the receiver can tell a repeat) is
+        re-sent until answered, `tries` times at most (None: until cancelled). With `timeout`
+        and no retries, `on_reply(None)` is called when no answer came.
+        """
+        item = Outstanding(env, sock, on_reply, retry_every, tries)
+        self._outstanding[env.id] = item
+        self.send(sock, env)
+        self._arm(item, retry_every or timeout)
+        return env.id
+
+    def cancel(self, request_id: str) -> None:
+        item = self._outstanding.pop(request_id, None)
+        if item and item.timer:
+            item.timer.cancel()
+
+    def _arm(self, item: Outstanding, delay: float | None) -> None:
+        if delay is None:
+            return
+        item.timer = self.loop.call_later(delay, lambda: self._expire(item))
+
+    def _expire(self, item: Outstanding) -> None:
+        if self._outstanding.get(item.env.id) is not item:
+            return
+        if item.retry_every is not None and (item.tries_left is None or item.tries_left > 1):
+            if item.tries_left is not None:
+                item.tries_left -= 1
+            self.stats["retries"] += 1
+            item.env.ts = time.time()
+            self.send(item.sock, item.env)
+            self._arm(item, item.retry_every)
+            return
+        del self._outstanding[item.env.id]
+        if item.on_reply:
+            item.on_reply(None)
+
+
+def _peer(env: Envelope) -> str:
+    return env.route[0].decode(errors="replace") if env.route else "peer"

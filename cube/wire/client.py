@@ -1,0 +1,68 @@
+"""A blocking request/reply client ("lazy pirate"): for the CLI and for an actor's local peers.
+
+A request that gets no answer in time raises Unavailable, and the socket is thrown away so a
+late reply cannot be mistaken for the answer to the next request; replies are also matched on
+`re`, so a stray one is ignored.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from cube.wire import sockets
+from cube.wire.envelope import REPLY_ERROR, Envelope, decode
+from cube.wire.errors import CubeError, Unavailable
+
+
+class Client:
+    def __init__(self, address: str, name: str = "client", timeout: float = 3.0,
+                 ctx: zmq.Context | None = None):
+        self.address = address
+        self.name = name
+        self.timeout = timeout
+        self.ctx = ctx or zmq.Context.instance()
+        self._sock: zmq.Socket | None = None
+
+    def call(self, msg_type: str, body: dict[str, Any] | None = None,
+             timeout: float | None = None) -> dict[str, Any]:
+        """Send a request and return the reply body; raise CubeError / Unavailable."""
+        env = Envelope(msg_type, body or {}, sender=self.name)
+        sock = self._socket()
+        try:
+            sock.send(env.encode(), zmq.NOBLOCK)
+        except zmq.Again:
+            self.close()
+            raise Unavailable(f"cannot reach {self.address}: not connected") from None
+        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
+                self.close()
+                raise Unavailable(f"no answer from {self.address} within "
+                                  f"{self.timeout if timeout is None else timeout:g}s")
+            try:
+                reply = decode(sock.recv_multipart()[-1])
+            except CubeError:
+                continue  # garbage on our own socket: not our answer
+            if reply.re != env.id:
+                continue
+            if reply.type == REPLY_ERROR:
+                raise CubeError(str(reply.body.get("code", "error")), str(reply.body.get("message", "")))
+            return reply.body
+
+    def send_raw(self, frames: list[bytes]) -> None:
+        """Send frames as they are (chaos scripts and tests use this to send garbage)."""
+        self._socket().send_multipart(frames)
+
+    def _socket(self) -> zmq.Socket:
+        if self._sock is None:
+            # Not `immediate`: the first request must wait for the connect in progress.
+            self._sock = sockets.dealer(self.ctx, self.address)
+        return self._sock
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None

@@ -1,0 +1,91 @@
+"""The envelope every Cube message travels in (DESIGN.md §2).
+
+On the wire it is one msgpack map: v, id, type, from, ts, re, body. In memory it also carries
+the ROUTER route it came from and, once the dispatcher has seen it, a way to answer it.
+"""
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cube.wire.codec import pack, unpack
+from cube.wire.errors import BAD_ENVELOPE, BAD_FRAME, CubeError
+
+VERSION = 1
+REPLY_OK = "ok"
+REPLY_ERROR = "error"
+
+
+def new_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass
+class Envelope:
+    type: str
+    body: dict[str, Any] = field(default_factory=dict)
+    sender: str = ""
+    id: str = field(default_factory=new_id)
+    ts: float = field(default_factory=time.time)
+    re: str | None = None
+    v: int = VERSION
+    route: list[bytes] = field(default_factory=list, compare=False, repr=False)
+    respond: Callable[..., None] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def is_reply(self) -> bool:
+        return self.type in (REPLY_OK, REPLY_ERROR)
+
+    def to_map(self) -> dict[str, Any]:
+        return {"v": self.v, "id": self.id, "type": self.type, "from": self.sender,
+                "ts": self.ts, "re": self.re, "body": self.body}
+
+    def encode(self) -> bytes:
+        return pack(self.to_map())
+
+    def reply(self, body: dict[str, Any] | None = None, sender: str = "") -> "Envelope":
+        return Envelope(REPLY_OK, body or {}, sender=sender, re=self.id, route=self.route)
+
+    def error(self, code: str, message: str, sender: str = "") -> "Envelope":
+        return Envelope(REPLY_ERROR, {"code": code, "message": message},
+                        sender=sender, re=self.id, route=self.route)
+
+
+def decode(frame: bytes) -> Envelope:
+    """Envelope from one frame; raises CubeError (bad_frame / bad_envelope) with a reason."""
+    data = unpack(frame)
+    if not isinstance(data, dict):
+        raise CubeError(BAD_FRAME, f"frame must be a msgpack map, got {type(data).__name__}")
+    if data.get("v") != VERSION:
+        raise CubeError(BAD_ENVELOPE, f"unsupported protocol version {data.get('v')!r}; this is v{VERSION}")
+    checks = (("id", str), ("type", str), ("from", str), ("ts", (int, float)), ("body", dict))
+    for key, kind in checks:
+        value = data.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise CubeError(BAD_ENVELOPE, f"envelope field {key!r} is missing or not {_name(kind)}")
+    if not data["type"] or not data["id"]:
+        raise CubeError(BAD_ENVELOPE, "envelope fields 'id' and 'type' must not be empty")
+    re = data.get("re")
+    if re is not None and not isinstance(re, str):
+        raise CubeError(BAD_ENVELOPE, "envelope field 're' must be a string or nil")
+    if any(not isinstance(k, str) for k in data["body"]):
+        raise CubeError(BAD_ENVELOPE, "body keys must be strings")
+    return Envelope(type=data["type"], body=data["body"], sender=data["from"], id=data["id"],
+                    ts=float(data["ts"]), re=re)
+
+
+def reply_id_hint(frame: bytes) -> str | None:
+    """Best effort: the id of a frame that failed to decode, so its error reply can say `re`."""
+    try:
+        data = unpack(frame)
+        return data.get("id") if isinstance(data, dict) and isinstance(data.get("id"), str) else None
+    except CubeError:
+        return None
+
+
+def _name(kind: Any) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__

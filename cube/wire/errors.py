@@ -1,0 +1,31 @@
+"""Errors that travel on the wire as `error` replies: a code for programs, a message for people."""
+from __future__ import annotations
+
+BAD_FRAME = "bad_frame"  # not msgpack, too big, not a map
+BAD_ENVELOPE = "bad_envelope"  # a map, but not our envelope (version, id, type...)
+UNKNOWN_TYPE = "unknown_type"
+BAD_BODY = "bad_body"  # the body does not match the type's schema
+BAD_REQUEST = "bad_request"  # well-formed but wrong (e.g. a bad task file)
+NOT_FOUND = "not_found"
+CONFLICT = "conflict"
+UNAVAILABLE = "unavailable"  # a peer did not answer in time
+INTERNAL = "internal"
+
+
+class CubeError(Exception):
+    """An error with a code; raised by handlers and turned into an `error` reply."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Unavailable(CubeError):
+    """The peer did not answer in time (dead, restarting, or unreachable)."""
+
+    def __init__(self, message: str):
+        super().__init__(UNAVAILABLE, message)

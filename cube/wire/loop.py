@@ -1,0 +1,168 @@
+"""A single-threaded event loop over ZeroMQ sockets, timers and blocking work.
+
+Every actor runs on one Loop: sockets are only touched from the loop's thread (ZeroMQ sockets
+are not thread-safe). Blocking calls (Docker, HTTP probes) go to a thread pool and come back
+as callbacks on the loop thread. A callback that raises is logged and counted; it never stops
+the loop.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import zmq
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(order=True)
+class Timer:
+    when: float
+    seq: int
+    fn: Callable[[], Any] = field(compare=False)
+    interval: float | None = field(default=None, compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class Loop:
+    def __init__(self, name: str, ctx: zmq.Context | None = None, threads: int = 4):
+        self.name = name
+        self.ctx = ctx or zmq.Context()
+        self.poller = zmq.Poller()
+        self.errors = 0
+        self._readers: dict[Any, Callable[[Any], None]] = {}
+        self._timers: list[Timer] = []
+        self._seq = itertools.count()
+        self._calls: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self.poller.register(self._wake_r, zmq.POLLIN)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        self._running = False
+
+    # ---- registration ---------------------------------------------------------------------
+    def add_reader(self, sock: Any, fn: Callable[[Any], None]) -> None:
+        self._readers[sock] = fn
+        self.poller.register(sock, zmq.POLLIN)
+
+    def remove_reader(self, sock: Any) -> None:
+        if self._readers.pop(sock, None) is not None:
+            self.poller.unregister(sock)
+
+    def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
+        timer = Timer(time.monotonic() + delay, next(self._seq), fn)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_every(self, interval: float, fn: Callable[[], Any], first: float | None = None) -> Timer:
+        timer = Timer(time.monotonic() + (interval if first is None else first), next(self._seq), fn, interval)
+        heapq.heappush(self._timers, timer)
+        return timer
+
+    def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
+        """Run `fn` on the loop thread; safe to call from any thread."""
+        self._calls.put(fn)
+        try:
+            os.write(self._wake_w, b"x")
+        except BlockingIOError:
+            pass  # the pipe is full, so the loop is already awake
+
+    def run_blocking(self, fn: Callable[..., Any], *args: Any,
+                     done: Callable[[Any, BaseException | None], None] | None = None) -> None:
+        """Run `fn(*args)` in the pool; `done(result, error)` then runs on the loop thread."""
+        def work() -> None:
+            try:
+                result, error = fn(*args), None
+            except BaseException as e:  # handed to `done`, which decides
+                result, error = None, e
+            if done is not None:
+                self.call_soon_threadsafe(lambda: done(result, error))
+            elif error is not None:
+                log.error("%s: background call %s failed: %s", self.name, getattr(fn, "__name__", fn), error)
+        self._executor.submit(work)
+
+    # ---- running ----------------------------------------------------------------------------
+    def stop(self) -> None:
+        self._running = False
+        self.call_soon_threadsafe(lambda: None)
+
+    def run(self) -> None:
+        self._running = True
+        while self._running:
+            self.run_once()
+
+    def run_once(self, max_wait: float = 1.0) -> None:
+        timeout = self._next_timeout(max_wait)
+        for sock, _ in self.poller.poll(timeout * 1000):
+            if sock == self._wake_r:
+                self._drain_wakeups()
+                continue
+            fn = self._readers.get(sock)
+            if fn is not None:
+                self._safely(fn, sock)
+        self._run_calls()
+        self._run_timers()
+
+    def close(self) -> None:
+        self._running = False
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        for sock in list(self._readers):
+            if isinstance(sock, zmq.Socket):
+                sock.close(linger=0)
+        self._readers.clear()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
+
+    def _next_timeout(self, max_wait: float) -> float:
+        if not self._calls.empty():
+            return 0.0
+        while self._timers and self._timers[0].cancelled:
+            heapq.heappop(self._timers)
+        if not self._timers:
+            return max_wait
+        return max(0.0, min(max_wait, self._timers[0].when - time.monotonic()))
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            self._safely(fn)
+
+    def _run_timers(self) -> None:
+        now = time.monotonic()
+        while self._timers and self._timers[0].when <= now:
+            timer = heapq.heappop(self._timers)
+            if timer.cancelled:
+                continue
+            if timer.interval is not None:
+                timer.when = now + timer.interval
+                timer.seq = next(self._seq)
+                heapq.heappush(self._timers, timer)
+            self._safely(timer.fn)
+
+    def _safely(self, fn: Callable[..., Any], *args: Any) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            self.errors += 1
+            log.exception("%s: callback %s failed; the actor carries on", self.name, getattr(fn, "__name__", fn))

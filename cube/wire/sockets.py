@@ -1,0 +1,68 @@
+"""Socket factories with the options every Cube socket needs.
+
+ROUTER sockets are created with ROUTER_MANDATORY so a message to a vanished peer, or one that
+would exceed the high-water mark, raises instead of being silently dropped; the sender counts
+and logs it (see Actor.send). LINGER is 0 everywhere: an actor that stops must not hang.
+"""
+from __future__ import annotations
+
+import zmq
+
+SNDHWM = 10_000
+RCVHWM = 10_000
+
+
+def _common(sock: zmq.Socket) -> zmq.Socket:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, SNDHWM)
+    sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    return sock
+
+
+def router(ctx: zmq.Context, bind: str) -> zmq.Socket:
+    sock = _common(ctx.socket(zmq.ROUTER))
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.bind(bind)
+    return sock
+
+
+def dealer(ctx: zmq.Context, connect: str, identity: str | None = None,
+           immediate: bool = False) -> zmq.Socket:
+    """`immediate`: refuse to queue while not connected (for peers that retry on their own)."""
+    sock = _common(ctx.socket(zmq.DEALER))
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity.encode())
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    sock.connect(connect)
+    return sock
+
+
+def publisher(ctx: zmq.Context, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
+    sock = _common(ctx.socket(zmq.PUB))
+    if bind:
+        sock.bind(bind)
+    if connect:
+        sock.connect(connect)
+    return sock
+
+
+def subscriber(ctx: zmq.Context, bind: str | None = None, connect: str | None = None,
+               topics: tuple[bytes, ...] = (b"",)) -> zmq.Socket:
+    sock = _common(ctx.socket(zmq.SUB))
+    for topic in topics:
+        sock.setsockopt(zmq.SUBSCRIBE, topic)
+    if bind:
+        sock.bind(bind)
+    if connect:
+        sock.connect(connect)
+    return sock
+
+
+def tcp(host: str, port: int) -> str:
+    return f"tcp://{host}:{port}"
+
+
+def connectable(address: str) -> str:
+    """A bind address such as tcp://0.0.0.0:5557 made into one a peer can connect to."""
+    return address.replace("://0.0.0.0:", "://127.0.0.1:").replace("://*:", "://127.0.0.1:")
