@@ -31,7 +31,8 @@ epvm-book
         memAlloc  = memory_used / 1024          (kB "from stats")
                     + reserved_memory / 1000    (the book's Node.MemoryAllocated, never filled in
                                                  the book; here the effective reservations)
-        memPct    = memAlloc / (memory_total / 1024)
+        memPct    = memAlloc / (memory_total / 1024)   (the book's Node.Memory: total kB;
+                                                    taken as at least 1 kB)
         newMemPct = (memAlloc + task.memory // 1000) / (memory_total / 1024)
         memCost   = LIEB**newMemPct + LIEB**((n+1)/4) - LIEB**memPct - LIEB**(n/4)
         cpuCost   = LIEB**cpuLoad + LIEB**((n+1)/4) - LIEB**cpuLoad - LIEB**(n/4)
@@ -56,8 +57,10 @@ epvm (default)
 
     The max() sees a node as full if either the machine is busy or Cube has promised its
     capacity; pending reservations are added on top because they are in neither number yet, so
-    a burst spreads out before the next sample arrives. (x / 0 is taken as 0: a node offering
-    no cpu can only take tasks asking for none.)
+    a burst spreads out before the next sample arrives. Memory is bytes over bytes throughout.
+    cpu_usage is a fraction of the whole machine while the other cpu terms are shares of the
+    cores offered to Cube: the sample carries no machine core count, and both read as "how
+    busy, 0..1". (x / 0 is taken as 0: a node offering no cpu only takes tasks asking none.)
 
 Speed: no candidate sampling. Scoring every feasible node is exact (the best node is always
 found, which a Nomad-style bounded sample of log2(n) nodes cannot promise) and, vectorised, costs

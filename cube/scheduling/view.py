@@ -32,9 +32,10 @@ Only accepted samples refresh it: a replayed old sample proves nothing about now
 
 Speed: per-node numbers live in numpy columns that are updated in place, one slot per node,
 when a sample arrives or a reservation changes; a decision is a handful of vectorised
-operations over them (see algorithms.py). Slots are kept dense (forget() moves the last node
-into the hole), so no decision ever skips empty slots. The view is not thread-safe: the
-Scheduler actor owns it and calls it from one thread.
+operations over them (see algorithms.py). The LIEB powers that depend only on the node are
+cached there too, so epvm computes just the "after this task" powers per decision. Slots are
+kept dense (forget() moves the last node into the hole), so no decision skips empty slots.
+The view is not thread-safe: the Scheduler actor owns it and calls it from one thread.
 """
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 import numpy as np
 
-from .model import BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, Demand, NodeSample, NodeState, Placement
+from .model import (BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, Demand, NodeSample, NodeState,
+                    Placement)
 
 if TYPE_CHECKING:
     from .algorithms import Algorithm
@@ -59,10 +61,7 @@ _COLUMNS: dict[str, Any] = {
     "free_cpu": np.float64,     # offered - effective reserved (may go negative: over-committed)
     "free_memory": np.int64,
     "free_disk": np.int64,
-    "reserved_memory": np.int64,  # effective reserved memory (epvm-book's "memory allocated")
     "cpu_usage": np.float64,    # observed fraction 0..1 of the whole machine
-    "memory_used": np.float64,  # observed bytes used on the machine
-    "memory_total": np.float64,
     "tasks": np.float64,        # effective task count: sample.task_count + pending reservations
     "load": np.float64,         # cpu busy share, see _refresh
     "mem": np.float64,          # memory busy share, see _refresh
@@ -104,10 +103,7 @@ class NodeTable:
     free_cpu: np.ndarray
     free_memory: np.ndarray
     free_disk: np.ndarray
-    reserved_memory: np.ndarray
     cpu_usage: np.ndarray
-    memory_used: np.ndarray
-    memory_total: np.ndarray
     tasks: np.ndarray
     load: np.ndarray
     mem: np.ndarray
@@ -390,10 +386,7 @@ class ClusterView:
         c["free_cpu"][i] = s.cpus - (s.reserved_cpu + led_cpu)
         c["free_memory"][i] = s.memory - (s.reserved_memory + led_mem)
         c["free_disk"][i] = s.disk - (s.reserved_disk + led_disk)
-        c["reserved_memory"][i] = s.reserved_memory + led_mem
         c["cpu_usage"][i] = s.cpu_usage
-        c["memory_used"][i] = s.memory_used
-        c["memory_total"][i] = s.memory_total
         tasks = s.task_count + len(node.ledger)
         load = max(s.cpu_usage, s.reserved_cpu * inv_cpus) + led_cpu * inv_cpus
         mem = max(used_share, s.reserved_memory * inv_mem) + led_mem * inv_mem
