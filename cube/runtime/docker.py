@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 import re
 import threading
 import time
@@ -189,7 +190,9 @@ class DockerRuntime:
         if spec.memory > 0:
             kwargs["mem_limit"] = int(spec.memory)
         if spec.cpu > 0:
-            kwargs["nano_cpus"] = int(spec.cpu * 1e9)
+            # Docker refuses a limit above the host's core count; a worker may offer more cores
+            # than it has (over-commit), so the limit is capped rather than the task refused.
+            kwargs["nano_cpus"] = int(min(spec.cpu, os.cpu_count() or 1) * 1e9)
         return kwargs
 
     def _start(self, container: Any, spec: ContainerSpec) -> ContainerInfo:
