@@ -1,0 +1,328 @@
+"""The Manager's pure logic: restart policy outcomes, reconciliation plans, the worker registry
+and the TaskBook (persist first, then change memory)."""
+from __future__ import annotations
+
+import pytest
+
+from cube.control import policy, reconcile
+from cube.control.taskbook import EVENTS, META, TASKS, TaskBook
+from cube.control.workers import LOST, READY, WorkerRegistry
+from cube.model.state import IllegalTransition, State
+from cube.model.task import DESIRED_STOPPED, RestartPolicy, Task
+from cube.store import StoreError
+from cube.store.memory import MemoryStore
+from cube.wire.errors import CONFLICT, NOT_FOUND, CubeError
+
+
+def task(id="t1", state=State.RUNNING, restart="on-failure", max_restarts=3, count=0, backoff=1.0,
+         worker="w1", attempt=1, desired="running", name=None, created=0.0) -> Task:
+    return Task(id=id, name=name or f"n-{id}", image="img", state=state, worker=worker, attempt=attempt,
+                desired=desired, restart=RestartPolicy(restart, max_restarts, backoff, 30.0),
+                restart_count=count, created_at=created)
+
+
+# ---- policy.on_end -------------------------------------------------------------------------------
+
+def test_exit_0_under_on_failure_completes():
+    out = policy.on_end(task(), 0, "exited with code 0")
+    assert (out.state, out.restart, out.delay) == (State.COMPLETED, False, 0.0)
+    assert out.reason == "exited with code 0"
+
+
+def test_non_zero_restarts_with_doubling_backoff():
+    delays = []
+    for count in range(3):
+        out = policy.on_end(task(count=count, backoff=0.5), 1, "exited with code 1")
+        assert out.state is State.FAILED and out.restart
+        assert f"restart {count + 1} of 3" in out.reason
+        delays.append(out.delay)
+    assert delays == [0.5, 1.0, 2.0]
+
+
+def test_backoff_is_capped():
+    t = task(count=9, max_restarts=20, backoff=1.0)
+    assert policy.on_end(t, 1, "x").delay == 30.0
+
+
+def test_max_reached_fails_and_gives_up():
+    out = policy.on_end(task(count=3), 137, "exited with code 137")
+    assert (out.state, out.restart) == (State.FAILED, False)
+    assert "gave up" in out.reason and "exited with code 137" in out.reason
+
+
+def test_vanished_container_counts_as_a_failure():
+    out = policy.on_end(task(), None, "container vanished")
+    assert out.state is State.FAILED and out.restart
+
+
+def test_policy_no_never_restarts():
+    out = policy.on_end(task(restart="no"), 1, "exited with code 1")
+    assert (out.state, out.restart) == (State.FAILED, False)
+    assert "'no'" in out.reason
+    assert policy.on_end(task(restart="no"), 0, "exited with code 0").state is State.COMPLETED
+
+
+def test_always_restarts_on_0():
+    out = policy.on_end(task(restart="always"), 0, "exited with code 0")
+    assert (out.state, out.restart) == (State.FAILED, True)
+    out = policy.on_end(task(restart="always", count=3), 0, "exited with code 0")
+    assert (out.state, out.restart) == (State.FAILED, False)
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, None])
+def test_desired_stopped_completes_whatever_happened(exit_code):
+    out = policy.on_end(task(desired=DESIRED_STOPPED, restart="always"), exit_code, "exited")
+    assert (out.state, out.restart) == (State.COMPLETED, False)
+    assert out.reason.startswith("stopped")
+
+
+# ---- reconcile.plan --------------------------------------------------------------------------------
+
+def rep(task_id, attempt=1, state="running", **kw):
+    return {"task_id": task_id, "attempt": attempt, "state": state, "container_id": "c-" + task_id, **kw}
+
+
+def tasks_of(*ts: Task) -> dict[str, Task]:
+    return {t.id: t for t in ts}
+
+
+def test_plan_unknown_task_is_stopped():
+    p = reconcile.plan("w1", [rep("ghost", 4)], {})
+    assert p.stop == [("ghost", 4, "unknown task")]
+    assert not (p.adopt or p.ended or p.resend or p.vanished)
+
+
+def test_plan_stale_attempt_is_stopped_and_current_one_resent():
+    t = task(state=State.SCHEDULED, attempt=3)
+    p = reconcile.plan("w1", [rep("t1", 2)], tasks_of(t))
+    assert [(s[0], s[1]) for s in p.stop] == [("t1", 2)] and "attempt 3" in p.stop[0][2]
+    assert p.resend == [t]
+
+
+def test_plan_task_moved_to_another_worker_is_stopped_here():
+    t = task(worker="w2", attempt=1)
+    p = reconcile.plan("w1", [rep("t1", 1)], tasks_of(t))
+    assert [(s[0], s[1]) for s in p.stop] == [("t1", 1)] and "w2" in p.stop[0][2]
+    assert not p.adopt and not p.vanished  # w2's copy is w2's business
+
+
+def test_plan_adopts_a_live_container():
+    t = task(state=State.SCHEDULED)
+    report = rep("t1", 1, "running")
+    p = reconcile.plan("w1", [report], tasks_of(t))
+    assert p.adopt == [(t, report)]
+    assert not (p.stop or p.resend or p.vanished or p.ended)
+
+
+@pytest.mark.parametrize("live_state", ["created", "restarting", "paused"])
+def test_plan_other_live_states_are_adopted(live_state):
+    p = reconcile.plan("w1", [rep("t1", 1, live_state)], tasks_of(task()))
+    assert len(p.adopt) == 1
+
+
+def test_plan_container_that_ended_while_apart():
+    t = task()
+    report = rep("t1", 1, "exited", exit_code=3)
+    p = reconcile.plan("w1", [report], tasks_of(t))
+    assert p.ended == [(t, report)] and not p.vanished and not p.stop
+
+
+def test_plan_stopped_or_ended_task_is_stopped():
+    for t in (task(desired=DESIRED_STOPPED), task(state=State.COMPLETED), task(state=State.FAILED)):
+        p = reconcile.plan("w1", [rep("t1", 1)], tasks_of(t))
+        assert [(s[0], s[1]) for s in p.stop] == [("t1", 1)]
+        assert not (p.adopt or p.resend or p.vanished)
+
+
+def test_plan_resends_scheduled_and_fails_vanished_running():
+    sched = task("s1", state=State.SCHEDULED)
+    run = task("r1", state=State.RUNNING)
+    elsewhere = task("o1", worker="w2")
+    pending = task("p1", state=State.PENDING, worker="")
+    stopped = task("x1", desired=DESIRED_STOPPED)
+    p = reconcile.plan("w1", [], tasks_of(sched, run, elsewhere, pending, stopped))
+    assert p.resend == [sched]
+    assert p.vanished == [run]
+    assert not p.stop and not p.adopt
+
+
+def test_plan_tolerates_odd_reports():
+    p = reconcile.plan("w1", [{"state": "running"}, {"task_id": "t1", "attempt": "1"}], tasks_of(task()))
+    assert ("", -1, "unknown task") in p.stop
+    assert any(s[0] == "t1" and s[1] == -1 for s in p.stop)  # non-int attempt: never current
+
+
+# ---- WorkerRegistry --------------------------------------------------------------------------------
+
+def test_registry_expiry_with_explicit_now():
+    reg = WorkerRegistry(grace=5.0)
+    w1 = reg.hello("w1", "10.0.0.1", 2.0, 1 << 30, 1 << 34)
+    w2 = reg.hello("w2", "10.0.0.2", 2.0, 1 << 30, 1 << 34)
+    w1.last_seen, w2.last_seen = 100.0, 103.0
+    assert reg.expire(now=105.0) == []
+    assert reg.expire(now=105.1) == [w1]
+    assert w1.state == LOST and reg.lost() == ["w1"] and reg.ready() == ["w2"]
+    assert reg.expire(now=105.2) == []  # lost once, reported once
+    assert not reg.is_ready("w1") and reg.is_ready("w2") and not reg.is_ready("nobody")
+    assert reg.seen("w1") is None  # a lost worker must say hello again
+    assert reg.expire(now=108.1) == [w2]
+
+
+def test_registry_hello_revives_and_keeps_joined_at():
+    reg = WorkerRegistry(grace=1.0)
+    first = reg.hello("w1", "a", 1.0, 1, 1)
+    first.joined_at = 42.0
+    reg.expire(now=first.last_seen + 10)
+    assert reg.lost() == ["w1"]
+    again = reg.hello("w1", "b", 4.0, 2, 2, pid=7)
+    assert again.state == READY and again.joined_at == 42.0 and again.address == "b" and again.pid == 7
+    assert reg.get("w1") is again and again.route == [b"w1"]
+
+
+def test_registry_seen_refreshes():
+    reg = WorkerRegistry(grace=1.0)
+    rec = reg.hello("w1", "a", 1.0, 1, 1)
+    rec.last_seen = 0.0
+    assert reg.seen("w1") is rec and rec.last_seen > 0.0
+    assert reg.seen("ghost") is None
+
+
+def test_registry_remember_gives_a_known_worker_one_grace_period():
+    reg = WorkerRegistry(grace=2.0)
+    reg.remember({"name": "old", "address": "x", "cpus": 1.0, "memory": 1, "disk": 1, "last_seen": 5.0})
+    rec = reg.get("old")
+    assert rec.state == READY and rec.last_seen_wall == 5.0
+    assert reg.expire(now=rec.last_seen + 1.0) == []
+    assert reg.expire(now=rec.last_seen + 2.5) == [rec]
+    live = reg.hello("live", "y", 1.0, 1, 1)
+    reg.remember({"name": "live"})  # never overrides a worker that already said hello
+    assert reg.get("live") is live
+    assert set(rec.to_dict()) >= {"name", "address", "cpus", "memory", "disk", "state", "last_seen"}
+
+
+# ---- TaskBook --------------------------------------------------------------------------------------
+
+class FlakyStore(MemoryStore):
+    def __init__(self):
+        super().__init__()
+        self.fail: Exception | None = None
+
+    def batch(self, ops):
+        if self.fail:
+            raise self.fail
+        super().batch(ops)
+
+
+@pytest.fixture
+def book():
+    published = []
+    b = TaskBook(FlakyStore(), lambda ev, t: published.append((ev, t)))
+    b.published = published
+    return b
+
+
+def test_commit_persists_task_and_event_atomically(book):
+    t = task(state=State.PENDING, worker="")
+    added = book.add(t)
+    assert added is not t and book.get("t1") is added
+    assert book.store.get(TASKS, "t1")["state"] == "Pending"
+    events = book.events("t1")
+    assert len(events) == 1 and events[0]["state"] == "Pending" and events[0]["reason"] == "submitted"
+    assert book.store.get(META, "event_seq") == 1
+
+    def scheduled(x: Task) -> None:
+        x.transition(State.SCHEDULED)
+        x.worker = "w1"
+    new = book.commit(added, scheduled, "placed on w1")
+    assert added.state is State.PENDING  # the old object is untouched
+    assert new.state is State.SCHEDULED and book.get("t1") is new and new.reason == "placed on w1"
+    assert Task.from_dict(book.store.get(TASKS, "t1")) == new
+    assert [e["state"] for e in book.events("t1")] == ["Pending", "Scheduled"]
+    assert [e["seq"] for e in book.events("t1")] == [1, 2]
+    assert [(ev.seq, t.state) for ev, t in book.published] == [(1, State.PENDING), (2, State.SCHEDULED)]
+
+
+def test_commit_without_event(book):
+    t = book.add(task(state=State.PENDING))
+    book.commit(t, None, "still waiting: no node fits", event=False)
+    assert book.get("t1").reason == "still waiting: no node fits"
+    assert len(book.events("t1")) == 1 and len(book.published) == 1 and book.seq == 1
+
+
+def test_events_of_one_task_only(book):
+    book.add(task("abc"))
+    book.add(task("abcd"))
+    assert len(book.events("abc")) == 1 and book.events("abc")[0]["task_id"] == "abc"
+
+
+@pytest.mark.parametrize("error", [StoreError("disk full"), CubeError("unavailable", "store did not answer")])
+def test_a_store_that_raises_leaves_memory_unchanged(book, error):
+    t = book.add(task(state=State.PENDING))
+    book.store.fail = error
+    with pytest.raises(type(error)):
+        book.commit(t, lambda x: x.transition(State.SCHEDULED), "placed")
+    with pytest.raises(type(error)):
+        book.add(task("t2"))
+    assert book.get("t1") is t and t.state is State.PENDING
+    assert book.get("t2") is None and len(book) == 1
+    assert book.seq == 1 and len(book.published) == 1
+    book.store.fail = None
+    assert book.commit(t, lambda x: x.transition(State.SCHEDULED)).state is State.SCHEDULED
+    assert [e["seq"] for e in book.events("t1")] == [1, 2]  # no gap, no duplicate
+
+
+def test_an_illegal_change_leaves_memory_and_store_unchanged(book):
+    t = book.add(task(state=State.PENDING))
+    with pytest.raises(IllegalTransition):
+        book.commit(t, lambda x: x.transition(State.RUNNING))
+    assert book.get("t1") is t and book.store.get(TASKS, "t1")["state"] == "Pending"
+    assert len(book.events("t1")) == 1
+
+
+def test_find(book):
+    a = book.add(task("aaaa1111-0000", name="web"))
+    b = book.add(task("aaaa2222-0000", name="db"))
+    c = book.add(task("bbbb3333-0000", name="cache"))
+    assert book.find("aaaa1111-0000") is a  # exact id
+    assert book.find("aaaa2") is b  # unique prefix
+    assert book.find("bbbb") is c
+    assert book.find("db") is b  # name
+    with pytest.raises(CubeError) as err:
+        book.find("aaaa")
+    assert err.value.code == CONFLICT and "2 tasks" in err.value.message
+    with pytest.raises(CubeError) as err:
+        book.find("nothing-like-it")
+    assert err.value.code == NOT_FOUND
+    with pytest.raises(CubeError) as err:
+        book.find("aaa")  # prefixes shorter than 4 are not looked up
+    assert err.value.code == NOT_FOUND
+
+
+def test_find_reused_name_prefers_the_live_task_then_the_newest(book):
+    old = book.add(task("old-0001", name="web", desired=DESIRED_STOPPED, created=1.0))
+    new = book.add(task("new-0002", name="web", desired=DESIRED_STOPPED, created=2.0))
+    assert book.find("web") is new
+    live = book.add(task("live-0003", name="web", created=0.5))
+    assert book.find("web") is live
+    assert old.id != live.id
+
+
+def test_load_restores_tasks_and_event_sequence(book):
+    book.add(task("t1"))
+    book.add(task("t2", state=State.PENDING))
+    fresh = TaskBook(book.store)
+    assert fresh.load() == 2
+    assert fresh.get("t1") == book.get("t1") and fresh.seq == 2
+    ev = fresh.commit(fresh.get("t2"), None, "again")
+    assert book.store.get(META, "event_seq") == 3 and ev is fresh.get("t2")
+    assert book.store.count(EVENTS) == 3
+
+
+def test_where_and_on_worker(book):
+    book.add(task("b", state=State.RUNNING, worker="w1", created=2.0))
+    book.add(task("a", state=State.SCHEDULED, worker="w1", created=1.0))
+    book.add(task("c", state=State.FAILED, worker="w1"))
+    book.add(task("d", state=State.RUNNING, worker="w2"))
+    assert [t.id for t in book.on_worker("w1")] == ["a", "b"]  # by creation time
+    assert [t.id for t in book.where(lambda t: True)] == ["c", "d", "a", "b"]  # (created_at, id)
+    assert sorted(t.id for t in book) == ["a", "b", "c", "d"]
