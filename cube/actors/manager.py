@@ -190,6 +190,8 @@ class Manager(Actor):
         elif state in ("exited", "removed"):
             cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
                      else "container removed behind Cube's back")
+            if b.get("error"):
+                cause += f" ({b['error']})"
             self._on_ended(task, b.get("exit_code") if state == "exited" else None, cause, b.get("error", ""))
         elif state == "failed":
             self._on_ended(task, None, f"could not start: {b.get('error') or 'unknown error'}", b.get("error", ""))

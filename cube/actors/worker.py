@@ -312,9 +312,19 @@ class Worker(Actor):
             slot.dirty = True
             return
         if ev.kind in ("die", "oom"):
-            self._status(ev.task_id, ev.attempt, {"state": "exited", "container_id": ev.container_id,
-                                                  "exit_code": ev.exit_code if ev.exit_code is not None else -1,
-                                                  "error": "out of memory" if ev.kind == "oom" else ""})
+            code = ev.exit_code if ev.exit_code is not None else -1
+            report = {"state": "exited", "container_id": ev.container_id, "exit_code": code,
+                      "error": "out of memory" if ev.kind == "oom" else ""}
+            if code in (0, 137, 143) or report["error"]:
+                self._status(ev.task_id, ev.attempt, report)
+                return
+            # a failure: the last line of output usually says why (e.g. "exec foo failed")
+
+            def with_reason(logs: str | None, error: BaseException | None) -> None:
+                lines = [line for line in (logs or "").splitlines() if line.strip()]
+                report["error"] = lines[-1][-300:] if lines else ""
+                self._status(ev.task_id, ev.attempt, report)
+            self.loop.run_blocking(self.runtime.logs, ev.container_id, 5, done=with_reason)
         elif ev.kind == "destroy":
             self._status(ev.task_id, ev.attempt, {"state": "removed", "container_id": ev.container_id})
 

@@ -10,12 +10,14 @@ import zmq
 
 SNDHWM = 10_000
 RCVHWM = 10_000
+MAXMSGSIZE = 4 << 20  # a peer sending more is disconnected by ZeroMQ before it costs us memory
 
 
 def _common(sock: zmq.Socket) -> zmq.Socket:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, SNDHWM)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
+    sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
     return sock
 
 
