@@ -182,3 +182,20 @@ def test_stop_while_restarting_stops_for_good(make_cluster, busybox):
     time.sleep(2)
     assert c.task(task_id)["restart_count"] == n
     wait_for(lambda: not containers_of(task_id, all_=True), 10, what="containers removed")
+
+
+def test_restarted_worker_adopts_its_containers(make_cluster, busybox):
+    c = make_cluster()
+    c.start_worker("w1")
+    task_id = c.start_task("--image", busybox, "--name", "steady", "--cmd", "sleep 600")
+    before = c.wait_state(task_id, "Running")["container_id"]
+    c.signal_worker("w1", signal.SIGTERM)  # a worker restart leaves its containers running
+    assert [x.id for x in containers_of(task_id)] == [before]
+    c.start_worker("w1")
+    time.sleep(1.0)
+    t = c.task(task_id)
+    assert t["state"] == "Running" and t["container_id"] == before and t["restart_count"] == 0
+    assert [x.id for x in containers_of(task_id)] == [before]
+    c.cli("task", "stop", task_id)  # and it still obeys commands for what it adopted
+    c.wait_state(task_id, "Completed")
+    wait_for(lambda: not containers_of(task_id, all_=True), 10, what="container removed")

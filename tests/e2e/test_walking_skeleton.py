@@ -101,3 +101,23 @@ def test_cli_errors_are_one_line(make_cluster, busybox, tmp_path):
     r = c.cli("task", "ls", check=False)
     assert r.returncode == 1 and "cannot reach the manager" in r.stderr and "Traceback" not in r.stderr
     assert time.monotonic() - t0 < 10
+
+
+def test_events_stream_follows_a_task(make_cluster, busybox):
+    import subprocess
+    import sys
+
+    from tests.cluster import BIN, ROOT
+    c = make_cluster()
+    c.start_worker("w1")
+    follower = subprocess.Popen(
+        [sys.executable, str(BIN / "cube"), "events", "--manager", f"127.0.0.1:{c.api_port}",
+         "--events-port", str(c.events_port), "--count", "3", "--timeout", "20", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    time.sleep(1.0)  # let the subscription settle (PUB/SUB drops what is sent before it joins)
+    task_id = c.start_task("--image", busybox, "--name", "watched", "--cmd", "sleep 600")
+    out, err = follower.communicate(timeout=30)
+    events = [json.loads(line) for line in out.splitlines()]
+    assert [e["state"] for e in events] == ["Pending", "Scheduled", "Running"], err
+    assert all(e["task_id"] == task_id for e in events)
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events)
