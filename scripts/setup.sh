@@ -45,24 +45,30 @@ static_busybox() { [ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1; }
 apt_updated=0
 apt_install() {
     command -v apt-get >/dev/null 2>&1 || die "missing $*, and apt-get is not available to install them"
+    local out
+    out=$(mktemp)
     if [ "$apt_updated" -eq 0 ]; then
         say "apt-get update"
-        "${SUDO[@]}" apt-get update -qq
+        if ! "${SUDO[@]}" apt-get update -qq >"$out" 2>&1; then
+            tail -n 20 "$out" >&2; rm -f "$out"; die "apt-get update failed"
+        fi
         apt_updated=1
     fi
     say "installing $*"
     # Without systemd nothing should start services from maintainer scripts: we start dockerd below.
     local policy=/usr/sbin/policy-rc.d added=0
     if [ ! -d /run/systemd/system ] && [ ! -e "$policy" ]; then
+        trap '"${SUDO[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
         printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
         "${SUDO[@]}" chmod 755 "$policy"
         added=1
     fi
     local rc=0
     "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
-        apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@" >/dev/null || rc=$?
-    if [ "$added" -eq 1 ]; then "${SUDO[@]}" rm -f "$policy"; fi
-    [ "$rc" -eq 0 ] || die "apt-get install $* failed"
+        apt-get install -y -qq -o Dpkg::Use-Pty=0 "$@" >"$out" 2>&1 || rc=$?
+    if [ "$added" -eq 1 ]; then "${SUDO[@]}" rm -f "$policy"; trap - EXIT; fi
+    if [ "$rc" -ne 0 ]; then tail -n 30 "$out" >&2; rm -f "$out"; die "apt-get install $* failed"; fi
+    rm -f "$out"
 }
 
 missing=()
