@@ -49,6 +49,7 @@ class Manager(Actor):
         self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
         self.events = sockets.publisher(ctx, bind=config.bind(config.events_port))
         self.scheduler = scheduler or Client(config.scheduler_endpoint, name=name, timeout=1.0, ctx=ctx)
+        self.scheduler_notes = sockets.dealer(ctx, config.scheduler_endpoint)  # fire-and-forget releases
         self.book = TaskBook(store, self._publish)
         self.registry = WorkerRegistry(config.grace)
         self._commands: dict[tuple[str, str], str] = {}  # (worker, task_id) -> outstanding request id
@@ -58,6 +59,7 @@ class Manager(Actor):
         self._place_timer = None
         self.serve(self.api, accept=task_msg.API | node_msg.API)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
+        self.serve(self.scheduler_notes, accept=set())
 
     # ---- start-up ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -87,14 +89,13 @@ class Manager(Actor):
                 "tasks": len(self.book), "workers": len(self.registry.ready())}
 
     def on_task_start(self, m: Envelope) -> dict[str, Any]:
-        spec = m.body["task"]
-        existing = self.book.get(str(spec.get("id", "")))
-        if existing:  # a replayed or retried start: the task exists, nothing changes
-            return {"task": existing.to_dict(), "existing": True}
         try:
-            task = task_from_spec(spec)
+            task = task_from_spec(m.body["task"])
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
+        existing = self.book.get(task.id)
+        if existing:  # a replayed or retried start (same id): nothing changes
+            return {"task": existing.to_dict(), "existing": True}
         task = self.book.add(task, "submitted")
         self._schedule_placement()
         return {"task": task.to_dict()}
@@ -169,16 +170,20 @@ class Manager(Actor):
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
                 "grace": self.config.grace}
 
-    def on_worker_heartbeat(self, m: Envelope) -> dict[str, Any]:
-        if self.registry.seen(m.body["name"]) is None:
+    def _known_worker(self, m: Envelope) -> str:
+        """The worker behind a message: its connection's identity, never what the body claims."""
+        worker = m.route[0].decode(errors="replace") if m.route else ""
+        if self.registry.seen(worker) is None:
             raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        return worker
+
+    def on_worker_heartbeat(self, m: Envelope) -> dict[str, Any]:
+        self._known_worker(m)
         return {}
 
     def on_task_status(self, m: Envelope) -> dict[str, Any]:
         b = m.body
-        worker = m.sender
-        if self.registry.seen(worker) is None:
-            raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        worker = self._known_worker(m)
         task = self.book.get(b["task_id"])
         if task is None or task.worker != worker or task.attempt != b["attempt"]:
             if b["state"] in ("running", "created"):
@@ -201,9 +206,7 @@ class Manager(Actor):
         return {}
 
     def _on_running(self, task: Task, report: dict[str, Any]) -> None:
-        if task.state not in LIVE:
-            return
-        if task.desired == DESIRED_STOPPED:
+        if task.state not in LIVE or task.desired == DESIRED_STOPPED:  # it must not run: stop it
             self._send_stop(task.worker, task.id, task.attempt, "stop requested")
             return
         if task.state == State.RUNNING and task.container_id == report.get("container_id"):
@@ -255,6 +258,8 @@ class Manager(Actor):
             self._on_ended(task, rep.get("exit_code"), f"exited with code {rep.get('exit_code')} while apart")
         for task in plan.resend:
             self._send_run(task)
+        for task in plan.gone:
+            self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; no container left on {worker}")
         for task in plan.vanished:
             self._on_ended(task, None, f"container vanished from {worker}")
 
@@ -401,6 +406,8 @@ class Manager(Actor):
         body = event.to_dict()
         body["task"] = task.to_dict()
         self.send(self.events, Envelope(task_msg.EVENT, body))
+        if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
+            self.request(self.scheduler_notes, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)
 
 
 def _desire_stopped(t: Task) -> None:

@@ -33,7 +33,7 @@ class SchedulerActor(Actor):
     def on_node_metrics(self, m: Envelope) -> None:
         try:
             self.view.update(m.body)
-        except (ValueError, TypeError, KeyError) as e:
+        except (ValueError, TypeError, KeyError, OverflowError) as e:
             self.stats["bad_samples"] += 1
             log.warning("scheduler: bad metrics sample from %s: %s", m.body.get("name"), e)
 

@@ -10,12 +10,16 @@ from typing import Any
 
 from cube.messages import store as msg
 from cube.store import Store, StoreError, open_store
+from cube.store.base import pack
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, NOT_FOUND, CubeError
 
 log = logging.getLogger(__name__)
+
+PAGE_ITEMS = 1000
+PAGE_BYTES = 256 << 10  # well under the 1 MiB frame limit
 
 
 class StoreActor(Actor):
@@ -43,9 +47,18 @@ class StoreActor(Actor):
         return {}
 
     def on_store_list(self, m: Envelope) -> dict[str, Any]:
+        """One page of a namespace, so a large one never outgrows a frame; `more` says go on."""
+        after = m.body.get("after") or ""
+        limit = max(1, min(m.body.get("limit") or PAGE_ITEMS, PAGE_ITEMS))
         with _store_errors():
-            items = self.store.list(m.body["ns"], m.body.get("prefix") or "")
-        return {"items": [[k, v] for k, v in items]}
+            items = self.store.list(m.body["ns"], m.body.get("prefix") or "", after)
+        page, size = [], 0
+        for k, v in items:
+            size += len(pack(v)) + len(k)
+            if page and (len(page) >= limit or size > PAGE_BYTES):
+                break
+            page.append([k, v])
+        return {"items": page, "more": len(page) < len(items)}
 
     def on_store_count(self, m: Envelope) -> dict[str, Any]:
         with _store_errors():

@@ -22,6 +22,7 @@ class Plan:
     ended: list[tuple[Task, dict[str, Any]]] = field(default_factory=list)  # exited while we were apart
     resend: list[Task] = field(default_factory=list)  # placed here, never started
     vanished: list[Task] = field(default_factory=list)  # ran here, container gone
+    gone: list[Task] = field(default_factory=list)  # being stopped here, and no container is left
 
 
 def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task]) -> Plan:
@@ -46,9 +47,11 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task]) ->
             out.ended.append((task, rep))
             seen.add(task_id)
     for task in tasks.values():
-        if task.worker != worker or task.id in seen or task.desired != DESIRED_RUNNING:
+        if task.worker != worker or task.id in seen or task.state not in (State.SCHEDULED, State.RUNNING):
             continue
-        if task.state == State.SCHEDULED:
+        if task.desired != DESIRED_RUNNING:
+            out.gone.append(task)
+        elif task.state == State.SCHEDULED:
             out.resend.append(task)
         elif task.state == State.RUNNING:
             out.vanished.append(task)

@@ -15,7 +15,7 @@ _KEY = Field(str, max_len=256)
 register(PUT, {"ns": _NS, "key": _KEY, "value": Field(object)})
 register(GET, {"ns": _NS, "key": _KEY})
 register(DELETE, {"ns": _NS, "key": _KEY})
-register(LIST, {"ns": _NS, "prefix": opt(str)})
+register(LIST, {"ns": _NS, "prefix": opt(str), "after": opt(str), "limit": opt(int)})
 register(COUNT, {"ns": _NS})
 register(BATCH, {"ops": Field(list, items=dict)})
 

@@ -5,6 +5,7 @@ conversions, so every actor agrees on the shape.
 """
 from __future__ import annotations
 
+import math
 import shlex
 import time
 import uuid
@@ -116,10 +117,13 @@ _ALIASES = {  # the book's capitalised task-file keys, and a few friendly synony
     "Name": "name", "Image": "image", "Cpu": "cpu", "Memory": "memory", "Disk": "disk",
     "ExposedPorts": "ports", "RestartPolicy": "restart", "HealthCheck": "health",
     "Env": "env", "Cmd": "cmd", "cmd": "command", "Command": "command",
-    "restart_policy": "restart", "port": "ports",
+    "restart_policy": "restart", "port": "ports", "PortBindings": "port_bindings",
 }
 _SPEC_FIELDS = {"name", "image", "command", "env", "cpu", "memory", "disk", "ports", "restart",
                 "health", "max_restarts", "id", "ID"}
+# Accepted for the book's task files but not used: Cube always publishes to free host ports, and
+# the file's state is ignored (every task starts Pending).
+_IGNORED_FIELDS = {"port_bindings", "state", "State"}
 
 
 def new_task_id() -> str:
@@ -132,9 +136,11 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         raise TaskSpecError(f"a task must be a JSON object, got {type(spec).__name__}")
     if "Task" in spec and isinstance(spec["Task"], dict):  # the book's task-event file
         spec = spec["Task"]
+    if any(not isinstance(k, str) for k in spec):
+        raise TaskSpecError("task field names must be strings")
     spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
     spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
-    unknown = sorted(set(spec) - _SPEC_FIELDS - {"state", "State"})
+    unknown = sorted(set(spec) - _SPEC_FIELDS - _IGNORED_FIELDS)
     if unknown:
         raise TaskSpecError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS - {'ID'}))})")
     image = spec.get("image")
@@ -200,8 +206,8 @@ def _number(spec: dict[str, Any], key: str) -> float:
         number = float(value)
     except ValueError:
         raise TaskSpecError(f"field {key!r} must be a number, got {value!r}") from None
-    if number < 0 or number != number:
-        raise TaskSpecError(f"field {key!r} must not be negative")
+    if not math.isfinite(number) or number < 0:
+        raise TaskSpecError(f"field {key!r} must be a finite number >= 0, got {value!r}")
     return number
 
 
@@ -226,7 +232,7 @@ def _ports(value: Any) -> list[str]:
         text = str(item).strip()
         number, _, proto = text.partition("/")
         proto = proto or "tcp"
-        if not number.isdigit() or not 0 < int(number) < 65536 or proto not in ("tcp", "udp"):
+        if not (number.isascii() and number.isdecimal()) or not 0 < int(number) < 65536 or proto not in ("tcp", "udp"):
             raise TaskSpecError(f"field 'ports': {item!r} is not a port such as 8080 or 53/udp")
         ports.append(f"{int(number)}/{proto}")
     return ports
@@ -273,7 +279,10 @@ def _health(value: Any) -> HealthCheck | None:
         raise TaskSpecError("field 'health.path' must be a path starting with '/'")
     check = HealthCheck(path=path)
     if "port" in value:
-        check.port = _ports(value["port"])[0]
+        ports = _ports(value["port"])
+        if len(ports) != 1:
+            raise TaskSpecError("field 'health.port' must be one port such as 8080")
+        check.port = ports[0]
     for key in ("interval", "timeout"):
         if key in value:
             setattr(check, key, max(_number(value, key), 0.1))

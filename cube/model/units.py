@@ -1,6 +1,10 @@
 """Human-friendly sizes ("64m", "1.5g") to bytes and back."""
 from __future__ import annotations
 
+import math
+
+MAX_SIZE = 2**63 - 1  # what msgpack and Docker can carry
+
 _SUFFIX = {"": 1, "b": 1, "k": 1024, "kb": 1024, "ki": 1024, "kib": 1024,
            "m": 1024**2, "mb": 1024**2, "mi": 1024**2, "mib": 1024**2,
            "g": 1024**3, "gb": 1024**3, "gi": 1024**3, "gib": 1024**3,
@@ -12,8 +16,8 @@ def parse_size(value: int | float | str) -> int:
     if isinstance(value, bool):
         raise ValueError(f"not a size: {value!r}")
     if isinstance(value, (int, float)):
-        if value < 0:
-            raise ValueError(f"size must not be negative: {value!r}")
+        if not math.isfinite(value) or value < 0 or value > MAX_SIZE:
+            raise ValueError(f"size must be between 0 and {MAX_SIZE} bytes: {value!r}")
         return int(value)
     text = str(value).strip().lower()
     digits = text.rstrip("abcdefghijklmnopqrstuvwxyz")
@@ -24,9 +28,10 @@ def parse_size(value: int | float | str) -> int:
         number = float(digits)
     except ValueError:
         raise ValueError(f"not a size: {value!r}") from None
-    if number < 0:
-        raise ValueError(f"size must not be negative: {value!r}")
-    return int(number * _SUFFIX[suffix])
+    size = number * _SUFFIX[suffix]
+    if not math.isfinite(size) or size < 0 or size > MAX_SIZE:
+        raise ValueError(f"size must be between 0 and {MAX_SIZE} bytes: {value!r}")
+    return int(size)
 
 
 def format_size(n: int, unit: str = "MiB") -> str:

@@ -98,7 +98,10 @@ class NodeSample:
             return v if math.isfinite(v) else 0.0
 
         def i(key: str, src: Mapping[str, Any] = d) -> int:
-            return int(src.get(key) or 0)
+            v = int(src.get(key) or 0)
+            if not -(2**63) <= v < 2**63:  # the node table is int64: refuse before touching it
+                raise ValueError(f"metrics field {key!r} out of range: {v}")
+            return v
 
         return cls(
             name=name, address=str(d.get("address") or ""), ts=f("ts"), seq=i("seq"),

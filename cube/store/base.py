@@ -8,6 +8,17 @@ from __future__ import annotations
 import abc
 from typing import Any, Iterable
 
+import msgpack
+
+
+def pack(value: Any) -> bytes:
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(raw: bytes) -> Any:
+    """Stored values are ours, so no frame limit applies (unlike messages from the network)."""
+    return msgpack.unpackb(raw, raw=False, strict_map_key=False)
+
 
 class StoreError(Exception):
     """The store cannot do what was asked (bad namespace, closed, disk trouble)."""
@@ -27,8 +38,8 @@ class Store(abc.ABC):
     def delete(self, ns: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    def list(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
-        """(key, value) pairs in key order."""
+    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
+        """(key, value) pairs in key order, only keys greater than `after` when given."""
 
     @abc.abstractmethod
     def batch(self, ops: Iterable[Op]) -> None: ...

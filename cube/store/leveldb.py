@@ -10,7 +10,7 @@ from typing import Any, Iterable
 import plyvel
 
 from cube.store.base import Op, Store, StoreError
-from cube.wire.codec import pack, unpack
+from cube.store.base import pack, unpack
 
 SEP = b"\x00"
 
@@ -39,10 +39,14 @@ class LevelDBStore(Store):
     def delete(self, ns: str, key: str) -> None:
         self._db.delete(self._key(ns, key), sync=True)
 
-    def list(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
-        start = self._key(ns, prefix)
+    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
         skip = len(ns) + 1
-        return [(k[skip:].decode(), unpack(v)) for k, v in self._db.iterator(prefix=start)]
+        start = self._key(ns, prefix)
+        stop = start + b"\xff" * 8  # past every key with this prefix (keys are UTF-8)
+        lo = max(start, self._key(ns, after)) if after else start
+        return [(k[skip:].decode(), unpack(v))
+                for k, v in self._db.iterator(start=lo, stop=stop, include_start=not after)
+                if k.startswith(start)]
 
     def count(self, ns: str) -> int:
         return sum(1 for _ in self._db.iterator(prefix=self._key(ns, ""), include_value=False))

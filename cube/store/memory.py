@@ -5,7 +5,7 @@ import threading
 from typing import Any, Iterable
 
 from cube.store.base import Op, Store, StoreError
-from cube.wire.codec import pack, unpack
+from cube.store.base import pack, unpack
 
 
 class MemoryStore(Store):
@@ -25,10 +25,10 @@ class MemoryStore(Store):
     def delete(self, ns: str, key: str) -> None:
         self.batch([("delete", ns, key, None)])
 
-    def list(self, ns: str, prefix: str = "") -> list[tuple[str, Any]]:
+    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
         self.check(ns)
         with self._lock:
-            items = sorted((k, v) for k, v in self._data.get(ns, {}).items() if k.startswith(prefix))
+            items = sorted((k, v) for k, v in self._data.get(ns, {}).items() if k.startswith(prefix) and (not after or k > after))
         return [(k, unpack(v)) for k, v in items]
 
     def batch(self, ops: Iterable[Op]) -> None:
