@@ -60,6 +60,28 @@ def test_list_is_in_key_order_and_filters_by_prefix(store):
     assert store.count("empty-ns") == 0
 
 
+@pytest.mark.parametrize("prefix,after,expected", [
+    ("", "", ["", "a", "a/1", "a/2", "b", "b/1", "c"]),
+    ("", "a/1", ["a/2", "b", "b/1", "c"]),
+    ("", "a/15", ["a/2", "b", "b/1", "c"]),  # `after` need not exist
+    ("", "c", []),
+    ("a", "a/1", ["a/2"]),
+    ("b", "a", ["b", "b/1"]),  # `after` before the prefix: the key equal to the prefix counts
+    ("b", "b", ["b/1"]),
+    ("b", "z", []),
+])
+def test_list_after(store, prefix, after, expected, request):
+    if isinstance(store, LevelDBStore) and after and after < prefix:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=(
+            "BUG: LevelDBStore.list starts at max(key(prefix), key(after)) with include_start=False "
+            "whenever `after` is given, so when `after` sorts before the prefix the key equal to the "
+            "prefix itself is skipped (MemoryStore returns it)")))
+    for key in ["", "a", "a/1", "a/2", "b", "b/1", "c"]:
+        store.put("events", key, key)
+    store.put("eventsX", "b/2", "other namespace")
+    assert [k for k, _ in store.list("events", prefix, after)] == expected
+
+
 def test_namespaces_are_isolated(store):
     store.put("tasks", "x", "task")
     store.put("events", "x", "event")
@@ -121,8 +143,8 @@ def test_many_keys(store):
     assert len(store.list("tasks", "t04")) == 100
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: backends decode values with codec.unpack, which applies the "
-                   "1 MiB wire-frame limit: a value over 1 MiB is stored but can never be read back")
+# Regression: values used to be decoded with the 1 MiB wire-frame limit, so a big value was
+# stored but could never be read back.
 def test_a_value_that_was_stored_can_be_read_back(store):
     big = "x" * codec.MAX_FRAME
     store.put("tasks", "big", big)  # either refuse it here (StoreError) or give it back below

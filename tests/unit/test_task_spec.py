@@ -64,8 +64,7 @@ def test_book_style_file_with_task_wrapper():
     assert t.state is State.PENDING  # the file's State is ignored: every task starts Pending
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the book's own task file (chapter 12 task1.json) is refused: "
-                   "unknown field 'PortBindings'")
+# Regression: the book's own task file used to be refused (unknown field 'PortBindings').
 def test_the_books_task1_json_is_accepted():
     book_file = json.loads("""{
         "ID": "a7aa1d44-08f6-443e-9378-f5884311019e", "State": 2,
@@ -215,19 +214,21 @@ def test_not_a_map(spec):
         task_from_spec(spec)
 
 
-# Input that makes task_from_spec raise something other than TaskSpecError: the Manager catches
-# only TaskSpecError, so the client gets an `internal` error instead of `bad_request` naming the field.
+# Input that used to make task_from_spec raise something other than TaskSpecError (OverflowError,
+# IndexError, ValueError) or accept a task that can never be placed or stored: the Manager catches
+# only TaskSpecError, so the client got `internal` instead of `bad_request` naming the field.
 @pytest.mark.parametrize("spec,field", [
-    pytest.param({"image": "x", "memory": "1e400"}, "memory", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: parse_size('1e400') raises OverflowError (int(inf)), not ValueError")),
-    pytest.param({"image": "x", "memory": float("inf")}, "memory", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: parse_size(inf) raises OverflowError, not ValueError")),
-    pytest.param({"image": "x", "health": {"path": "/h", "port": []}}, "health", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _health does _ports(...)[0] on an empty list: IndexError")),
-    pytest.param({"image": "x", "ports": ["\u00b2"]}, "ports", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _ports uses str.isdigit() which accepts '²'; int('²') raises ValueError")),
-    pytest.param({"image": "x", "cpu": "inf"}, "cpu", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: _number refuses NaN but accepts infinity; such a task can never be placed")),
+    ({"image": "x", "memory": "1e400"}, "memory"),
+    ({"image": "x", "memory": float("inf")}, "memory"),
+    ({"image": "x", "memory": "20000000t"}, "memory"),  # > 2**64 bytes: msgpack cannot carry it
+    ({"image": "x", "disk": 2**64}, "disk"),
+    ({"image": "x", "health": {"path": "/h", "port": []}}, "health"),
+    ({"image": "x", "health": {"path": "/h", "port": [80, 81]}}, "health"),
+    ({"image": "x", "ports": ["\u00b2"]}, "ports"),
+    ({"image": "x", "ports": ["\u0663"]}, "ports"),  # Arabic-Indic digit three
+    ({"image": "x", "cpu": "inf"}, "cpu"),
+    ({"image": "x", "cpu": float("-inf")}, "cpu"),
+    ({"image": "x", b"bytes-key": 1, "other": 2}, "field names"),
 ])
 def test_hostile_values_are_spec_errors(spec, field):
     with pytest.raises(TaskSpecError, match=field):

@@ -1,0 +1,312 @@
+"""Helpers for actor tests: actors run on their own Loop thread inside the test process, over real
+ZeroMQ sockets (tcp://127.0.0.1 on free ports). Every started actor is stopped, joined and its
+sockets closed by `Actors.close()`, which the `actors` fixture calls."""
+from __future__ import annotations
+
+import os
+import random
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+import zmq
+
+import cube.messages  # noqa: F401  (declares every schema)
+from cube.actors.metrics import Capacity
+from cube.actors.scheduler import SchedulerActor
+from cube.actors.store import StoreActor
+from cube.actors.worker import Worker, WorkerConfig
+from cube.config import ManagerConfig
+from cube.messages import node as node_msg
+from cube.runtime.fake import FakeRuntime
+from cube.store.memory import MemoryStore
+from cube.wire import codec
+from cube.wire.actor import Actor
+from cube.wire.client import Client
+from cube.wire.envelope import Envelope, decode
+
+GiB = 1 << 30
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def tcp(port: int) -> str:
+    return f"tcp://127.0.0.1:{port}"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
+             what: str = "condition") -> Any:
+    """Poll until `predicate()` is truthy (exceptions count as not yet); return its value."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except Exception as e:  # not ready yet
+            last = e
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+        time.sleep(interval)
+
+
+class Running:
+    """One actor on its own thread."""
+
+    def __init__(self, actor: Actor, target: Callable[[], None]):
+        self.actor = actor
+        self.error: BaseException | None = None
+
+        def main() -> None:
+            try:
+                target()
+            except BaseException as e:  # reported at teardown
+                self.error = e
+        self.thread = threading.Thread(target=main, name=f"actor-{actor.name}", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        loop = self.actor.loop
+        loop.stop()
+        self.thread.join(timeout=5)
+        assert not self.thread.is_alive(), f"{self.actor.name}'s loop did not stop"
+        stop_events = getattr(self.actor, "_stop_events", None)
+        if stop_events is not None:
+            stop_events.set()
+        loop._executor.shutdown(wait=True)  # nothing may write to the wake pipe once it is closed
+        loop.close()
+        loop.ctx.destroy(linger=0)  # also closes sockets that are not readers (PUB, clients)
+
+
+class Actors:
+    """Starts actors wired together, and tears them all down."""
+
+    def __init__(self, tmp_path):
+        self.tmp_path = tmp_path
+        self.running: list[Running] = []
+        self.ctx = zmq.Context()
+        self._clients: list[Client] = []
+        self._socks: list[zmq.Socket] = []
+
+    # ---- actors -------------------------------------------------------------------------------
+    def start(self, actor: Actor, target: Callable[[], None] | None = None) -> Actor:
+        self.running.append(Running(actor, target or actor.loop.run))
+        return actor
+
+    def stop(self, actor: Actor) -> None:
+        for r in list(self.running):
+            if r.actor is actor:
+                self.running.remove(r)
+                r.stop()
+
+    def store(self, backend=None) -> tuple[StoreActor, str]:
+        endpoint = tcp(free_ports(1)[0])
+        actor = StoreActor(backend if backend is not None else MemoryStore(), endpoint)
+        self.start(actor, actor.run)
+        return actor, endpoint
+
+    def scheduler(self, algorithm: str = "roundrobin", stale_after: float = 5.0) -> tuple[SchedulerActor, str, str]:
+        api, metrics = (tcp(p) for p in free_ports(2))
+        actor = SchedulerActor(api, metrics, algorithm=algorithm, stale_after=stale_after)
+        self.start(actor)
+        return actor, api, metrics
+
+    def manager(self, store=None, scheduler_endpoint: str = "", metrics_port: int = 0, **overrides):
+        from cube.actors.manager import Manager
+        api, workers, events, spare = free_ports(4)
+        config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers,
+                               metrics_port=metrics_port or spare, events_port=events,
+                               data_dir=str(self.tmp_path / "manager"), store="memory",
+                               scheduler_endpoint=scheduler_endpoint or tcp(free_ports(1)[0]),
+                               heartbeat_interval=0.2, grace=2.0, command_retry=0.3)
+        for k, v in overrides.items():
+            setattr(config, k, v)
+        manager = Manager(config, store if store is not None else MemoryStore())
+        self.start(manager, manager.run)  # run = start() (reload, timers) + loop.run()
+        return manager
+
+    def worker(self, manager_config: ManagerConfig, name: str = "w1", runtime: FakeRuntime | None = None,
+               store=None, capacity: Capacity | None = None, manager: str = "",
+               wait_connected: bool = True) -> Worker:
+        data_dir = self.tmp_path / f"worker-{name}"
+        data_dir.mkdir(exist_ok=True)
+        config = WorkerConfig(manager=manager or f"127.0.0.1:{manager_config.worker_port}", name=name,
+                              address="127.0.0.1", data_dir=str(data_dir), metrics_interval=0.2,
+                              stop_timeout=0.5)
+        w = Worker(config, runtime or FakeRuntime(), store if store is not None else MemoryStore(),
+                   capacity or Capacity(2.0, 2 * GiB, 16 * GiB))
+        if wait_connected:
+            # The worker's DEALER is IMMEDIATE: a hello sent before the TCP connection is up is
+            # dropped and only retried after a 2 s timeout. Wait for the connection (POLLOUT) so
+            # tests do not pay that. Before run() the socket is still ours to touch.
+            wait_for(lambda: w.manager_sock.poll(0, zmq.POLLOUT), timeout=5, what="worker connected")
+        self.start(w, w.run)
+        return w
+
+    # ---- peers --------------------------------------------------------------------------------
+    def client(self, endpoint: str, timeout: float = 3.0, name: str = "test") -> Client:
+        c = Client(endpoint, name=name, timeout=timeout, ctx=self.ctx)
+        self._clients.append(c)
+        return c
+
+    def dealer(self, endpoint: str, identity: bytes | None = None) -> zmq.Socket:
+        s = self.ctx.socket(zmq.DEALER)
+        s.setsockopt(zmq.LINGER, 0)
+        if identity:
+            s.setsockopt(zmq.IDENTITY, identity)
+        s.connect(endpoint)
+        self._socks.append(s)
+        return s
+
+    def socket(self, kind: int) -> zmq.Socket:
+        s = self.ctx.socket(kind)
+        s.setsockopt(zmq.LINGER, 0)
+        self._socks.append(s)
+        return s
+
+    def close(self) -> None:
+        errors = []
+        for r in reversed(self.running):
+            r.stop()
+            if r.error is not None:
+                errors.append(f"{r.actor.name}: {r.error!r}")
+        self.running.clear()
+        for c in self._clients:
+            c.close()
+        for s in self._socks:
+            s.close(linger=0)
+        self.ctx.term()
+        assert not errors, f"actor threads died: {errors}"
+
+
+# ---- raw frames ---------------------------------------------------------------------------------
+
+def envelope(msg_type: str, body: dict | None = None, sender: str = "raw", **kw) -> Envelope:
+    return Envelope(msg_type, body or {}, sender=sender, **kw)
+
+
+def recv_env(sock: zmq.Socket, timeout: float = 3.0) -> Envelope:
+    if not sock.poll(timeout * 1000, zmq.POLLIN):
+        raise AssertionError(f"no message within {timeout}s")
+    return decode(sock.recv_multipart()[-1])
+
+
+def expect_error(sock: zmq.Socket, code: str, re: str | None = None, timeout: float = 3.0) -> Envelope:
+    reply = recv_env(sock, timeout)
+    assert reply.type == "error", reply
+    assert reply.body["code"] == code, reply.body
+    assert reply.re == re
+    return reply
+
+
+def garbage_cases(known_type: str, bad_body: dict) -> list[tuple[str, list[bytes], str, str | None]]:
+    """(label, frames, expected error code, expected `re`) for one ROUTER endpoint."""
+    rnd = random.Random(7)
+    unknown = envelope("no.such.type", {})
+    wrong = envelope(known_type, bad_body)
+    return [
+        ("random bytes", [bytes(rnd.getrandbits(8) for _ in range(64)) + b"\xc1"], "bad_frame", None),
+        ("empty frame", [b""], "bad_frame", None),
+        ("msgpack list", [codec.pack([1, "two", {"three": 3}])], "bad_frame", None),
+        ("msgpack int", [codec.pack(42)], "bad_frame", None),
+        ("wrong version", [codec.pack({**envelope(known_type, {}).to_map(), "v": 99, "id": "v99"})],
+         "bad_envelope", "v99"),
+        ("unknown type", [unknown.encode()], "unknown_type", unknown.id),
+        ("wrong field types", [wrong.encode()], "bad_body", wrong.id),
+        ("oversize", [b"\x00" * (codec.MAX_FRAME + 1)], "bad_frame", None),
+    ]
+
+
+# ---- fake metrics publishers --------------------------------------------------------------------
+
+def metrics_sample(name: str, seq: int, cpus: float = 2.0, memory: int = 2 * GiB, disk: int = 16 * GiB,
+                   task_ids: list[str] | None = None, **kw) -> dict:
+    task_ids = task_ids or []
+    sample = {"name": name, "address": "127.0.0.1", "ts": time.time(), "seq": seq, "cpus": cpus,
+              "memory": memory, "disk": disk, "cpu_usage": 0.05, "memory_total": 8 * GiB,
+              "memory_available": 6 * GiB, "memory_used": 2 * GiB, "memory_percent": 25.0,
+              "disk_total": 100 * GiB, "disk_free": 80 * GiB, "disk_used": 20 * GiB,
+              "load_avg": [0.1, 0.2, 0.3], "task_count": len(task_ids),
+              "reserved": {"cpu": 0.0, "memory": 0, "disk": 0}, "task_ids": task_ids}
+    sample.update(kw)
+    return sample
+
+
+class FakeNodes:
+    """A thread publishing node.metrics for each node in `nodes` every `every` seconds, like workers.
+
+    Each node publishes from its own PUB socket connected to the scheduler's bound SUB socket.
+    Remove a node from `nodes` to make it fall silent."""
+
+    def __init__(self, metrics_endpoint: str, every: float = 0.05):
+        self.endpoint = metrics_endpoint
+        self.every = every
+        self.nodes: dict[str, dict] = {}  # name -> extra sample fields
+        self.raw: list[list[bytes]] = []  # frames to publish once, from the first socket
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fake-nodes", daemon=True)
+        self._thread.start()
+
+    def set(self, name: str, **fields: Any) -> None:
+        with self._lock:
+            self.nodes[name] = fields
+
+    def silence(self, name: str) -> None:
+        with self._lock:
+            self.nodes.pop(name, None)
+
+    def publish_raw(self, frames: list[bytes]) -> None:
+        with self._lock:
+            self.raw.append(frames)
+
+    def _run(self) -> None:
+        ctx = zmq.Context()
+        socks: dict[str, zmq.Socket] = {}
+        any_sock = ctx.socket(zmq.PUB)
+        any_sock.setsockopt(zmq.LINGER, 0)
+        any_sock.connect(self.endpoint)
+        seq = 0
+        try:
+            while not self._stop.is_set():
+                seq += 1
+                with self._lock:
+                    nodes = dict(self.nodes)
+                    raw, self.raw = self.raw, []
+                for frames in raw:
+                    any_sock.send_multipart(frames)
+                for name, fields in nodes.items():
+                    sock = socks.get(name)
+                    if sock is None:
+                        sock = socks[name] = ctx.socket(zmq.PUB)
+                        sock.setsockopt(zmq.LINGER, 0)
+                        sock.connect(self.endpoint)
+                    env = Envelope(node_msg.METRICS, metrics_sample(name, seq, **fields), sender=name)
+                    sock.send_multipart([node_msg.METRICS.encode(), env.encode()])
+                time.sleep(self.every)
+        finally:
+            for s in [any_sock, *socks.values()]:
+                s.close(linger=0)
+            ctx.term()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def tmp_ipc(tmp_path, name: str) -> str:
+    path = os.path.join(str(tmp_path), name)
+    return f"ipc://{path}"
