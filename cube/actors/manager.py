@@ -305,8 +305,10 @@ class Manager(Actor):
                     "task_id": task.id, "cpu": float(task.cpu), "memory": int(task.memory),
                     "disk": int(task.disk), "exclude": self.registry.lost()})
             except CubeError as e:
-                log.warning("manager: scheduler unavailable, %s waits: %s", task.id[:8], e)
-                return
+                if e.code == UNAVAILABLE:
+                    log.warning("manager: scheduler unavailable, %s waits: %s", task.id[:8], e)
+                    return
+                reply = {"node": None, "reason": f"scheduler refused: {e.message}"}
             node = reply.get("node")
             if not node or not self.registry.is_ready(node):
                 reason = reply.get("reason") or f"scheduler chose {node}, which is not connected"

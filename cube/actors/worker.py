@@ -34,6 +34,7 @@ from cube.wire.errors import NOT_FOUND, CubeError
 log = logging.getLogger(__name__)
 
 SLOTS = "slots"
+MAX_TOMBSTONES = 10_000
 RUNNING, STOPPED = "running", "stopped"
 
 
@@ -63,6 +64,7 @@ class Slot:
     container_id: str = ""
     host_ports: dict[str, int] = field(default_factory=dict)
     started: bool = False  # this attempt's container was started here (never start it twice)
+    oom: bool = False  # Docker said the container ran out of memory
     busy: bool = False  # a converge is running
     dirty: bool = False  # another converge is needed once this one ends
 
@@ -90,6 +92,7 @@ class Worker(Actor):
         self._hello_pending = False
         self._reconnect_delay = 0.5
         self._status_ids: dict[str, str] = {}  # task id -> outstanding status request
+        self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
         self._stop_events = threading.Event()
         self._connect()
 
@@ -192,6 +195,8 @@ class Worker(Actor):
         slot = self.slots.get(task_id)
         if slot and slot.attempt > attempt:
             return {"ignored": "older attempt"}
+        if self.stopped.get(task_id, -1) >= attempt:  # a late or repeated run of a stopped attempt
+            return {"ignored": "attempt already stopped"}
         if slot and slot.attempt == attempt and slot.desired == RUNNING:
             return {"ignored": "already running or starting"}
         self.slots[task_id] = Slot(task, attempt, RUNNING)
@@ -311,10 +316,13 @@ class Worker(Actor):
         if slot.busy:  # mid-start: look again once the start is done, so nothing is missed
             slot.dirty = True
             return
-        if ev.kind in ("die", "oom"):
+        if ev.kind == "oom":  # the 'die' with the real exit code follows; remember why
+            slot.oom = True
+            return
+        if ev.kind == "die":
             code = ev.exit_code if ev.exit_code is not None else -1
             report = {"state": "exited", "container_id": ev.container_id, "exit_code": code,
-                      "error": "out of memory" if ev.kind == "oom" else ""}
+                      "error": "out of memory" if slot.oom else ""}
             if code in (0, 137, 143) or report["error"]:
                 self._status(ev.task_id, ev.attempt, report)
                 return
@@ -362,7 +370,11 @@ class Worker(Actor):
                                         "container_id": slot.container_id, "started": slot.started})
 
     def _forget(self, task_id: str) -> None:
-        self.slots.pop(task_id, None)
+        slot = self.slots.pop(task_id, None)
+        if slot is not None:
+            self.stopped[task_id] = max(slot.attempt, self.stopped.get(task_id, -1))
+            while len(self.stopped) > MAX_TOMBSTONES:
+                del self.stopped[next(iter(self.stopped))]
         self.store.delete(SLOTS, task_id)
 
 

@@ -6,6 +6,7 @@ conversions, so every actor agrees on the shape.
 from __future__ import annotations
 
 import math
+import re
 import shlex
 import time
 import uuid
@@ -130,6 +131,17 @@ def new_task_id() -> str:
     return str(uuid.uuid4())
 
 
+_ID_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def _task_id(value: Any) -> str:
+    """Ids become store keys and event prefixes: letters, digits, '.', '_', '-'; 64 at most."""
+    text = str(value)
+    if not _ID_OK.match(text):
+        raise TaskSpecError(f"field 'id': {text[:80]!r} must be 1-64 letters, digits, '.', '_' or '-'")
+    return text
+
+
 def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     """Validate a user's task description and build a Pending task; errors name the field."""
     if not isinstance(spec, dict):
@@ -151,7 +163,7 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         raise TaskSpecError("field 'name' must be a string")
     now = time.time()
     return Task(
-        id=task_id or str(spec.get("id") or spec.get("ID") or new_task_id()),
+        id=_task_id(task_id or spec.get("id") or spec.get("ID") or new_task_id()),
         name=name,
         image=image.strip(),
         command=_command(spec.get("command")),

@@ -43,9 +43,10 @@ class LevelDBStore(Store):
         skip = len(ns) + 1
         start = self._key(ns, prefix)
         stop = start + b"\xff" * 8  # past every key with this prefix (keys are UTF-8)
-        lo = max(start, self._key(ns, after)) if after else start
+        past = bool(after) and self._key(ns, after) >= start
+        lo = self._key(ns, after) if past else start
         return [(k[skip:].decode(), unpack(v))
-                for k, v in self._db.iterator(start=lo, stop=stop, include_start=not after)
+                for k, v in self._db.iterator(start=lo, stop=stop, include_start=not past)
                 if k.startswith(start)]
 
     def count(self, ns: str) -> int:
