@@ -57,6 +57,7 @@ class Manager(Actor):
         self._last_probe: dict[str, float] = {}  # task id -> monotonic time of the last probe
         self._probing: set[str] = set()
         self._place_timer = None
+        self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet (Store down)
         self.serve(self.api, accept=task_msg.API | node_msg.API)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
         self.serve(self.scheduler_notes, accept=set())
@@ -268,12 +269,20 @@ class Manager(Actor):
             log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
             self._cancel_commands(rec.name)
             self._safe_put_node(rec.to_dict())
-            for task in self.book.on_worker(rec.name):
-                if task.desired == DESIRED_STOPPED:
-                    self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; worker {rec.name} lost")
-                else:
-                    self._on_ended(task, None, f"worker {rec.name} lost")
-            self._schedule_placement()
+            self._unmoved.add(rec.name)
+        for name in sorted(self._unmoved):  # retried every tick until the Store takes the changes
+            if not self.registry.is_ready(name):  # (back already: its hello reconciles instead)
+                try:
+                    for task in self.book.on_worker(name):
+                        if task.desired == DESIRED_STOPPED:
+                            self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; worker {name} lost")
+                        else:
+                            self._on_ended(task, None, f"worker {name} lost")
+                except CubeError as e:
+                    log.warning("manager: tasks of lost worker %s not moved yet: %s", name, e)
+                    continue
+                self._schedule_placement()
+            self._unmoved.discard(name)
 
     def _safe_put_node(self, data: dict[str, Any]) -> None:
         try:
