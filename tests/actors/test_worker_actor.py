@@ -131,9 +131,7 @@ def test_stop_removes_the_container_and_forgets_the_task(setup):
     fm.status("unknown", "stopped")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: the worker forgets a task once its stop completes, so a "
-                   "late or duplicated worker.run for the attempt it just stopped starts the container "
-                   "again (repeats are not no-ops, DESIGN §4); keep a tombstone of the stopped attempt")
+# Regression: a late worker.run for an attempt just stopped used to start it again.
 def test_a_late_run_for_a_stopped_attempt_does_not_start_it_again(setup):
     fm, runtime, _, _ = setup
     fm.command("worker.run", {"task": TASK, "attempt": 1})
@@ -154,10 +152,7 @@ def test_container_death_is_reported(setup):
     assert st["exit_code"] == 42 and st["container_id"] == cid and st["attempt"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: on an OOM kill the runtime emits 'oom' then 'die'; the worker "
-                   "reports the 'oom' event at once as exited with exit_code -1 (the event has no code), "
-                   "so the Manager records -1 and ignores the real 'die' status (137 with Docker) that "
-                   "follows, the task having already ended")
+# Regression: an OOM kill used to be reported twice, first with exit code -1.
 def test_an_oom_kill_is_reported_once_with_the_real_exit_code(setup):
     fm, runtime, _, _ = setup
     fm.command("worker.run", {"task": TASK, "attempt": 1})

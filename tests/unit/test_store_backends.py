@@ -66,16 +66,11 @@ def test_list_is_in_key_order_and_filters_by_prefix(store):
     ("", "a/15", ["a/2", "b", "b/1", "c"]),  # `after` need not exist
     ("", "c", []),
     ("a", "a/1", ["a/2"]),
-    ("b", "a", ["b", "b/1"]),  # `after` before the prefix: the key equal to the prefix counts
+    ("b", "a", ["b", "b/1"]),  # `after` before the prefix: the key equal to the prefix counts (LevelDB used to skip it)
     ("b", "b", ["b/1"]),
     ("b", "z", []),
 ])
-def test_list_after(store, prefix, after, expected, request):
-    if isinstance(store, LevelDBStore) and after and after < prefix:
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "BUG: LevelDBStore.list starts at max(key(prefix), key(after)) with include_start=False "
-            "whenever `after` is given, so when `after` sorts before the prefix the key equal to the "
-            "prefix itself is skipped (MemoryStore returns it)")))
+def test_list_after(store, prefix, after, expected):
     for key in ["", "a", "a/1", "a/2", "b", "b/1", "c"]:
         store.put("events", key, key)
     store.put("eventsX", "b/2", "other namespace")
