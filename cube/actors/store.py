@@ -51,7 +51,7 @@ class StoreActor(Actor):
         after = m.body.get("after") or ""
         limit = max(1, min(m.body.get("limit") or PAGE_ITEMS, PAGE_ITEMS))
         with _store_errors():
-            items = self.store.list(m.body["ns"], m.body.get("prefix") or "", after)
+            items = self.store.list(m.body["ns"], m.body.get("prefix") or "", after, limit + 1)
         page, size = [], 0
         for k, v in items:
             size += len(pack(v)) + len(k)

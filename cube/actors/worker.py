@@ -101,8 +101,8 @@ class Worker(Actor):
         if self.manager_sock is not None:
             self.loop.remove_reader(self.manager_sock)
             self.manager_sock.close(linger=0)
-        self.manager_sock = sockets.dealer(self.loop.ctx, self.config.manager_endpoint,
-                                           identity=self.config.name, immediate=True)
+        # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
+        self.manager_sock = sockets.dealer(self.loop.ctx, self.config.manager_endpoint, identity=self.config.name)
         self.serve(self.manager_sock, accept=msg.TO_WORKER)
 
     def start(self) -> None:

@@ -38,8 +38,8 @@ class Store(abc.ABC):
     def delete(self, ns: str, key: str) -> None: ...
 
     @abc.abstractmethod
-    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
-        """(key, value) pairs in key order, only keys greater than `after` when given."""
+    def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
+        """(key, value) pairs in key order: keys greater than `after` when given, `limit` at most."""
 
     @abc.abstractmethod
     def batch(self, ops: Iterable[Op]) -> None: ...

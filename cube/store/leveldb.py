@@ -39,15 +39,19 @@ class LevelDBStore(Store):
     def delete(self, ns: str, key: str) -> None:
         self._db.delete(self._key(ns, key), sync=True)
 
-    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
+    def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
         skip = len(ns) + 1
         start = self._key(ns, prefix)
         stop = start + b"\xff" * 8  # past every key with this prefix (keys are UTF-8)
         past = bool(after) and self._key(ns, after) >= start
         lo = self._key(ns, after) if past else start
-        return [(k[skip:].decode(), unpack(v))
-                for k, v in self._db.iterator(start=lo, stop=stop, include_start=not past)
-                if k.startswith(start)]
+        out = []
+        for k, v in self._db.iterator(start=lo, stop=stop, include_start=not past):
+            if limit is not None and len(out) >= limit:
+                break
+            if k.startswith(start):
+                out.append((k[skip:].decode(), unpack(v)))
+        return out
 
     def count(self, ns: str) -> int:
         return sum(1 for _ in self._db.iterator(prefix=self._key(ns, ""), include_value=False))

@@ -25,11 +25,11 @@ class MemoryStore(Store):
     def delete(self, ns: str, key: str) -> None:
         self.batch([("delete", ns, key, None)])
 
-    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
+    def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
         self.check(ns)
         with self._lock:
             items = sorted((k, v) for k, v in self._data.get(ns, {}).items() if k.startswith(prefix) and (not after or k > after))
-        return [(k, unpack(v)) for k, v in items]
+        return [(k, unpack(v)) for k, v in items[:limit]]
 
     def batch(self, ops: Iterable[Op]) -> None:
         staged = []

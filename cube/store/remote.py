@@ -27,14 +27,15 @@ class RemoteStore(Store):
     def delete(self, ns: str, key: str) -> None:
         self.client.call(msg.DELETE, {"ns": ns, "key": key})
 
-    def list(self, ns: str, prefix: str = "", after: str = "") -> list[tuple[str, Any]]:
+    def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
-        while True:
+        while limit is None or len(out) < limit:
             reply = self.client.call(msg.LIST, {"ns": ns, "prefix": prefix, "after": after}, timeout=10.0)
             out.extend((k, v) for k, v in reply["items"])
             if not reply.get("more") or not reply["items"]:
-                return out
+                break
             after = out[-1][0]
+        return out[:limit]
 
     def count(self, ns: str) -> int:
         return self.client.call(msg.COUNT, {"ns": ns})["count"]
