@@ -25,6 +25,7 @@ class WorkerRecord:
     last_seen: float = field(default_factory=time.monotonic)  # monotonic, for liveness
     last_seen_wall: float = field(default_factory=time.time)  # for people
     joined_at: float = field(default_factory=time.time)
+    greeted: bool = True  # said hello to this manager process (False: only remembered from the Store)
 
     @property
     def route(self) -> list[bytes]:
@@ -50,15 +51,20 @@ class WorkerRegistry:
         return rec
 
     def remember(self, data: dict[str, Any]) -> None:
-        """A worker known before a manager restart: it has one grace period to say hello."""
+        """A worker known before a manager restart: it has one grace period to say hello.
+
+        Until it does, its heartbeats are answered "say hello" (see `seen`): a worker that did not
+        notice the restart must still reconcile, or a command lost with the old process is never
+        re-sent and its task stays Scheduled.
+        """
         rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
-                           data.get("memory", 0), data.get("disk", 0), state=READY)
+                           data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False)
         rec.last_seen_wall = data.get("last_seen", 0.0)
         self.workers.setdefault(rec.name, rec)
 
     def seen(self, name: str) -> WorkerRecord | None:
         rec = self.workers.get(name)
-        if rec and rec.state == READY:
+        if rec and rec.state == READY and rec.greeted:
             rec.last_seen = time.monotonic()
             rec.last_seen_wall = time.time()
             return rec
