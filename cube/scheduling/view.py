@@ -52,6 +52,14 @@ from .model import (BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, Demand, NodeSample, NodeSt
 if TYPE_CHECKING:
     from .algorithms import Algorithm
 
+_MAX_EXPONENT = 1000.0  # LIEB ** 1000 ~ 1e187: already "never pick this node", and still finite
+
+
+def _lieb(exponent: float) -> float:
+    """LIEB ** exponent, with the exponent capped: a sample claiming absurd load or task counts
+    (float ** 1e18 raises OverflowError) must make its node unattractive, not break placement."""
+    return LIEB ** min(exponent, _MAX_EXPONENT)
+
 #: Column name -> dtype. Memory and disk stay int64 so the fit test is exact in bytes.
 _COLUMNS: dict[str, Any] = {
     "arrival": np.float64,      # receiver's clock when the last accepted sample arrived
@@ -395,16 +403,16 @@ class ClusterView:
         c["mem"][i] = mem
         c["inv_cpus"][i] = inv_cpus
         c["inv_memory"][i] = inv_mem
-        c["lieb_load"][i] = LIEB ** load
-        c["lieb_mem"][i] = LIEB ** mem
-        c["lieb_up"][i] = LIEB ** ((tasks + 1) / MAX_JOBS)
-        c["lieb_down"][i] = LIEB ** (tasks / MAX_JOBS)
+        c["lieb_load"][i] = _lieb(load)
+        c["lieb_mem"][i] = _lieb(mem)
+        c["lieb_up"][i] = _lieb((tasks + 1) / MAX_JOBS)
+        c["lieb_down"][i] = _lieb(tasks / MAX_JOBS)
         book_alloc = s.memory_used / 1024 + (s.reserved_memory + led_mem) / 1000
         book_memory = max(s.memory_total / 1024, 1.0)  # guard a node reporting 0
         c["book_mem_alloc"][i] = book_alloc
         c["book_node_memory"][i] = book_memory
-        c["lieb_book_cpu"][i] = LIEB ** (s.cpu_usage / BOOK_CPU_DIVISOR)
-        c["lieb_book_mem"][i] = LIEB ** (book_alloc / book_memory)
+        c["lieb_book_cpu"][i] = _lieb(s.cpu_usage / BOOK_CPU_DIVISOR)
+        c["lieb_book_mem"][i] = _lieb(book_alloc / book_memory)
 
     def _state(self, node: _Node, now: float) -> NodeState:
         s, led = node.sample, node.ledger.values()
