@@ -52,12 +52,13 @@ from .model import (BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, Demand, NodeSample, NodeSt
 if TYPE_CHECKING:
     from .algorithms import Algorithm
 
-_MAX_EXPONENT = 1000.0  # LIEB ** 1000 ~ 1e187: already "never pick this node", and still finite
+_MAX_EXPONENT = 1000.0  # LIEB ** 1000 ~ 1e187: no real node gets near it, and it is still finite
 
 
 def _lieb(exponent: float) -> float:
-    """LIEB ** exponent, with the exponent capped: a sample claiming absurd load or task counts
-    (float ** 1e18 raises OverflowError) must make its node unattractive, not break placement."""
+    """LIEB ** exponent with the exponent capped, so a sample claiming absurd load or task counts
+    cannot raise OverflowError (float ** 1e18 does). Capped powers would score such a node as
+    free (up == down), so `_refresh` also keeps it out of placement."""
     return LIEB ** min(exponent, _MAX_EXPONENT)
 
 #: Column name -> dtype. Memory and disk stay int64 so the fit test is exact in bytes.
@@ -413,6 +414,8 @@ class ClusterView:
         c["book_node_memory"][i] = book_memory
         c["lieb_book_cpu"][i] = _lieb(s.cpu_usage / BOOK_CPU_DIVISOR)
         c["lieb_book_mem"][i] = _lieb(book_alloc / book_memory)
+        if max(load, mem, (tasks + 1) / MAX_JOBS, book_alloc / book_memory) > _MAX_EXPONENT:
+            c["arrival"][i] = -np.inf  # numbers no real node reports: treated as stale, never a candidate
 
     def _state(self, node: _Node, now: float) -> NodeState:
         s, led = node.sample, node.ledger.values()
