@@ -25,7 +25,7 @@ from cube.messages import node as node_msg
 from cube.messages import worker as msg
 from cube.model.task import Task
 from cube.runtime.base import LABEL_WORKER, ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, RuntimeFailure
-from cube.store import Store
+from cube.store import Store, StoreError
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
@@ -192,6 +192,7 @@ class Worker(Actor):
         task_id = task.get("id")
         if not isinstance(task_id, str) or not isinstance(task.get("image"), str):
             raise CubeError("bad_request", "worker.run: task needs an id and an image")
+        _storable(task_id)
         slot = self.slots.get(task_id)
         if slot and slot.attempt > attempt:
             return {"ignored": "older attempt"}
@@ -206,6 +207,7 @@ class Worker(Actor):
 
     def on_worker_stop(self, m: Envelope) -> dict[str, Any]:
         task_id, attempt = m.body["task_id"], m.body.get("attempt")
+        _storable(task_id)
         slot = self.slots.get(task_id)
         if slot is None:  # a container we hold but no longer remember (or never knew)
             slot = self.slots[task_id] = Slot({"id": task_id}, attempt or 0, STOPPED)
@@ -376,6 +378,14 @@ class Worker(Actor):
             while len(self.stopped) > MAX_TOMBSTONES:
                 del self.stopped[next(iter(self.stopped))]
         self.store.delete(SLOTS, task_id)
+
+
+def _storable(task_id: str) -> None:
+    """Refuse a task id the local store cannot key (e.g. with NUL) before any slot is touched."""
+    try:
+        Store.check(SLOTS, task_id)
+    except StoreError as e:
+        raise CubeError("bad_request", f"task id {task_id[:80]!r}: {e}") from None
 
 
 def _report(c: ContainerInfo) -> dict[str, Any]:
