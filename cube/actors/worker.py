@@ -30,6 +30,7 @@ from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.wire.errors import NOT_FOUND, CubeError
+from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,9 @@ class Slot:
 
 
 class Worker(Actor):
-    def __init__(self, config: WorkerConfig, runtime: Runtime, store: Store, capacity: Capacity):
-        super().__init__(config.name)
+    def __init__(self, config: WorkerConfig, runtime: Runtime, store: Store, capacity: Capacity,
+                 loop: Loop | None = None):
+        super().__init__(config.name, loop)  # a shared loop lets a benchmark host many workers
         self.config = config
         self.runtime = runtime
         self.store = store
