@@ -414,8 +414,8 @@ class ClusterView:
         c["book_node_memory"][i] = book_memory
         c["lieb_book_cpu"][i] = _lieb(s.cpu_usage / BOOK_CPU_DIVISOR)
         c["lieb_book_mem"][i] = _lieb(book_alloc / book_memory)
-        if max(load, mem, (tasks + 1) / MAX_JOBS, book_alloc / book_memory) > _MAX_EXPONENT:
-            c["arrival"][i] = -np.inf  # numbers no real node reports: treated as stale, never a candidate
+        if not all(x <= _MAX_EXPONENT for x in (load, mem, (tasks + 1) / MAX_JOBS, book_alloc / book_memory)):
+            c["arrival"][i] = -np.inf  # absurd or NaN numbers: treated as stale, never a candidate
 
     def _state(self, node: _Node, now: float) -> NodeState:
         s, led = node.sample, node.ledger.values()
