@@ -21,6 +21,7 @@ from cube.actors.worker import Worker, WorkerConfig  # noqa: E402
 from cube.model.task import new_task_id  # noqa: E402
 from cube.runtime.fake import FakeRuntime  # noqa: E402
 from cube.store.memory import MemoryStore  # noqa: E402
+from cube.wire.client import Client  # noqa: E402
 from cube.wire.loop import Loop  # noqa: E402
 from tests.cluster import Cluster, wait_for  # noqa: E402
 
@@ -50,13 +51,11 @@ def main(n_workers: int = 200, n_tasks: int = 1000) -> None:
                  120, interval=0.5, what="all workers registered with metrics")
         joined = time.perf_counter() - t0
 
+        client = Client(f"tcp://127.0.0.1:{c.api_port}", name="bench", timeout=10)
         t0 = time.perf_counter()
-        ids = []
         for i in range(n_tasks):
-            task_id = new_task_id()
-            c.call("task.start", {"task": {"id": task_id, "image": "fake", "name": f"t{i}", "cpu": 0.1,
-                                           "memory": 32 << 20}}, timeout=10)
-            ids.append(task_id)
+            client.call("task.start", {"task": {"id": new_task_id(), "image": "fake", "name": f"t{i}",
+                                                "cpu": 0.1, "memory": 32 << 20}})
         accepted = time.perf_counter() - t0
         wait_for(lambda: sum(t["state"] == "Running" for t in c.call("task.ls", timeout=30)["tasks"]) == n_tasks,
                  300, interval=0.5, what="all tasks Running")

@@ -308,7 +308,14 @@ class Manager(Actor):
 
     def _place_waiting(self) -> None:
         self._place_timer = None
+        refused: list[tuple[float, int, int, str]] = []  # demands that found no node in this pass
         for task in self._waiting(time.time()):
+            known = next((r for c, m, d, r in refused
+                          if task.cpu >= c and task.memory >= m and task.disk >= d), None)
+            if known is not None:  # a smaller task just found no room: this one cannot either
+                if known != task.reason:
+                    self.book.commit(task, None, known, event=False)
+                continue
             try:
                 reply = self.scheduler.call(sched_msg.PLACE, {
                     "task_id": task.id, "cpu": float(task.cpu), "memory": int(task.memory),
@@ -321,6 +328,8 @@ class Manager(Actor):
             node = reply.get("node")
             if not node or not self.registry.is_ready(node):
                 reason = reply.get("reason") or f"scheduler chose {node}, which is not connected"
+                if not node:
+                    refused.append((task.cpu, task.memory, task.disk, reason))
                 if reason != task.reason:
                     self.book.commit(task, None, reason, event=False)
                 continue
