@@ -93,8 +93,8 @@ class NodeSample:
         res = d.get("reserved") or {}
         la = tuple(float(x) for x in (d.get("load_avg") or (0.0, 0.0, 0.0)))[:3]
 
-        def f(key: str) -> float:
-            v = float(d.get(key) or 0.0)
+        def f(key: str, src: Mapping[str, Any] = d) -> float:
+            v = float(src.get(key) or 0.0)
             return v if math.isfinite(v) else 0.0
 
         def i(key: str, src: Mapping[str, Any] = d) -> int:
@@ -112,7 +112,7 @@ class NodeSample:
             disk_total=i("disk_total"), disk_free=i("disk_free"), disk_used=i("disk_used"),
             load_avg=(la + (0.0, 0.0, 0.0))[:3],  # type: ignore[arg-type]
             task_count=i("task_count"),
-            reserved_cpu=float(res.get("cpu") or 0.0), reserved_memory=i("memory", res),
+            reserved_cpu=f("cpu", res), reserved_memory=i("memory", res),
             reserved_disk=i("disk", res),
             task_ids=frozenset(d.get("task_ids") or ()),
         )
