@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from cube.cli import render
+from cube.cli.chaos import Chaos
 from cube.config import API_PORT, EVENTS_PORT
 from cube.messages import node as node_msg
 from cube.messages import task as task_msg
@@ -216,12 +217,13 @@ def _read_spec(path: str) -> dict[str, Any]:
 
 
 class Cube:
-    """Cube: a container orchestrator. Commands: task, node, events."""
+    """Cube: a container orchestrator. Commands: task, node, events, chaos."""
 
     def __init__(self) -> None:
         self.task = Task()
         self.node = Node()
         self.events = events
+        self.chaos = Chaos()
 
 
 def main(argv: list[str] | None = None) -> None:

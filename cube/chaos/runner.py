@@ -1,0 +1,259 @@
+"""Plays a chaos script against a cluster and checks the invariants: `cube chaos run` and the tests.
+
+The runner prints each step as it runs and each invariant as it is checked, then a PASS/FAIL
+summary. It records every task id the manager acknowledged (and the desired state it
+acknowledged), because "nothing acknowledged is lost" can only be judged against what the
+manager actually promised. A failed step stops the script, but the invariants are still checked
+and the cluster is always torn down (processes, containers, temp dir).
+"""
+from __future__ import annotations
+
+import re
+import signal as signals
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from cube.chaos import invariants, steps
+from cube.chaos.cluster import ACTORS, LocalCluster
+from cube.chaos.script import Script, ScriptError, load
+from cube.wire.client import Client
+from cube.wire.errors import UNAVAILABLE, CubeError
+
+Out = Callable[[str], None]
+_TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.\-\[\]]+)\}")
+
+
+@dataclass
+class Result:
+    name: str
+    passed: bool
+    steps_run: int = 0
+    steps_total: int = 0
+    failed_step: str = ""
+    invariants: dict[str, list[str]] = field(default_factory=dict)
+    seconds: float = 0.0
+    acknowledged: int = 0
+
+
+class Run:
+    """The state of one script run: the cluster, what the manager acknowledged, aliases, faults."""
+
+    def __init__(self, script: Script, cluster: LocalCluster, out: Out):
+        self.script = script
+        self.cluster = cluster
+        self.out = out
+        self.acked: dict[str, str] = {}  # task id -> desired state the manager acknowledged
+        self.aliases: dict[str, list[str]] = {}
+        self.background: list[threading.Thread] = []
+        self.background_errors: list[str] = []
+        self.paused: set[str] = set()
+        self.down: set[str] = set()  # processes killed on purpose and not started again
+        self.rule_seq = 0
+        self.last_invariants: dict[str, list[str]] = {}
+        self._lock = threading.Lock()
+
+    # ---- what the manager promised ----------------------------------------------------------------
+    def acknowledge(self, task_id: str, desired: str) -> None:
+        with self._lock:
+            self.acked[task_id] = desired
+
+    def api(self, msg_type: str, body: dict[str, Any], retries: int = 3, timeout: float = 3.0) -> dict[str, Any]:
+        """Call the manager; an unanswered request is re-sent as is (idempotent by task id)."""
+        for attempt in range(retries + 1):
+            client = Client(self.cluster.endpoints["api"], name="chaos", timeout=timeout)
+            try:
+                return client.call(msg_type, body)
+            except CubeError as e:  # no answer, or the manager could not reach the Store in time
+                if e.code != UNAVAILABLE or attempt == retries:
+                    raise
+                time.sleep(0.2)
+            finally:
+                client.close()
+        raise AssertionError("unreachable")
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self.cluster.call("task.inspect", {"id": task_id})["task"]
+
+    # ---- names ----------------------------------------------------------------------------------------
+    def task_ids(self, ref: Any) -> list[str]:
+        refs = ref if isinstance(ref, list) else [ref]
+        ids: list[str] = []
+        for r in refs:
+            if not isinstance(r, str) or not r:
+                raise steps.StepFailed(f"task reference {r!r}: give an alias (start as=...) or an id")
+            m = re.fullmatch(r"(.+)\[(\d+)\]", r)
+            if r in self.aliases:
+                ids += self.aliases[r]
+            elif m and m.group(1) in self.aliases:
+                ids.append(self._lookup(r))
+            else:
+                ids.append(str(self.resolve(r)))
+        return ids
+
+    def resolve(self, value: Any) -> Any:
+        """Replace ${alias}, ${alias.field}, ${alias[i]}, ${w1} and ${token} in strings, recursively."""
+        if isinstance(value, dict):
+            return {k: self.resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.resolve(v) for v in value]
+        if not isinstance(value, str) or "${" not in value:
+            return value
+        whole = _TEMPLATE.fullmatch(value)
+        if whole:
+            return self._lookup(whole.group(1))  # keeps the type: ${a.attempt} is an int
+        return _TEMPLATE.sub(lambda m: str(self._lookup(m.group(1))), value)
+
+    def _lookup(self, expr: str) -> Any:
+        if expr == "token":
+            return self.cluster.token
+        if expr in self.script.cluster.workers:
+            return self.cluster.worker_name(expr)
+        base, _, attr = expr.partition(".")
+        index = 0
+        m = re.fullmatch(r"(.+)\[(\d+)\]", base)
+        if m:
+            base, index = m.group(1), int(m.group(2))
+        if base not in self.aliases or index >= len(self.aliases[base]):
+            raise steps.StepFailed(f"unknown name ${{{expr}}} (aliases: {', '.join(self.aliases) or 'none'})")
+        task_id = self.aliases[base][index]
+        return self.task(task_id)[attr] if attr else task_id
+
+    def actor_name(self, name: str) -> str:
+        """A worker's short name (w1) as the full name it uses on the wire; others unchanged."""
+        return self.cluster.worker_name(name) if name in self.script.cluster.workers else name
+
+    def target_name(self, name: str) -> str:
+        known = (*ACTORS, "supervisor", "cube-manager", *self.script.cluster.workers)
+        if name not in known:
+            raise steps.StepFailed(f"unknown target {name!r}: use one of {', '.join(known)}")
+        return name
+
+    def process_targets(self) -> set[str]:
+        return {"cube-manager", "supervisor", *self.script.cluster.workers}
+
+    def live_workers(self) -> list[str]:
+        return [w for w in self.script.cluster.workers if w not in self.down and w in self.cluster.ever_started]
+
+    # ---- background and invariants -----------------------------------------------------------------------
+    def join_background(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        threads, self.background = self.background, []
+        for t in threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+            if t.is_alive():
+                self.background_errors.append(f"{t.name} still running after {timeout:g}s")
+        return len(threads)
+
+    def check_invariants(self, names: list[str] | None, bound: float) -> bool:
+        unknown = [n for n in names or [] if n not in invariants.CHECKS]
+        if unknown:
+            raise steps.StepFailed(f"unknown invariant {unknown[0]!r}; known: {', '.join(invariants.CHECKS)}")
+        results, took = invariants.settle(self.cluster, lambda: dict(self.acked),
+                                          lambda: [self.cluster.worker_name(w) for w in self.live_workers()],
+                                          bound, names)
+        self.last_invariants = {k: v[0] for k, v in results.items()}
+        for name, (problems, summary) in results.items():
+            if problems:
+                self.out(f"  FAIL {name}: {len(problems)} problems (after {took:.1f}s of a {bound:g}s bound)")
+                for p in problems[:10]:
+                    self.out(f"         - {p}")
+                if len(problems) > 10:
+                    self.out(f"         ... and {len(problems) - 10} more")
+            else:
+                self.out(f"  ok   {name}: {summary}")
+        return all(not p for p, _ in results.values())
+
+
+def run_script(path_or_script: str | Script, out: Out = print, keep: bool = False,
+               log_level: str = "INFO") -> Result:
+    """Start a local cluster for the script, play it, check the invariants, tear it all down."""
+    t0 = time.monotonic()
+    try:
+        script = load(path_or_script) if isinstance(path_or_script, str) else path_or_script
+    except ScriptError as e:
+        out(f"FAIL: {e}")
+        return Result(str(path_or_script), False, failed_step=str(e))
+    result = Result(script.name, False, steps_total=len(script.steps))
+    c = script.cluster
+    out(f"chaos script: {script.name}" + (f" ({script.path})" if script.path else ""))
+    if script.description:
+        out(f"  {' '.join(script.description.split())}")
+    cluster = LocalCluster(c, keep=keep, log_level=log_level)
+    out(f"cluster: manager + {len(c.workers)} workers ({', '.join(cluster.worker_name(w) for w in c.workers)}), "
+        f"grace {c.grace:g}s, heartbeat {c.heartbeat:g}s, {c.scheduler}, chaos rules {cluster.rules.path}")
+    run = Run(script, cluster, out)
+    ok = True
+    try:
+        try:
+            cluster.start()
+        except Exception as e:
+            out(f"FAIL: the cluster did not start: {e}")
+            result.failed_step = "cluster start"
+            ok = False
+        if ok:
+            ok = _play(run, result)
+        ok = _finish(run, result) and ok
+        if not ok:
+            out(cluster.log_tail())
+    finally:
+        try:
+            cluster.close()
+        except Exception as e:  # teardown must not hide the verdict; say what was left
+            out(f"warning: teardown of {cluster.tmp} incomplete: {e}")
+    result.passed = ok
+    result.seconds = time.monotonic() - t0
+    result.acknowledged = len(run.acked)
+    verdict = "PASS" if ok else "FAIL"
+    out(f"{verdict} {script.name}: {result.steps_run}/{result.steps_total} steps, "
+        f"{len(result.invariants)} invariants, {result.acknowledged} tasks acknowledged, {result.seconds:.1f}s"
+        + (f"; failed at {result.failed_step}" if result.failed_step else ""))
+    return result
+
+
+def _play(run: Run, result: Result) -> bool:
+    for step in run.script.steps:
+        run.out(f"[{step.number:2}] {step.describe()}")
+        t = time.monotonic()
+        try:
+            said = steps.STEPS[step.do](run, step)
+        except (steps.StepFailed, CubeError, TimeoutError, LookupError, ValueError) as e:
+            run.out(f"     FAIL ({time.monotonic() - t:.2f}s): {e}")
+            result.failed_step = f"step {step.number} ({step.do})"
+            return False
+        except Exception as e:  # a bug in the runner or a broken cluster: show it all
+            run.out(f"     FAIL ({time.monotonic() - t:.2f}s): {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            result.failed_step = f"step {step.number} ({step.do})"
+            return False
+        result.steps_run += 1
+        run.out(f"     ok ({time.monotonic() - t:.2f}s): {said}")
+    return True
+
+
+def _finish(run: Run, result: Result) -> bool:
+    """Let background steps end, lift every fault, then check all invariants within the bound."""
+    ok = True
+    run.join_background(120)
+    if run.background_errors:
+        run.out(f"FAIL background steps: {'; '.join(run.background_errors)}")
+        result.failed_step = result.failed_step or "background step"
+        ok = False
+    run.cluster.rules.remove()
+    for target in sorted(run.paused):
+        try:
+            run.cluster.signal(target, signals.SIGCONT)
+            run.out(f"(resumed {target}, still paused at the end)")
+        except LookupError:
+            pass
+    run.paused.clear()
+    bound = run.script.cluster.settle
+    run.out(f"invariants (within {bound:g}s):")
+    try:
+        ok = run.check_invariants(None, bound) and ok
+    except Exception as e:
+        run.out(f"  FAIL the invariants could not be checked: {type(e).__name__}: {e}")
+        ok = False
+    result.invariants = run.last_invariants
+    return ok

@@ -1,0 +1,153 @@
+"""Chaos scripts: a TOML file with a [cluster] table and a list of [[step]] tables.
+
+Parsing is strict (an unknown step kind or key is an error naming the step) because a chaos
+script with a typo would otherwise do nothing and still pass. See docs/chaos.md for the format.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from typing import Any
+
+DEFAULT_IMAGE = "cube-busybox:latest"
+
+COMMON = {"do", "note"}
+STEP_KEYS: dict[str, set[str]] = {
+    "start": {"as", "count", "id", "name", "image", "cmd", "restart", "max_restarts", "cpu", "memory",
+              "ports", "spec", "background", "retries", "expect", "interval", "wait", "timeout"},
+    "stop": {"task", "expect", "retries"},
+    "send": {"to", "type", "body", "from", "identity", "envelope", "omit", "raw", "raw_b64", "frames",
+             "times", "expect", "code", "timeout"},
+    "fault": {"action", "from", "type", "to", "count", "for", "delay", "copies", "window", "hold",
+              "payload", "as"},
+    "clear": {"rule"},
+    "kill": {"target", "signal"},
+    "pause": {"target", "for"},
+    "resume": {"target"},
+    "restart": {"target", "wait"},
+    "container": {"task", "action"},
+    "wait": {"for", "task", "match", "node", "state", "timeout", "workers_ready"},
+    "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state"},
+    "check": {"invariants", "settle"},
+    "join": {"timeout"},
+}
+CLUSTER_KEYS = {"workers", "later", "grace", "heartbeat", "scheduler", "store", "settle", "worker_args", "image"}
+
+
+class ScriptError(ValueError):
+    """The script is malformed; the message names the step and the key."""
+
+
+@dataclass
+class ClusterSpec:
+    workers: list[str] = field(default_factory=lambda: ["w1"])  # short names; full: <token>-<short>
+    later: list[str] = field(default_factory=list)  # workers not started until a `restart` step
+    grace: float = 2.0
+    heartbeat: float = 0.5
+    scheduler: str = "roundrobin"
+    store: str = "leveldb"
+    settle: float = 30.0  # bound for the desired-state invariants (seconds)
+    worker_args: list[str] = field(default_factory=list)
+    image: str = DEFAULT_IMAGE
+
+
+@dataclass
+class Step:
+    number: int
+    do: str
+    args: dict[str, Any]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.args.get(key, default)
+
+    def describe(self) -> str:
+        shown = {k: v for k, v in self.args.items() if k not in ("note", "body", "spec", "envelope", "frames")}
+        text = " ".join(f"{k}={v!r}" if not isinstance(v, str) else f"{k}={v}" for k, v in shown.items())
+        note = f"  # {self.args['note']}" if self.args.get("note") else ""
+        return f"{self.do} {text}".rstrip() + note
+
+
+@dataclass
+class Script:
+    name: str
+    path: str = ""
+    description: str = ""
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    steps: list[Step] = field(default_factory=list)
+
+
+def load(path: str) -> Script:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as e:
+        raise ScriptError(f"cannot read {path}: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ScriptError(f"{path} is not valid TOML: {e}") from None
+    return parse(data, path)
+
+
+def parse(data: dict[str, Any], path: str = "") -> Script:
+    unknown = set(data) - {"name", "description", "cluster", "step"}
+    if unknown:
+        raise ScriptError(f"unknown top-level key {sorted(unknown)[0]!r} (use name, description, cluster, [[step]])")
+    script = Script(name=str(data.get("name") or path), path=path, description=str(data.get("description", "")))
+    script.cluster = _cluster(data.get("cluster") or {})
+    steps = data.get("step") or []
+    if not isinstance(steps, list):
+        raise ScriptError("steps are written as [[step]] tables")
+    for i, raw in enumerate(steps, 1):
+        script.steps.append(_step(i, raw))
+    return script
+
+
+def _cluster(raw: dict[str, Any]) -> ClusterSpec:
+    bad = set(raw) - CLUSTER_KEYS
+    if bad:
+        raise ScriptError(f"[cluster]: unknown key {sorted(bad)[0]!r} (known: {', '.join(sorted(CLUSTER_KEYS))})")
+    spec = ClusterSpec()
+    workers = raw.get("workers", 1)
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        spec.workers = [f"w{i}" for i in range(1, workers + 1)]
+    elif isinstance(workers, list) and all(isinstance(w, str) and w for w in workers):
+        spec.workers = list(workers)
+    else:
+        raise ScriptError("[cluster]: workers must be a number or a list of short names")
+    spec.later = [str(w) for w in raw.get("later", [])]
+    if set(spec.later) - set(spec.workers):
+        raise ScriptError(f"[cluster]: later names a worker not in workers: {sorted(set(spec.later) - set(spec.workers))[0]}")
+    for key in ("grace", "heartbeat", "settle"):
+        if key in raw:
+            setattr(spec, key, _number(raw[key], f"[cluster] {key}"))
+    for key in ("scheduler", "store", "image"):
+        if key in raw:
+            setattr(spec, key, str(raw[key]))
+    spec.worker_args = [str(a) for a in raw.get("worker_args", [])]
+    return spec
+
+
+def _step(number: int, raw: Any) -> Step:
+    if not isinstance(raw, dict) or "do" not in raw:
+        raise ScriptError(f"step {number}: every step needs do = one of {', '.join(STEP_KEYS)}")
+    kind = raw["do"]
+    if kind not in STEP_KEYS:
+        raise ScriptError(f"step {number}: unknown step {kind!r}; use one of {', '.join(STEP_KEYS)}")
+    bad = set(raw) - STEP_KEYS[kind] - COMMON
+    if bad:
+        raise ScriptError(f"step {number} ({kind}): unknown key {sorted(bad)[0]!r} "
+                          f"(known: {', '.join(sorted(STEP_KEYS[kind]))})")
+    need = {"stop": "task", "send": "to", "fault": "action", "kill": "target", "pause": "target",
+            "resume": "target", "restart": "target", "container": "task"}.get(kind)
+    if need and need not in raw:
+        raise ScriptError(f"step {number} ({kind}): {need!r} is required")
+    if kind == "send" and not ({"type", "raw", "raw_b64", "frames"} & set(raw)):
+        raise ScriptError(f"step {number} (send): give a message type, or raw / raw_b64 / frames")
+    if kind == "wait" and not ({"for", "task", "node", "workers_ready"} & set(raw)):
+        raise ScriptError(f"step {number} (wait): wait for what? give for, task, node or workers_ready")
+    return Step(number, kind, {k: v for k, v in raw.items() if k != "do"})
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ScriptError(f"{what} must be a number")
+    return float(value)

@@ -1,0 +1,421 @@
+"""What each kind of chaos step does. A step returns a one-line result or raises StepFailed.
+
+Steps talk to the cluster the way a client, a peer or an operator would: the manager's api, raw
+ZeroMQ sockets on every bound endpoint, signals to processes, the Docker SDK behind Cube's back,
+and fault rules for the injectors inside the actors (cube/chaos/rules.py).
+"""
+from __future__ import annotations
+
+import base64
+import re
+import signal as signals
+import threading
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+import docker
+import msgpack
+import zmq
+
+from cube.chaos.cluster import wait_for
+from cube.chaos.rules import Rule
+from cube.runtime.base import LABEL_TASK
+from cube.wire.client import Client
+from cube.wire.envelope import VERSION, decode
+from cube.wire.errors import CubeError, Unavailable
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cube.chaos.runner import Run
+    from cube.chaos.script import Step
+
+
+class StepFailed(Exception):
+    """The step did not do what the script expected; the message says what happened."""
+
+
+# ---- tasks --------------------------------------------------------------------------------------
+
+def start(run: "Run", step: "Step") -> str:
+    count = int(step.get("count", 1))
+    if count > 1 and step.get("id"):
+        raise StepFailed("id is for one task (count = 1): a replay of a known id")
+    if step.get("background"):
+        thread = threading.Thread(target=_background, args=(run, step), name=f"step-{step.number}", daemon=True)
+        run.background.append(thread)
+        thread.start()
+        return f"{count} starts in the background"
+    return _starts(run, step)
+
+
+def _background(run: "Run", step: "Step") -> None:
+    try:
+        run.out(f"      [step {step.number}, background] {_starts(run, step)}")
+    except Exception as e:  # reported by `join` and at the end
+        run.background_errors.append(f"step {step.number}: {e}")
+
+
+def _starts(run: "Run", step: "Step") -> str:
+    count, expect = int(step.get("count", 1)), step.get("expect", "ok")
+    alias = step.get("as")
+    acked, refused = [], []
+    for i in range(count):
+        spec = dict(run.resolve(step.get("spec", {})))
+        spec.setdefault("image", step.get("image", run.script.cluster.image))
+        spec.setdefault("name", step.get("name") or f"{alias or 'task'}-{i}")
+        spec.setdefault("command", step.get("cmd", "sleep 600"))
+        for key in ("restart", "max_restarts", "cpu", "memory", "ports"):
+            if key in step.args:
+                spec[key] = step.args[key]
+        spec["id"] = str(run.resolve(step.get("id"))) if step.get("id") else str(uuid.uuid4())
+        try:
+            reply = run.api("task.start", {"task": spec}, retries=int(step.get("retries", 3)),
+                            timeout=float(step.get("timeout", 3.0)))
+        except CubeError as e:
+            refused.append(f"{spec['id'][:8]}: {e.code}: {e.message}")
+            if expect == "ok":
+                raise StepFailed(f"task.start refused: {e.code}: {e.message}") from None
+        else:
+            run.acknowledge(reply["task"]["id"], reply["task"]["desired"])
+            acked.append(reply["task"]["id"])
+            if alias:
+                run.aliases.setdefault(alias, []).append(reply["task"]["id"])
+        if step.get("interval"):
+            time.sleep(float(step.get("interval")))
+    if expect == "error" and acked:
+        raise StepFailed(f"expected task.start to be refused, {len(acked)} acknowledged")
+    if step.get("wait"):
+        for task_id in acked:
+            _wait_task(run, task_id, {"state": step.get("wait")}, float(step.get("timeout", run.script.cluster.settle)))
+    shown = ", ".join(t[:8] for t in acked[:4]) + (" ..." if len(acked) > 4 else "")
+    return f"{len(acked)} acknowledged ({shown})" + (f", {len(refused)} refused: {refused[0]}" if refused else "")
+
+
+def stop(run: "Run", step: "Step") -> str:
+    expect = step.get("expect", "ok")
+    done = []
+    for task_id in run.task_ids(step.get("task")):
+        try:
+            reply = run.api("task.stop", {"id": task_id}, retries=int(step.get("retries", 3)))
+        except CubeError as e:
+            if expect == "ok":
+                raise StepFailed(f"task.stop {task_id[:8]} refused: {e.code}: {e.message}") from None
+            done.append(f"{task_id[:8]} refused ({e.code})")
+            continue
+        run.acknowledge(reply["task"]["id"], reply["task"]["desired"])
+        done.append(f"{task_id[:8]} {reply['task']['state']}")
+    return "stop acknowledged: " + ", ".join(done)
+
+
+def container(run: "Run", step: "Step") -> str:
+    action = step.get("action", "kill")
+    if action not in ("kill", "remove", "stop"):
+        raise StepFailed(f"container action {action!r}: use kill, remove or stop")
+    client = docker.from_env(timeout=30)
+    hit = []
+    try:
+        for task_id in run.task_ids(step.get("task")):
+            for c in client.containers.list(filters={"label": f"{LABEL_TASK}={task_id}"}):
+                {"kill": c.kill, "stop": lambda c=c: c.stop(timeout=1),
+                 "remove": lambda c=c: c.remove(force=True)}[action]()
+                hit.append(f"{c.short_id} of {task_id[:8]}")
+    finally:
+        client.close()
+    if not hit:
+        raise StepFailed(f"no running container for {step.get('task')}")
+    return f"{action}: {', '.join(hit)}"
+
+
+# ---- raw messages ---------------------------------------------------------------------------------
+
+SOCKET_KIND = {"api": zmq.DEALER, "workers": zmq.DEALER, "store": zmq.DEALER, "scheduler": zmq.DEALER,
+               "metrics": zmq.PUB, "events": zmq.XSUB}
+METRICS_TOPIC = b"node.metrics"
+
+
+def send(run: "Run", step: "Step") -> str:
+    to = step.get("to")
+    if to not in SOCKET_KIND:
+        raise StepFailed(f"send to {to!r}: use one of {', '.join(SOCKET_KIND)}")
+    frames, msg_id = _frames(run, step)
+    kind = SOCKET_KIND[to]
+    if kind == zmq.PUB and not step.get("frames"):
+        frames = [METRICS_TOPIC, *frames]  # the topic the scheduler subscribes to
+    times, expect = int(step.get("times", 1)), step.get("expect", "any" if kind == zmq.DEALER else "none")
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    identity = run.resolve(step.get("identity")) if step.get("identity") else f"chaos-{uuid.uuid4().hex[:8]}"
+    if kind == zmq.DEALER:
+        sock.setsockopt(zmq.IDENTITY, str(identity).encode())
+    try:
+        sock.connect(run.cluster.endpoints[to])
+        if kind != zmq.DEALER:
+            time.sleep(0.3)  # PUB/SUB joins late: give the connection time, or the frames vanish
+        for _ in range(times):
+            sock.send_multipart(frames)
+        replies, other = _replies(sock, times, float(step.get("timeout", 2.0))) if kind == zmq.DEALER else ([], [])
+    finally:
+        sock.close(linger=0)
+    said = _judge(run, step, to, expect, replies, msg_id, times)
+    return said + (f"; also received {', '.join(other)}" if other else "")
+
+
+def _frames(run: "Run", step: "Step") -> tuple[list[bytes], str | None]:
+    if step.get("frames") is not None:
+        return [bytes.fromhex(f) for f in step.get("frames")], None
+    if step.get("raw") is not None:
+        return [bytes.fromhex(step.get("raw"))], None
+    if step.get("raw_b64") is not None:
+        return [base64.b64decode(step.get("raw_b64"))], None
+    msg = {"v": VERSION, "id": uuid.uuid4().hex, "type": step.get("type"), "from": run.resolve(step.get("from", "chaos")),
+           "ts": time.time(), "re": None, "body": run.resolve(step.get("body", {}))}
+    msg.update(run.resolve(step.get("envelope", {})))
+    for key in step.get("omit", []):
+        msg.pop(key, None)
+    return [msgpack.packb(msg, use_bin_type=True)], msg.get("id") if isinstance(msg.get("id"), str) else None
+
+
+def _replies(sock: zmq.Socket, times: int, timeout: float) -> tuple[list[Any], list[str]]:
+    """Replies (ok / error) to what we sent, and the types of requests that came our way instead
+    (with a borrowed worker identity, the manager's commands to that worker reach us)."""
+    replies: list[Any] = []
+    other: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(replies) < times and sock.poll(max(0.0, deadline - time.monotonic()) * 1000):
+        frame = sock.recv_multipart()[-1]
+        try:
+            env = decode(frame)
+        except CubeError as e:
+            replies.append(f"undecodable reply: {e}")
+            continue
+        if env.is_reply:
+            replies.append(env)
+        else:
+            other.append(env.type)
+    return replies, other
+
+
+def _judge(run: "Run", step: "Step", to: str, expect: str, replies: list[Any], msg_id: str | None,
+           times: int) -> str:
+    shown = [_show(r) for r in replies]
+    summary = f"{times} sent to {to}; " + (f"replies: {'; '.join(shown)}" if replies else "no reply")
+    for r in replies:  # a start or stop the manager acknowledged counts, however it was sent
+        if to == "api" and not isinstance(r, str) and r.type == "ok" and isinstance(r.body.get("task"), dict):
+            task = r.body["task"]
+            if isinstance(task.get("id"), str) and task.get("desired") in ("running", "stopped"):
+                run.acknowledge(task["id"], task["desired"])
+    if expect == "any":
+        return summary
+    if expect == "none":
+        if replies:
+            raise StepFailed(f"expected no reply; {summary}")
+        return summary
+    if len(replies) < times:
+        raise StepFailed(f"expected {times} {expect} replies; {summary}")
+    for r in replies:
+        if isinstance(r, str) or r.type != expect:
+            raise StepFailed(f"expected {expect}; {summary}")
+        if expect == "error" and step.get("code") and r.body.get("code") != step.get("code"):
+            raise StepFailed(f"expected error code {step.get('code')}; {summary}")
+        if msg_id and r.re != msg_id:
+            raise StepFailed(f"reply re={r.re!r} does not point at the request {msg_id}; {summary}")
+    return summary
+
+
+def _show(r: Any) -> str:
+    if isinstance(r, str):
+        return r
+    if r.type == "error":
+        return f"error {r.body.get('code')}: {str(r.body.get('message'))[:80]}"
+    keys = ",".join(sorted(r.body)[:4])
+    return f"ok {{{keys}}}" + (" existing" if r.body.get("existing") else "")
+
+
+# ---- faults -------------------------------------------------------------------------------------------
+
+def fault(run: "Run", step: "Step") -> str:
+    run.rule_seq += 1
+    rule = Rule(id=str(step.get("as") or f"r{run.rule_seq}"), action=step.get("action"),
+                sender=run.actor_name(step.get("from", "*")), type=step.get("type", "*"),
+                to=run.actor_name(step.get("to", "*")),
+                count=int(step.get("count")) if step.get("count") is not None else None,
+                until=time.time() + float(step.get("for")) if step.get("for") is not None else None,
+                delay=float(step.get("delay", 0.0)), copies=int(step.get("copies", 2)),
+                window=int(step.get("window", 3)), hold=float(step.get("hold", 1.0)),
+                payload=str(step.get("payload", "")))
+    run.cluster.rules.add(rule)
+    time.sleep(0.2)  # injectors look at the rules file at most every 100 ms
+    return f"rule {rule.id}: {rule.describe()}"
+
+
+def clear(run: "Run", step: "Step") -> str:
+    n = run.cluster.rules.remove(step.get("rule"))
+    time.sleep(0.2)
+    return f"{n} rules cleared"
+
+
+# ---- processes --------------------------------------------------------------------------------------
+
+def _signal(name: str) -> int:
+    name = name.upper()
+    return int(getattr(signals, name if name.startswith("SIG") else "SIG" + name))
+
+
+def kill(run: "Run", step: "Step") -> str:
+    target, sig = run.target_name(step.get("target")), _signal(step.get("signal", "KILL"))
+    pid = run.cluster.signal(target, sig)
+    if sig in (signals.SIGKILL, signals.SIGTERM) and target in run.process_targets():
+        run.down.add("cube-manager" if target == "supervisor" else target)
+    return f"{signals.Signals(sig).name} -> {target} (pid {pid})"
+
+
+def pause(run: "Run", step: "Step") -> str:
+    target = run.target_name(step.get("target"))
+    pid = run.cluster.signal(target, signals.SIGSTOP)
+    run.paused.add(target)
+    if step.get("for") is None:
+        return f"SIGSTOP -> {target} (pid {pid})"
+    time.sleep(float(step.get("for")))
+    run.cluster.signal(target, signals.SIGCONT)
+    run.paused.discard(target)
+    return f"SIGSTOP -> {target} (pid {pid}), SIGCONT after {float(step.get('for')):g}s"
+
+
+def resume(run: "Run", step: "Step") -> str:
+    target = run.target_name(step.get("target"))
+    pid = run.cluster.signal(target, signals.SIGCONT)
+    run.paused.discard(target)
+    return f"SIGCONT -> {target} (pid {pid})"
+
+
+def restart(run: "Run", step: "Step") -> str:
+    target = run.target_name(step.get("target"))
+    target = "cube-manager" if target == "supervisor" else target
+    if run.cluster.alive(target):
+        raise StepFailed(f"{target} is still running; kill it first")
+    if target == "cube-manager":
+        run.cluster.start_manager(wait=step.get("wait", True))
+    elif target in run.script.cluster.workers:
+        run.cluster.start_worker(target, wait=step.get("wait", True))
+    else:
+        raise StepFailed(f"restart {target!r}: only cube-manager or a worker (actors restart by themselves)")
+    run.down.discard(target)
+    return f"{target} started" + (" and ready" if step.get("wait", True) else "")
+
+
+# ---- waiting and asserting ---------------------------------------------------------------------------
+
+def wait(run: "Run", step: "Step") -> str:
+    timeout = float(step.get("timeout", run.script.cluster.settle))
+    if step.get("for") is not None:
+        time.sleep(float(step.get("for")))
+        return f"slept {float(step.get('for')):g}s"
+    if step.get("workers_ready"):
+        for short in run.live_workers():
+            run.cluster.wait_worker_ready(short, timeout)
+        return f"workers ready: {', '.join(run.live_workers())}"
+    if step.get("node"):
+        name = run.actor_name(step.get("node"))
+        want = step.get("state", "ready")
+        t0 = time.monotonic()
+        try:
+            wait_for(lambda: _node(run, name).get("state") == want, timeout, f"node {name} {want}")
+        except TimeoutError as e:
+            raise StepFailed(str(e)) from None
+        return f"node {name} {want} after {time.monotonic() - t0:.1f}s"
+    match = dict(step.get("match", {}))
+    if step.get("state"):
+        match["state"] = step.get("state")
+    t0 = time.monotonic()
+    for task_id in run.task_ids(step.get("task")):
+        _wait_task(run, task_id, match, timeout)
+    return f"{step.get('task')} matched {match} after {time.monotonic() - t0:.1f}s"
+
+
+def _wait_task(run: "Run", task_id: str, match: dict[str, Any], timeout: float) -> None:
+    try:
+        wait_for(lambda: not _mismatch(run, run.task(task_id), match), timeout, f"task {task_id[:8]} {match}")
+    except TimeoutError:
+        t = run.task(task_id)
+        raise StepFailed(f"task {task_id[:8]} did not match {match} in {timeout:g}s: "
+                         f"{_mismatch(run, t, match)}; reason: {t.get('reason')}") from None
+
+
+def _mismatch(run: "Run", task: dict[str, Any], match: dict[str, Any]) -> str:
+    """'' when the task matches; else what differs. A value '!x' means 'anything but x'."""
+    for key, want in match.items():
+        want = run.resolve(want)
+        if key == "worker" and isinstance(want, str):
+            want = ("!" + run.actor_name(want[1:])) if want.startswith("!") else run.actor_name(want)
+        have = task.get(key)
+        if isinstance(want, str) and want.startswith("!"):
+            if str(have) == want[1:]:
+                return f"{key} is {have!r}"
+        elif have != want:
+            return f"{key} is {have!r}, not {want!r}"
+    return ""
+
+
+def _node(run: "Run", name: str) -> dict[str, Any]:
+    return {n["name"]: n for n in run.cluster.call("node.ls")["nodes"]}.get(name, {})
+
+
+def check_assert(run: "Run", step: "Step") -> str:
+    said = []
+    if step.get("node"):
+        name = run.actor_name(step.get("node"))
+        state = _node(run, name).get("state")
+        if state != step.get("state", "ready"):
+            raise StepFailed(f"node {name} is {state}, expected {step.get('state', 'ready')}")
+        said.append(f"node {name} {state}")
+    if step.get("tasks") is not None:
+        n = len(run.cluster.call("task.ls")["tasks"])
+        if n != int(step.get("tasks")):
+            raise StepFailed(f"the manager knows {n} tasks, expected {step.get('tasks')}")
+        said.append(f"{n} tasks")
+    for task_id in run.task_ids(step.get("task")) if step.get("task") else []:
+        reply = run.cluster.call("task.inspect", {"id": task_id})
+        problem = _mismatch(run, reply["task"], step.get("match", {}))
+        if problem:
+            raise StepFailed(f"task {task_id[:8]}: {problem} (reason: {reply['task'].get('reason')})")
+        for text, count in step.get("reasons", {}).items():
+            n = sum(text in (e.get("reason") or "") for e in reply["events"])
+            if not _count_ok(n, count):
+                raise StepFailed(f"task {task_id[:8]}: {n} events say {text!r}, expected {count}")
+        if step.get("containers") is not None:
+            live = [c for c in run.cluster.containers(all_=False) if c.labels.get(LABEL_TASK) == task_id]
+            if len(live) != int(step.get("containers")):
+                raise StepFailed(f"task {task_id[:8]} has {len(live)} live containers, expected {step.get('containers')}")
+        said.append(f"{task_id[:8]} ok")
+    return "holds: " + ", ".join(said)
+
+
+def _count_ok(n: int, want: Any) -> bool:
+    """`want` is a number (exactly) or a string such as ">=1", "<3"."""
+    if isinstance(want, int):
+        return n == want
+    m = re.fullmatch(r"\s*(>=|<=|>|<|==)?\s*(\d+)\s*", str(want))
+    if not m:
+        raise StepFailed(f"bad count {want!r}: use a number or >=N, <=N, >N, <N")
+    op, k = m.group(1) or "==", int(m.group(2))
+    return {">=": n >= k, "<=": n <= k, ">": n > k, "<": n < k, "==": n == k}[op]
+
+
+def check(run: "Run", step: "Step") -> str:
+    ok = run.check_invariants(step.get("invariants"), float(step.get("settle", run.script.cluster.settle)))
+    if not ok:
+        raise StepFailed("an invariant does not hold")
+    return "invariants hold"
+
+
+def join(run: "Run", step: "Step") -> str:
+    n = run.join_background(float(step.get("timeout", 120)))
+    if run.background_errors:
+        raise StepFailed("; ".join(run.background_errors))
+    return f"{n} background steps done"
+
+
+STEPS = {"start": start, "stop": stop, "send": send, "fault": fault, "clear": clear, "kill": kill,
+         "pause": pause, "resume": resume, "restart": restart, "container": container, "wait": wait,
+         "assert": check_assert, "check": check, "join": join}
