@@ -52,7 +52,6 @@ class Manager(Actor):
         self.scheduler_notes = sockets.dealer(ctx, config.scheduler_endpoint)  # fire-and-forget releases
         self.book = TaskBook(store, self._publish)
         self.registry = WorkerRegistry(config.grace)
-        self._commands: dict[tuple[str, str], str] = {}  # (worker, task_id) -> outstanding request id
         self._health_failures: dict[str, int] = {}  # task id -> consecutive failed probes
         self._last_probe: dict[str, float] = {}  # task id -> monotonic time of the last probe
         self._probing: set[str] = set()
@@ -221,6 +220,7 @@ class Manager(Actor):
             t.error = ""
         self.book.commit(task, running, f"running on {task.worker}")
         self._health_failures.pop(task.id, None)
+        self._last_probe[task.id] = time.monotonic()  # first probe one interval after the start
 
     def _on_ended(self, task: Task, exit_code: int | None, cause: str, error: str = "") -> None:
         """A container ended (exit, removal, failed start, lost worker, failed health check)."""
@@ -238,6 +238,7 @@ class Manager(Actor):
         old_worker, attempt = task.worker, task.attempt
         self.book.commit(task, ended, outcome.reason)
         self._health_failures.pop(task.id, None)
+        self._last_probe.pop(task.id, None)
         if old_worker and self.registry.is_ready(old_worker):
             self._send_stop(old_worker, task.id, attempt, "task ended")  # remove the dead container
         if outcome.restart:
@@ -364,22 +365,18 @@ class Manager(Actor):
         rec = self.registry.get(worker)
         if rec is None or rec.state == LOST:
             return
-        key = (worker, task_id)
-        if key in self._commands:
-            self.cancel(self._commands.pop(key))
 
         def acked(reply: Envelope | None) -> None:
-            if self._commands.get(key) == env.id:
-                del self._commands[key]
             if reply is not None and reply.type == REPLY_ERROR:
                 log.warning("manager: %s refused %s for %s: %s", worker, msg_type, task_id[:8],
                             reply.body.get("message"))
-        env = Envelope(msg_type, body, route=rec.route)
-        self._commands[key] = self.request(self.workers_sock, env, acked, retry_every=self.config.command_retry)
+        # Keyed by attempt: a stop for an old attempt never cancels the run of the new one.
+        key = ("cmd", worker, task_id, body.get("attempt"))
+        self.request(self.workers_sock, Envelope(msg_type, body, route=rec.route), acked,
+                     retry_every=self.config.command_retry, key=key)
 
     def _cancel_commands(self, worker: str) -> None:
-        for key in [k for k in self._commands if k[0] == worker]:
-            self.cancel(self._commands.pop(key))
+        self.cancel_where(lambda key: key[0] == "cmd" and key[1] == worker)
 
     # ---- health checks --------------------------------------------------------------------------
     def _health_tick(self) -> None:

@@ -40,21 +40,22 @@ class Child:
     restarts: int = 0
 
 
-def _child_main(name: str, target: Callable[..., None], args: tuple[Any, ...], level: str) -> None:
-    _die_with_parent()
+def _child_main(name: str, target: Callable[..., None], args: tuple[Any, ...], level: str,
+                parent: int) -> None:
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor handles Ctrl-C for everyone
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # unwind, so LevelDB closes cleanly
     logs.setup(name, level)
     target(*args)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent: int) -> None:
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
         libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except OSError:
         pass
-    if os.getppid() == 1:
+    if os.getppid() != parent:  # it died before the prctl took effect (it may itself be PID 1)
         os._exit(1)
 
 
@@ -77,7 +78,7 @@ class Supervisor:
 
     def _start(self, child: Child) -> None:
         child.process = self.ctx.Process(target=_child_main, name=f"cube-{child.name}",
-                                         args=(child.name, child.target, child.args, self.level))
+                                         args=(child.name, child.target, child.args, self.level, os.getpid()))
         child.process.start()
         child.started = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.process.pid)

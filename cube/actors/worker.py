@@ -29,12 +29,13 @@ from cube.store import Store, StoreError
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import NOT_FOUND, CubeError
+from cube.wire.errors import INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
 from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
 
 SLOTS = "slots"
+RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, INTERNAL})
 MAX_TOMBSTONES = 10_000
 RUNNING, STOPPED = "running", "stopped"
 
@@ -93,24 +94,28 @@ class Worker(Actor):
         self.missed = 0
         self._hello_pending = False
         self._reconnect_delay = 0.5
-        self._status_ids: dict[str, str] = {}  # task id -> outstanding status request
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
         self._stop_events = threading.Event()
         self._connect()
 
     # ---- connection to the manager ----------------------------------------------------------
     def _connect(self) -> None:
-        if self.manager_sock is not None:
-            self.loop.remove_reader(self.manager_sock)
-            self.manager_sock.close(linger=0)
+        old = self.manager_sock
         # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
         self.manager_sock = sockets.dealer(self.loop.ctx, self.config.manager_endpoint, identity=self.config.name)
         self.serve(self.manager_sock, accept=msg.TO_WORKER)
+        if old is not None:
+            self.retarget(old, self.manager_sock)  # pending status reports go out on the new link
+            self.loop.remove_reader(old)
+            old.close(linger=0)
 
     def start(self) -> None:
         threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
         self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
         self._heartbeat_timer = self.loop.call_every(self.config.heartbeat, self._heartbeat)
+        for task_id, slot in list(self.slots.items()):
+            if slot.desired == STOPPED:  # a stop cut short by our own restart: finish it
+                self._converge(task_id)
         self._hello()
 
     def run(self) -> None:
@@ -200,9 +205,14 @@ class Worker(Actor):
             return {"ignored": "older attempt"}
         if self.stopped.get(task_id, -1) >= attempt:  # a late or repeated run of a stopped attempt
             return {"ignored": "attempt already stopped"}
-        if slot and slot.attempt == attempt and slot.desired == RUNNING:
-            return {"ignored": "already running or starting"}
-        self.slots[task_id] = Slot(task, attempt, RUNNING)
+        if slot is None:
+            slot = self.slots[task_id] = Slot(task, attempt, RUNNING)
+        elif slot.attempt != attempt or slot.desired != RUNNING:
+            if slot.attempt != attempt:  # a new attempt replaces the old one in the same slot
+                slot.started, slot.container_id, slot.host_ports, slot.oom = False, "", {}, False
+            slot.task, slot.attempt, slot.desired = task, attempt, RUNNING
+        # A repeat of the same command converges again: idempotent, and it re-reports the
+        # current state in case the last report was lost.
         self._save(task_id)
         self._converge(task_id)
         return {}
@@ -213,14 +223,12 @@ class Worker(Actor):
         slot = self.slots.get(task_id)
         if slot is None:  # a container we hold but no longer remember (or never knew)
             slot = self.slots[task_id] = Slot({"id": task_id}, attempt or 0, STOPPED)
-        elif attempt is not None and attempt < slot.attempt:
-            pass  # an older attempt: converging removes it without touching the current one
-        elif slot.desired == STOPPED:
-            return {"ignored": "already stopped"}
-        else:
+        elif attempt is None or attempt >= slot.attempt:
             if attempt is not None:
                 slot.attempt = attempt
             slot.desired = STOPPED
+        # else: an older attempt; converging removes its container without touching the current
+        # one. Either way converge (again): a repeated stop finishes a stop that was cut short.
         self._save(task_id)
         self._converge(task_id)
         return {}
@@ -282,15 +290,15 @@ class Worker(Actor):
         if error is not None:
             log.error("worker %s: converging %s failed: %s", self.name, task_id[:8], error)
             result = {"state": "failed", "error": f"{type(error).__name__}: {error}"}
+        if slot.attempt == attempt and result.get("container_id"):
+            slot.started = True  # recorded before any re-converge, so it never starts it twice
+            slot.container_id = result["container_id"]
+            slot.host_ports = result.get("host_ports") or {}
+            self._save(task_id)
         if slot.dirty or slot.attempt != attempt:
             self._converge(task_id)
             if slot.attempt != attempt:
                 return
-        if result.get("container_id"):
-            slot.started = True
-            slot.container_id = result["container_id"]
-            slot.host_ports = result.get("host_ports") or {}
-            self._save(task_id)
         if slot.desired == STOPPED and result["state"] == "stopped":
             slot.container_id = ""
             self._forget(task_id)
@@ -347,15 +355,10 @@ class Worker(Actor):
         for key in ("container_id", "host_ports", "exit_code", "error"):
             if result.get(key) is not None:
                 body[key] = result[key]
-        old = self._status_ids.pop(task_id, None)
-        if old:
-            self.cancel(old)
-
-        def acked(reply: Envelope | None) -> None:
-            if self._status_ids.get(task_id) == env.id:
-                del self._status_ids[task_id]
-        env = Envelope(msg.STATUS, body)
-        self._status_ids[task_id] = self.request(self.manager_sock, env, acked, retry_every=1.0, tries=30)
+        # Re-sent until the manager takes it, including when it answers that its own store is
+        # down or that it does not know us yet (our hello is on its way): those are not answers.
+        self.request(self.manager_sock, Envelope(msg.STATUS, body), retry_every=1.0, tries=60,
+                     key=("status", task_id), retry_errors=RETRY_ERRORS)
 
     def _publish_metrics(self) -> None:
         if self.metrics_sock is None:
@@ -443,6 +446,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     finally:
         store.close()
     log.info("worker %s stopped; its containers keep running and will be adopted", conf.name)
+    logging.shutdown()
+    os._exit(0)  # do not wait for a Docker call (e.g. an image pull) still running in the pool
 
 
 def main() -> None:

@@ -90,5 +90,6 @@ class WorkerRegistry:
         return self.workers.get(name)
 
     def is_ready(self, name: str) -> bool:
+        """Connected and greeted: a worker only remembered from before a restart is not a target."""
         rec = self.workers.get(name)
-        return bool(rec and rec.state == READY)
+        return bool(rec and rec.state == READY and rec.greeted)

@@ -36,6 +36,8 @@ class Outstanding:
     retry_every: float | None
     tries_left: int | None
     timer: Timer | None = None
+    key: Any = None
+    retry_errors: frozenset[str] = frozenset()
 
 
 class Actor:
@@ -44,6 +46,7 @@ class Actor:
         self.loop = loop or Loop(name)
         self.stats: collections.Counter[str] = collections.Counter()
         self._outstanding: dict[str, Outstanding] = {}
+        self._keyed: dict[Any, str] = {}  # request key -> id of the latest request with it
 
     # ---- receiving --------------------------------------------------------------------------
     def serve(self, sock: zmq.Socket, accept: set[str] | None = None, replies: bool = True) -> None:
@@ -124,12 +127,16 @@ class Actor:
             self.send(sock, out)
 
     def _on_reply(self, env: Envelope) -> None:
-        pending = self._outstanding.pop(env.re or "", None)
+        pending = self._outstanding.get(env.re or "")
         if pending is None:
             self.stats["unmatched_replies"] += 1
             if env.type == REPLY_ERROR:
                 log.info("%s: error from %s: %s", self.name, env.sender, env.body.get("message"))
             return
+        if env.type == REPLY_ERROR and env.body.get("code") in pending.retry_errors:
+            self.stats["retried_errors"] += 1  # not an answer yet: the retry timer sends it again
+            return
+        self._drop_request(pending)
         if pending.timer:
             pending.timer.cancel()
         if pending.on_reply:
@@ -162,23 +169,48 @@ class Actor:
 
     def request(self, sock: zmq.Socket, env: Envelope, on_reply: ReplyCallback | None = None,
                 retry_every: float | None = None, tries: int | None = None,
-                timeout: float | None = None) -> str:
+                timeout: float | None = None, key: Any = None,
+                retry_errors: frozenset[str] = frozenset()) -> str:
         """Send `env` and remember it until a reply with re=env.id comes back.
 
         With `retry_every`, the same envelope (same id, so the receiver can tell a repeat) is
         re-sent until answered, `tries` times at most (None: until cancelled). With `timeout`
-        and no retries, `on_reply(None)` is called when no answer came.
+        and no retries, `on_reply(None)` is called when no answer came. A newer request with
+        the same `key` replaces an older one. An error reply whose code is in `retry_errors`
+        (e.g. the peer's own store is restarting) is not an answer: the request is re-sent.
         """
-        item = Outstanding(env, sock, on_reply, retry_every, tries)
+        if key is not None and key in self._keyed:
+            self.cancel(self._keyed[key])
+        item = Outstanding(env, sock, on_reply, retry_every, tries, key=key, retry_errors=retry_errors)
         self._outstanding[env.id] = item
+        if key is not None:
+            self._keyed[key] = env.id
         self.send(sock, env)
         self._arm(item, retry_every or timeout)
         return env.id
 
     def cancel(self, request_id: str) -> None:
-        item = self._outstanding.pop(request_id, None)
-        if item and item.timer:
-            item.timer.cancel()
+        item = self._outstanding.get(request_id)
+        if item is not None:
+            self._drop_request(item)
+            if item.timer:
+                item.timer.cancel()
+
+    def cancel_where(self, predicate: Callable[[Any], bool]) -> None:
+        """Cancel every keyed request whose key matches (e.g. all commands to a lost worker)."""
+        for key in [k for k in self._keyed if predicate(k)]:
+            self.cancel(self._keyed[key])
+
+    def retarget(self, old: zmq.Socket, new: zmq.Socket) -> None:
+        """Outstanding requests follow a reconnect instead of retrying on a closed socket."""
+        for item in self._outstanding.values():
+            if item.sock is old:
+                item.sock = new
+
+    def _drop_request(self, item: Outstanding) -> None:
+        self._outstanding.pop(item.env.id, None)
+        if item.key is not None and self._keyed.get(item.key) == item.env.id:
+            del self._keyed[item.key]
 
     def _arm(self, item: Outstanding, delay: float | None) -> None:
         if delay is None:
@@ -196,7 +228,7 @@ class Actor:
             self.send(item.sock, item.env)
             self._arm(item, item.retry_every)
             return
-        del self._outstanding[item.env.id]
+        self._drop_request(item)
         if item.on_reply:
             item.on_reply(None)
 
