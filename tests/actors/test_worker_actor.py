@@ -24,6 +24,7 @@ class FakeManager:
         self.identity = b""
         self.seen: list[Envelope] = []
         self.answer_heartbeats = True
+        self.answer_statuses = True
         self.heartbeat_reply: dict | None = None  # None: ok {}; else an error body
 
     @property
@@ -41,7 +42,7 @@ class FakeManager:
             reply = m.reply({}, "fake") if self.heartbeat_reply is None else \
                 m.error(self.heartbeat_reply["code"], "say hello", "fake")
             self.send(reply)
-        elif m.type == "task.status":
+        elif m.type == "task.status" and self.answer_statuses:
             self.send(m.reply({}, "fake"))
         return m
 
@@ -213,3 +214,47 @@ def test_a_restarted_worker_reports_its_containers(actors, setup):
     assert again.type == "ok"
     fm.idle(0.3)
     assert [c.container_id for c in runtime.list()] == [cid]
+
+
+def test_a_stop_cut_short_by_a_worker_restart_is_finished(actors, setup):
+    fm, runtime, store, worker = setup
+    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    cid = fm.status("task-1", "running").body["container_id"]
+    actors.stop(worker)
+    # as if the worker died after recording the stop but before Docker removed the container
+    store.put("slots", "task-1", {"task": TASK, "attempt": 1, "desired": "stopped", "container_id": cid,
+                                  "started": True})
+    actors.worker(fm.config, "w1", runtime, store)
+    fm.accept_hello()  # the stop is finished at start-up, even before the manager answers
+    wait_for(lambda: any(m.type == "task.status" and m.body["state"] == "stopped" for m in fm.seen)
+             or fm.idle(0.1), timeout=5, what="a stopped status")
+    assert runtime.list() == []
+
+
+def test_a_repeated_run_finishes_a_start_cut_short_by_a_restart(actors, setup):
+    fm, runtime, store, worker = setup
+    actors.stop(worker)
+    # recorded as wanted, but the worker died before the container was created
+    store.put("slots", "task-1", {"task": TASK, "attempt": 1, "desired": "running", "container_id": "",
+                                  "started": False})
+    actors.worker(fm.config, "w1", runtime, store)
+    assert fm.accept_hello().body["tasks"] == []
+    assert fm.command("worker.run", {"task": TASK, "attempt": 1}).type == "ok"  # the manager re-sends
+    fm.status("task-1", "running")
+    assert len(runtime.list()) == 1
+
+
+def test_a_status_refused_as_unavailable_is_sent_again(setup):
+    fm, runtime, _, _ = setup
+    fm.answer_statuses = False
+    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    st = fm.expect(lambda m: m.type == "task.status", what="a status")
+    fm.seen.clear()
+    # answer the status with "my store is down": the worker must keep it and send it again
+    fm.send(st.error("unavailable", "store down", "fake"))
+    again = fm.expect(lambda m: m.type == "task.status" and m.id == st.id, timeout=3, what="the same status again")
+    assert again.body == st.body
+    fm.send(again.reply({}, "fake"))  # taken now: no more repeats
+    fm.seen.clear()
+    fm.idle(1.5)
+    assert not [m for m in fm.seen if m.type == "task.status"]
