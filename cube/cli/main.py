@@ -146,13 +146,15 @@ class Node:
         rows = []
         for n in nodes:
             m = n.get("metrics") or {}
-            cpu_used = m.get("cpu_usage", 0.0) * n["cpus"] if m else None
-            rows.append([n["name"], n["address"], n["state"],
-                         f"{cpu_used:.1f}/{n['cpus']:g}" if cpu_used is not None else f"-/{n['cpus']:g}",
-                         f"{render.mib(m.get('memory_used'))}/{render.mib(n['memory'])}",
-                         render.gib(m.get("disk_free")), n["tasks"], render.ago(n["last_seen"], now)])
-        print(render.table(["NAME", "ADDRESS", "STATE", "CPU", "MEMORY(MiB)", "DISK FREE(GiB)", "TASKS",
-                            "LAST SEEN"], rows))
+            if m:  # reserved by Cube's tasks / offered, and how busy the machine really is
+                cpu = f"{n['cpus'] - m['cpu_free']:.2f}/{n['cpus']:g} ({m['cpu_usage']:.0%})"
+                mem = f"{render.mib(n['memory'] - m['memory_free'])}/{render.mib(n['memory'])}"
+            else:
+                cpu, mem = f"-/{n['cpus']:g}", f"-/{render.mib(n['memory'])}"
+            rows.append([n["name"], n["address"], n["state"], cpu, mem, render.gib(m.get("disk_free")),
+                         n["tasks"], render.ago(n["last_seen"], now)])
+        print(render.table(["NAME", "ADDRESS", "STATE", "CPU(used/total)", "MEMORY(MiB used/total)",
+                            "DISK FREE(GiB)", "TASKS", "LAST SEEN"], rows))
 
 
 def events(manager: str | None = None, events_port: int = EVENTS_PORT, count: int = 0,
