@@ -217,6 +217,8 @@ def make_scheduler(name: str = DEFAULT_ALGORITHM) -> Algorithm:
 
 # ---------------------------------------------------------------------- unplaceable reasons
 def _cpu(x: float) -> str:
+    if not abs(x) < 1e15:  # huge, inf or NaN (a demand of 1e308 cores): round() would raise
+        return f"{x:.3g}"
     return f"{x:.1f}" if abs(x * 10 - round(x * 10)) < 1e-9 else f"{x:.3g}"
 
 
