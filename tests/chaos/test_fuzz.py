@@ -340,6 +340,25 @@ def test_nan_reserved_cpu_does_not_break_the_unplaceable_reason(rig):
     assert rig.internal_errors() == before, rig.last_failure()
 
 
+def _sample(name: str, **over: Any) -> dict[str, Any]:
+    sample = {"name": name, "address": "x", "ts": time.time(), "seq": 1, "cpus": 2.0, "memory": 1 << 30,
+              "disk": 1 << 30, "cpu_usage": 0.1, "memory_total": 1 << 30, "memory_available": 1 << 29,
+              "memory_used": 1 << 29, "memory_percent": 50.0, "disk_total": 1 << 30, "disk_free": 1 << 29,
+              "disk_used": 1 << 29, "load_avg": [0.0, 0.0, 0.0], "task_count": 0,
+              "reserved": {"cpu": 0.0, "memory": 0, "disk": 0}, "task_ids": []}
+    sample.update(over)
+    return sample
+
+
+def test_a_huge_cpu_demand_is_explained_not_crashed_on(rig):
+    """cpu = 1.8e308 fits nowhere; formatting the reason (round(x * 10)) overflowed."""
+    rig.feed(rig.targets[2], [node_msg.METRICS.encode(), _frame(node_msg.METRICS, _sample("live-node"))])
+    before = rig.internal_errors()
+    rig.feed(rig.targets[1], [b"fuzz", _frame(sched_msg.PLACE, {"task_id": "t4", "cpu": 1.7976931348623157e308,
+                                                                "memory": 1, "disk": 3})])
+    assert rig.internal_errors() == before, rig.last_failure()
+
+
 def test_task_id_the_worker_cannot_store_is_refused_cleanly(rig):
     """A NUL in a task id failed in the worker's store after the slot was created (fixed in worker.py)."""
     worker = rig.targets[5]
