@@ -15,7 +15,7 @@ import socket as pysocket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import zmq

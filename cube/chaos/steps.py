@@ -21,9 +21,8 @@ import zmq
 from cube.chaos.cluster import wait_for
 from cube.chaos.rules import Rule
 from cube.runtime.base import LABEL_TASK
-from cube.wire.client import Client
 from cube.wire.envelope import VERSION, decode
-from cube.wire.errors import CubeError, Unavailable
+from cube.wire.errors import CubeError
 
 if TYPE_CHECKING:  # pragma: no cover
     from cube.chaos.runner import Run

@@ -1,5 +1,5 @@
 """Node listing for clients, and the metrics samples workers publish to the Scheduler."""
-from cube.wire.schema import NUMBER, Field, opt, register
+from cube.wire.schema import NUMBER, Field, register
 
 LIST = "node.ls"
 PING = "manager.ping"

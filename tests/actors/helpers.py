@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import threading
 import time
 from typing import Any, Callable
@@ -22,24 +21,12 @@ from cube.messages import node as node_msg
 from cube.runtime.fake import FakeRuntime
 from cube.store.memory import MemoryStore
 from cube.wire import codec
+from cube.chaos.cluster import free_ports  # noqa: F401  (re-exported for the tests)
 from cube.wire.actor import Actor
 from cube.wire.client import Client
 from cube.wire.envelope import Envelope, decode
 
 GiB = 1 << 30
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def tcp(port: int) -> str:

@@ -116,7 +116,6 @@ def test_bad_requests(sched):
 
 
 def test_bad_samples_are_ignored(sched):
-    from cube.messages import node as node_msg
     from cube.wire.envelope import Envelope
     actor, c, nodes = sched()
     nodes.publish_raw([b"node.metrics", b"\xc1 not msgpack"])
