@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,17 +33,39 @@ ACTORS = ("store", "scheduler", "manager")
 _LAUNCH = "import sys; from {module} import main; sys.argv[0] = {name!r}; main()"
 
 
-def free_ports(n: int) -> list[int]:
-    socks = []
+def _ephemeral_range() -> tuple[int, int]:
     try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """n bindable loopback ports *below* the kernel's ephemeral range.
+
+    A port the kernel handed out (bind to 0) is in the range it also uses for outgoing
+    connections: between our choice and the manager's bind, another cluster's connection can take
+    it as its local port, and a worker connecting to a not-yet-bound port in that range can even
+    connect to itself. Ports below the range are only ever taken by an explicit bind.
+    """
+    low, _ = _ephemeral_range()
+    rnd = random.Random()
+    ports: list[int] = []
+    for _ in range(2000):
+        if len(ports) == n:
+            return ports
+        port = rnd.randrange(10000, low) if low > 11000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
+    raise RuntimeError(f"could not find {n} free loopback ports")
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
