@@ -56,6 +56,7 @@ class Manager(Actor):
         self._last_probe: dict[str, float] = {}  # task id -> monotonic time of the last probe
         self._probing: set[str] = set()
         self._place_timer = None
+        self._last_check = time.monotonic()
         self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet (Store down)
         self.serve(self.api, accept=task_msg.API | node_msg.API)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
@@ -266,6 +267,14 @@ class Manager(Actor):
             self._on_ended(task, None, f"container vanished from {worker}")
 
     def _check_workers(self) -> None:
+        now = time.monotonic()
+        stalled, self._last_check = now - self._last_check, now
+        if stalled > max(1.5, self.config.grace / 2):
+            # This loop was not listening (e.g. blocked on a frozen Store): the workers' silence
+            # proves nothing, and declaring them lost would restart healthy tasks elsewhere.
+            log.warning("manager: loop stalled %.1fs; not judging worker liveness this round", stalled)
+            self.registry.touch_all()
+            return
         for rec in self.registry.expire():
             log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
             self._cancel_commands(rec.name)
@@ -320,7 +329,8 @@ class Manager(Actor):
             try:
                 reply = self.scheduler.call(sched_msg.PLACE, {
                     "task_id": task.id, "cpu": float(task.cpu), "memory": int(task.memory),
-                    "disk": int(task.disk), "exclude": self.registry.lost()})
+                    "disk": int(task.disk), "exclude": self.registry.lost(),
+                    "only": [n for n in self.registry.ready() if self.registry.is_ready(n)]})
             except CubeError as e:
                 if e.code == UNAVAILABLE:
                     log.warning("manager: scheduler unavailable, %s waits: %s", task.id[:8], e)

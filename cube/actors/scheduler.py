@@ -43,7 +43,11 @@ class SchedulerActor(Actor):
             demand = Demand(float(b["cpu"]), int(b["memory"]), int(b["disk"]))
         except ValueError as e:
             raise CubeError(BAD_REQUEST, f"sched.place: {e}") from None
-        placement = self.view.place(b["task_id"], demand, self.algorithm, exclude=set(b.get("exclude") or ()))
+        exclude = set(b.get("exclude") or ())
+        if b.get("only") is not None:  # metrics alone do not make a worker: only registered ones
+            only = set(b["only"])
+            exclude |= {s.name for s in self.view.nodes() if s.name not in only}
+        placement = self.view.place(b["task_id"], demand, self.algorithm, exclude=exclude)
         if placement.node:
             log.info("scheduler: %s -> %s (%s)", b["task_id"][:8], placement.node, placement.reason)
         return {"node": placement.node, "reason": placement.reason,

@@ -70,6 +70,13 @@ class WorkerRegistry:
             return rec
         return None
 
+    def touch_all(self) -> None:
+        """Count every ready worker as just heard from (after the manager itself was deaf)."""
+        now = time.monotonic()
+        for rec in self.workers.values():
+            if rec.state == READY:
+                rec.last_seen = now
+
     def expire(self, now: float | None = None) -> list[WorkerRecord]:
         """Mark workers silent for longer than the grace period lost; return the newly lost."""
         now = time.monotonic() if now is None else now

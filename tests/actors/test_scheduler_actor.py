@@ -143,3 +143,16 @@ def test_a_sample_with_an_out_of_range_integer_does_not_break_placement(sched):
 def _sample(name):
     from tests.actors.helpers import metrics_sample
     return metrics_sample(name, 1)
+
+
+def test_only_registered_workers_are_candidates(sched):
+    # a forged publisher ("impostor") looks emptier than the real worker, but the manager says
+    # which workers are registered, and only those may be picked
+    _, c, nodes = sched(algorithm="epvm")
+    nodes.set("real")
+    nodes.set("impostor", cpus=64.0)
+    wait_for(lambda: names(c, "alive") == {"real", "impostor"}, what="both publishing")
+    body = {"task_id": "t1", "cpu": 0.5, "memory": 0, "disk": 0, "only": ["real"]}
+    assert c.call("sched.place", body)["node"] == "real"
+    body = {"task_id": "t2", "cpu": 0.5, "memory": 0, "disk": 0, "only": []}
+    assert c.call("sched.place", body)["node"] is None
