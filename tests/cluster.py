@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import psutil
 
-from cube.chaos.cluster import free_ports  # noqa: F401  (one helper for every harness)
+from cube.chaos.cluster import free_ports, stop_process_groups  # noqa: F401  (shared by every harness)
 from cube.wire.client import Client
 from tests.docker_support import remove_containers
 
@@ -156,19 +156,7 @@ class Cluster:
 
     # ---- cleanup ------------------------------------------------------------------------------
     def close(self) -> None:
-        procs = [p for p in [*self.workers.values(), self.manager] if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                try:
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-        for p in procs:
-            try:
-                p.wait(8)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
+        stop_process_groups([p for p in [*self.workers.values(), self.manager] if p is not None])
         for f in self._logs:
             f.close()
         for short in list(self.workers):

@@ -9,6 +9,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from cube.chaos.cluster import force_remove
+
 BUSYBOX = "cube-busybox:latest"
 SCRIPT = pathlib.Path(__file__).resolve().parent.parent / "scripts" / "busybox-image.sh"
 
@@ -43,17 +45,7 @@ def ensure_busybox_image() -> str:
 def remove_containers(label_filter: str | list[str]) -> int:
     """Force-remove every container matching a label filter such as "cube.worker=t1"; returns count."""
     client = docker.from_env(timeout=30)
-    removed = 0
     try:
-        for container in client.containers.list(all=True, sparse=True, filters={"label": label_filter}):
-            try:
-                container.remove(v=True, force=True)
-                removed += 1
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as exc:
-                if exc.status_code != 409:  # 409: removal already in progress
-                    raise
+        return force_remove(client.containers.list(all=True, sparse=True, filters={"label": label_filter}))
     finally:
         client.close()
-    return removed

@@ -230,23 +230,7 @@ class LocalCluster:
 
     # ---- teardown ------------------------------------------------------------------------------------
     def close(self) -> None:
-        procs = [p for p in [*self.workers.values(), self.manager] if p is not None]
-        for p in procs:
-            if p.poll() is None:
-                for sig in (signal.SIGCONT, signal.SIGTERM):  # a paused group cannot act on SIGTERM
-                    try:
-                        os.killpg(p.pid, sig)
-                    except ProcessLookupError:
-                        pass
-        for p in procs:
-            try:
-                p.wait(8)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(p.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                p.wait(5)
+        stop_process_groups([p for p in [*self.workers.values(), self.manager] if p is not None])
         for f in self._logs:
             f.close()
         self.remove_containers()
@@ -254,14 +238,39 @@ class LocalCluster:
             shutil.rmtree(self.tmp, ignore_errors=True)
 
     def remove_containers(self) -> int:
-        removed = 0
-        for c in self.containers():
+        return force_remove(self.containers())
+
+
+def stop_process_groups(procs: list[subprocess.Popen], grace: float = 8.0) -> None:
+    """SIGTERM each process group (SIGCONT first: a paused group cannot act on it), then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            for sig in (signal.SIGCONT, signal.SIGTERM):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
             try:
-                c.remove(v=True, force=True)
-                removed += 1
-            except docker.errors.NotFound:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
                 pass
-            except docker.errors.APIError as e:
-                if e.status_code != 409:  # 409: removal already in progress
-                    raise
-        return removed
+            p.wait(5)
+
+
+def force_remove(containers: list[Any]) -> int:
+    """Remove containers with their volumes, whatever their state; returns how many went."""
+    removed = 0
+    for c in containers:
+        try:
+            c.remove(v=True, force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: removal already in progress
+                raise
+    return removed
