@@ -13,13 +13,13 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from typing import Any, Callable
 
 import psutil
 
 from cube.chaos.cluster import free_ports, stop_process_groups  # noqa: F401  (shared by every harness)
+from cube.chaos.cluster import wait_for as poll
 from cube.wire.client import Client
 from tests.docker_support import remove_containers
 
@@ -28,19 +28,11 @@ BIN = ROOT / "bin"
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> Any:
-    """Poll until `predicate()` is truthy; return its value or fail with `what`."""
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as e:  # the cluster may be restarting; keep polling
-            last_error = e
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}"
-                         + (f" (last error: {last_error})" if last_error else ""))
+    """Poll until `predicate()` is truthy; return its value, or fail the test naming `what`."""
+    try:
+        return poll(predicate, timeout, what or str(predicate), interval)
+    except TimeoutError as e:
+        raise AssertionError(str(e)) from None
 
 
 class Cluster:

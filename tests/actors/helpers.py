@@ -22,6 +22,7 @@ from cube.runtime.fake import FakeRuntime
 from cube.store.memory import MemoryStore
 from cube.wire import codec
 from cube.chaos.cluster import free_ports  # noqa: F401  (re-exported for the tests)
+from cube.chaos.cluster import wait_for as poll
 from cube.wire.actor import Actor
 from cube.wire.client import Client
 from cube.wire.envelope import Envelope, decode
@@ -36,18 +37,10 @@ def tcp(port: int) -> str:
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05,
              what: str = "condition") -> Any:
     """Poll until `predicate()` is truthy (exceptions count as not yet); return its value."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        try:
-            last = predicate()
-            if last:
-                return last
-        except Exception as e:  # not ready yet
-            last = e
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
-        time.sleep(interval)
+    try:
+        return poll(predicate, timeout, what, interval)
+    except TimeoutError as e:
+        raise AssertionError(str(e)) from None
 
 
 class Running:
