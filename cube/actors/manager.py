@@ -163,11 +163,13 @@ class Manager(Actor):
         name = b["name"]
         if m.route and m.route[0] != name.encode():
             raise CubeError(BAD_REQUEST, f"worker identity {m.route[0]!r} does not match name {name!r}")
-        self._cancel_commands(name)
+        # Pending commands are kept: each is the current intent for one attempt (a newer one
+        # replaces it by key), and a late hello must not cancel a stop sent after its snapshot.
         rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0))
         self.book.store.put(NODES, name, rec.to_dict())
         log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
-        self.loop.call_later(0, lambda: self._reconcile(name, b["tasks"]))
+        clock = report_clock(b.get("clock"))
+        self.loop.call_later(0, lambda: self._reconcile(name, b["tasks"], clock))
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
                 "grace": self.config.grace}
 
@@ -185,28 +187,36 @@ class Manager(Actor):
     def on_task_status(self, m: Envelope) -> dict[str, Any]:
         b = m.body
         worker = self._known_worker(m)
+        state = b["state"]
         task = self.book.get(b["task_id"])
         if task is None or task.worker != worker or task.attempt != b["attempt"]:
-            if b["state"] in ("running", "created"):
+            if state != "stopped":  # a container or a slot we do not want there: clear it
                 self._send_stop(worker, b["task_id"], b["attempt"], "stale container")
             return {"ignored": "stale"}
-        state = b["state"]
+        clock = report_clock(b.get("clock"))
+        if clock and task.report_clock and clock <= task.report_clock:
+            return {"ignored": "older than a report already applied"}  # a late or reordered copy
+        if task.state not in LIVE:
+            if state != "stopped":  # over, but the worker still holds this attempt: let it go,
+                self._send_stop(worker, task.id, task.attempt, "task has ended")  # or its slot stays
+            return {}
         if state == "running":
-            self._on_running(task, b)
+            self._on_running(task, b, clock)
         elif state in ("exited", "removed"):
             cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
                      else "container removed behind Cube's back")
             if b.get("error"):
                 cause += f" ({b['error']})"
-            self._on_ended(task, b.get("exit_code") if state == "exited" else None, cause, b.get("error", ""))
+            self._on_ended(task, b.get("exit_code") if state == "exited" else None, cause, b.get("error", ""), clock)
         elif state == "failed":
-            self._on_ended(task, None, f"could not start: {b.get('error') or 'unknown error'}", b.get("error", ""))
+            self._on_ended(task, None, f"could not start: {b.get('error') or 'unknown error'}", b.get("error", ""),
+                           clock)
         elif state == "stopped":
             if task.desired == DESIRED_STOPPED and task.state in LIVE:
-                self.book.commit(task, _stop_now(State.COMPLETED), "stopped")
+                self.book.commit(task, _stop_now(State.COMPLETED, clock), "stopped")
         return {}
 
-    def _on_running(self, task: Task, report: dict[str, Any]) -> None:
+    def _on_running(self, task: Task, report: dict[str, Any], clock: list[int] | None = None) -> None:
         if task.state not in LIVE or task.desired == DESIRED_STOPPED:  # it must not run: stop it
             self._send_stop(task.worker, task.id, task.attempt, "stop requested")
             return
@@ -215,6 +225,7 @@ class Manager(Actor):
 
         def running(t: Task) -> None:
             t.transition(State.RUNNING)
+            t.report_clock = clock or t.report_clock
             t.container_id = report.get("container_id") or t.container_id
             t.host_ports = {k: int(v) for k, v in (report.get("host_ports") or {}).items()}
             t.started_at = report.get("time") or time.time()
@@ -223,7 +234,8 @@ class Manager(Actor):
         self._health_failures.pop(task.id, None)
         self._last_probe[task.id] = time.monotonic()  # first probe one interval after the start
 
-    def _on_ended(self, task: Task, exit_code: int | None, cause: str, error: str = "") -> None:
+    def _on_ended(self, task: Task, exit_code: int | None, cause: str, error: str = "",
+                  clock: list[int] | None = None) -> None:
         """A container ended (exit, removal, failed start, lost worker, failed health check)."""
         if task.state not in LIVE:
             return
@@ -231,6 +243,7 @@ class Manager(Actor):
 
         def ended(t: Task) -> None:
             t.transition(outcome.state)
+            t.report_clock = clock or t.report_clock
             t.exit_code = exit_code
             t.error = error
             t.finished_at = time.time()
@@ -245,26 +258,30 @@ class Manager(Actor):
         if outcome.restart:
             self.loop.call_later(outcome.delay, self._schedule_placement)
 
-    def _reconcile(self, worker: str, reported: list[dict[str, Any]]) -> None:
+    def _reconcile(self, worker: str, reported: list[dict[str, Any]], clock: list[int] | None = None) -> None:
         if not self.registry.is_ready(worker):
             return
-        plan = reconcile.plan(worker, reported, self.book.tasks)
+        plan = reconcile.plan(worker, reported, self.book.tasks, clock)
         for task_id, attempt, reason in plan.stop:
             log.info("manager: reconcile %s: stopping %s attempt %s (%s)", worker, task_id[:8], attempt, reason)
             self._send_stop(worker, task_id, attempt, reason)
             task = self.book.get(task_id)
             if task and task.worker == worker and task.desired == DESIRED_STOPPED and task.state in LIVE:
-                self.book.commit(task, _stop_now(State.COMPLETED), "stopped")
+                self.book.commit(task, _stop_now(State.COMPLETED, clock), "stopped")
         for task, rep in plan.adopt:
-            self._on_running(task, rep)
+            self._on_running(task, rep, clock)
         for task, rep in plan.ended:
-            self._on_ended(task, rep.get("exit_code"), f"exited with code {rep.get('exit_code')} while apart")
+            if rep.get("state") == "removed":  # a slot whose container is gone
+                self._on_ended(task, None, f"container vanished from {worker}", clock=clock)
+            else:
+                self._on_ended(task, rep.get("exit_code"), f"exited with code {rep.get('exit_code')} while apart",
+                               clock=clock)
         for task in plan.resend:
             self._send_run(task)
         for task in plan.gone:
-            self.book.commit(task, _stop_now(State.COMPLETED), f"stopped; no container left on {worker}")
+            self.book.commit(task, _stop_now(State.COMPLETED, clock), f"stopped; no container left on {worker}")
         for task in plan.vanished:
-            self._on_ended(task, None, f"container vanished from {worker}")
+            self._on_ended(task, None, f"container vanished from {worker}", clock=clock)
 
     def _check_workers(self) -> None:
         now = time.monotonic()
@@ -357,6 +374,7 @@ class Manager(Actor):
             t.host_ports = {}
             t.exit_code = None
             t.not_before = 0.0
+            t.report_clock = []  # a new attempt: no report of it applied yet
             if restart:
                 t.restart_count += 1
         why = f"restart {task.restart_count + 1} on {node}" if restart else f"placed on {node}"
@@ -441,12 +459,20 @@ def _desire_stopped(t: Task) -> None:
     t.desired = DESIRED_STOPPED
 
 
-def _stop_now(state: State):
+def _stop_now(state: State, clock: list[int] | None = None):
     def change(t: Task) -> None:
         t.desired = DESIRED_STOPPED
         t.transition(state)
         t.finished_at = time.time()
+        t.report_clock = clock or t.report_clock
     return change
+
+
+def report_clock(value: Any) -> list[int] | None:
+    """A worker's report clock [boot, n] from a message, or None if absent or malformed."""
+    if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+        return value
+    return None
 
 
 def run_manager(config: ManagerConfig) -> None:

@@ -95,6 +95,11 @@ class Worker(Actor):
         self._hello_pending = False
         self._reconnect_delay = 0.5
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
+        # A logical clock stamped on every hello and status (docs/protocol.md, "Ordering worker
+        # reports"): (boot, n), so the manager can tell a stale snapshot from a newer fact, also
+        # across a restart of this worker (a later boot orders after every earlier report).
+        self._boot = time.time_ns()
+        self._ticks = 0
         self._stop_events = threading.Event()
         self._connect()
 
@@ -125,20 +130,42 @@ class Worker(Actor):
         finally:
             self._stop_events.set()
 
+    def tick(self) -> list[int]:
+        """The next value of this worker's report clock."""
+        self._ticks += 1
+        return [self._boot, self._ticks]
+
     def _hello(self) -> None:
         if self._hello_pending:
             return
         self._hello_pending = True
-        self.loop.run_blocking(self.runtime.list, self.config.name, done=self._send_hello)
+        # Stamped before the listing starts: every report stamped earlier is reflected in it;
+        # a report stamped later may not be, so the manager trusts those over this snapshot.
+        clock = self.tick()
+        started = {(s.task_id, s.attempt): s.container_id for s in self.slots.values()
+                   if s.desired == RUNNING and s.started}
+        self.loop.run_blocking(self.runtime.list, self.config.name,
+                               done=lambda containers, error: self._send_hello(containers, error, clock, started))
 
-    def _send_hello(self, containers: list[ContainerInfo] | None, error: BaseException | None) -> None:
-        if error is not None:
-            log.error("worker %s: cannot list containers: %s", self.name, error)
-            containers = []
+    def _send_hello(self, containers: list[ContainerInfo] | None, error: BaseException | None,
+                    clock: list[int], started: dict[tuple[str, int], str]) -> None:
+        if error is not None:  # an empty list would tell the manager every container vanished
+            log.error("worker %s: cannot list containers: %s; hello again in %.1fs",
+                      self.name, error, self._reconnect_delay)
+            self._hello_pending = False
+            self.loop.call_later(self._reconnect_delay, self._hello)
+            self._reconnect_delay = min(self._reconnect_delay * 2, 4.0)
+            return
         report = [_report(c) for c in containers or []]
+        listed = {(c.task_id, c.attempt) for c in containers or []}
+        # Slots whose container was started before the snapshot and is gone: reported, so the
+        # manager ends the task or, for an attempt it no longer wants, releases the slot.
+        report += [{"task_id": task_id, "attempt": attempt, "container_id": cid, "state": "removed"}
+                   for (task_id, attempt), cid in started.items() if (task_id, attempt) not in listed]
         env = Envelope(msg.HELLO, {"name": self.name, "address": self.config.address,
                                    "cpus": self.capacity.cpus, "memory": self.capacity.memory,
-                                   "disk": self.capacity.disk, "tasks": report, "pid": os.getpid()})
+                                   "disk": self.capacity.disk, "tasks": report, "pid": os.getpid(),
+                                   "clock": clock})
         self.request(self.manager_sock, env, self._on_hello_reply, timeout=2.0)
 
     def _on_hello_reply(self, reply: Envelope | None) -> None:
@@ -205,6 +232,10 @@ class Worker(Actor):
             return {"ignored": "older attempt"}
         if self.stopped.get(task_id, -1) >= attempt:  # a late or repeated run of a stopped attempt
             return {"ignored": "attempt already stopped"}
+        if slot and slot.desired == STOPPED and slot.attempt >= attempt:
+            # A late copy of the run of an attempt being stopped: a stop is final for its
+            # attempt, or the slot would run (and reserve capacity) for a task that has ended.
+            return {"ignored": "attempt is being stopped"}
         if slot is None:
             slot = self.slots[task_id] = Slot(task, attempt, RUNNING)
         elif slot.attempt != attempt or slot.desired != RUNNING:
@@ -351,7 +382,8 @@ class Worker(Actor):
     # ---- reporting to the manager ----------------------------------------------------------------
     def _status(self, task_id: str, attempt: int, result: dict[str, Any]) -> None:
         """Tell the manager, re-sent until acknowledged; a newer status for the task replaces it."""
-        body = {"task_id": task_id, "attempt": attempt, "state": result["state"], "time": time.time()}
+        body = {"task_id": task_id, "attempt": attempt, "state": result["state"], "time": time.time(),
+                "clock": self.tick()}
         for key in ("container_id", "host_ports", "exit_code", "error"):
             if result.get(key) is not None:
                 body[key] = result[key]

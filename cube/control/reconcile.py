@@ -5,6 +5,11 @@ reports containers it did not start itself). Containers of tasks that were stopp
 another worker or superseded by a newer attempt are stale and must be stopped; containers that
 match are adopted; tasks the Manager placed there that the worker does not have are either
 re-sent (never started) or failed (their container vanished).
+
+A hello is a snapshot taken at one moment of the worker's report clock, and it may arrive late
+(after statuses stamped later). A task whose last applied report is newer than the snapshot is
+left out of the plan entirely: the snapshot cannot undo newer facts (docs/protocol.md, "Ordering
+worker reports").
 """
 from __future__ import annotations
 
@@ -25,7 +30,13 @@ class Plan:
     gone: list[Task] = field(default_factory=list)  # being stopped here, and no container is left
 
 
-def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task]) -> Plan:
+def newer_than(task: Task, clock: list[int] | None) -> bool:
+    """True when the manager applied a report of this task stamped after `clock`."""
+    return bool(clock and task.report_clock and task.report_clock > clock)
+
+
+def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task],
+         clock: list[int] | None = None) -> Plan:
     out = Plan()
     seen: set[str] = set()
     for rep in reported:
@@ -33,6 +44,10 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task]) ->
         attempt = int(rep.get("attempt", -1)) if isinstance(rep.get("attempt"), int) else -1
         task = tasks.get(task_id)
         live = rep.get("state") in ("running", "created", "restarting", "paused")
+        if (task is not None and task.worker == worker and task.attempt == attempt and newer_than(task, clock)
+                and task.desired == DESIRED_RUNNING and task.state in (State.SCHEDULED, State.RUNNING)):
+            seen.add(task_id)  # running, by a report newer than this snapshot: the snapshot is stale
+            continue
         if task is None:
             out.stop.append((task_id, attempt, "unknown task"))
         elif task.worker != worker or task.attempt != attempt:
@@ -49,6 +64,8 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task]) ->
     for task in tasks.values():
         if task.worker != worker or task.id in seen or task.state not in (State.SCHEDULED, State.RUNNING):
             continue
+        if newer_than(task, clock):
+            continue  # its last report is newer than the snapshot (and its command is still pending)
         if task.desired != DESIRED_RUNNING:
             out.gone.append(task)
         elif task.state == State.SCHEDULED:

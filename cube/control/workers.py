@@ -11,6 +11,7 @@ from typing import Any
 
 READY = "ready"
 LOST = "lost"
+REMEMBERED = "remembered"  # known from the Store after a manager restart, no hello yet
 
 
 @dataclass
@@ -31,9 +32,14 @@ class WorkerRecord:
     def route(self) -> list[bytes]:
         return [self.name.encode()]
 
+    @property
+    def shown_state(self) -> str:
+        """What `node ls` says: a worker only remembered from before a restart is not ready yet."""
+        return REMEMBERED if self.state == READY and not self.greeted else self.state
+
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "address": self.address, "cpus": self.cpus, "memory": self.memory,
-                "disk": self.disk, "state": self.state, "last_seen": self.last_seen_wall,
+                "disk": self.disk, "state": self.shown_state, "last_seen": self.last_seen_wall,
                 "joined_at": self.joined_at, "pid": self.pid}
 
 
@@ -57,7 +63,7 @@ class WorkerRegistry:
         notice the restart must still reconcile, or a command lost with the old process is never
         re-sent and its task stays Scheduled.
         """
-        rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
+        rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),  # state ready, not greeted
                            data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False)
         rec.last_seen_wall = data.get("last_seen", 0.0)
         self.workers.setdefault(rec.name, rec)

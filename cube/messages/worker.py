@@ -1,7 +1,8 @@
 """The Manager <-> Worker link: hello, heartbeats, status reports, and commands to workers.
 
 Commands carry the task id and the attempt number: a repeated command is a no-op, and a
-container of an older attempt is known to be stale.
+container of an older attempt is known to be stale. Hellos and status reports carry the worker's
+report clock, [boot, n], which orders them (docs/protocol.md, "Ordering worker reports").
 """
 from cube.wire.schema import NUMBER, Field, opt, register
 
@@ -14,11 +15,11 @@ LOGS = "worker.logs"  # manager -> worker
 
 register(HELLO, {"name": Field(str, max_len=128), "address": Field(str, max_len=256),
                  "cpus": Field(NUMBER), "memory": Field(int), "disk": Field(int),
-                 "tasks": Field(list, items=dict), "pid": opt(int)})
+                 "tasks": Field(list, items=dict), "pid": opt(int), "clock": opt(list, items=int, max_len=2)})
 register(HEARTBEAT, {"name": Field(str, max_len=128), "tasks": opt(list, items=dict)})
 register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "state": Field(str),
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
-                  "error": opt(str), "time": opt(NUMBER)})
+                  "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2)})
 register(RUN, {"task": Field(dict), "attempt": Field(int)})
 register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str)})
 register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int)})

@@ -435,3 +435,53 @@ def test_inspect_lists_only_the_tasks_own_events(rig):
         assert e.code == "bad_request"
     events = rig.api.call("task.inspect", {"id": "abcd"})["events"]
     assert [e["task_id"] for e in events] == ["abcd"]
+
+
+# Regression (issue 14, D1): a 'removed' or 'exited' report for a task that had already ended was
+# dropped, so a worker still holding that attempt's slot was never told to let it go.
+@pytest.mark.parametrize("state", ["removed", "exited"])
+def test_an_end_report_for_an_ended_task_is_answered_with_a_stop(rig, fake_worker, state):
+    t = run_on_fake_worker(rig, fake_worker)
+    rig.api.call("task.stop", {"id": t["id"]})
+    fake_worker.ack(fake_worker.next_command("worker.stop"))
+    fake_worker.status(t["id"], 1, "stopped")
+    assert task_of(rig, t["id"])["state"] == "Completed"
+    fake_worker.status(t["id"], 1, state, container_id="c1", exit_code=143)
+    stop = fake_worker.next_command("worker.stop", timeout=2)
+    assert (stop.body["task_id"], stop.body["attempt"]) == (t["id"], 1)
+    assert task_of(rig, t["id"])["state"] == "Completed"
+
+
+# Regression (issue 14, D2): a hello delayed in transit listed the worker's containers as they were
+# before new tasks started there; reconciliation took it as current and failed those tasks as
+# "container vanished". Reports now carry the worker's clock, and a snapshot older than what
+# the manager applied for a task cannot undo it.
+def test_a_stale_hello_does_not_fail_tasks_started_after_its_snapshot(rig, fake_worker):
+    boot = 1_000
+    t = rig.api.call("task.start", {"task": {"image": "img", "restart": "no"}})["task"]
+    fake_worker.ack(fake_worker.next_command("worker.run"))
+    fake_worker.status(t["id"], 1, "running", container_id="c1", clock=[boot, 5])
+    wait_for(lambda: task_of(rig, t["id"])["state"] == "Running", what="Running")
+    assert task_of(rig, t["id"])["report_clock"] == [boot, 5]
+    # a hello stamped before the container started ([boot, 3]) arrives only now
+    reply = fake_worker.request("worker.hello", {"name": "fw", "address": "127.0.0.1", "cpus": 2.0,
+                                                 "memory": 1 << 30, "disk": 1 << 34, "tasks": [],
+                                                 "clock": [boot, 3]})
+    assert reply.type == "ok"
+    time.sleep(0.5)
+    task = task_of(rig, t["id"])
+    assert (task["state"], task["attempt"]) == ("Running", 1), task["reason"]
+    # a newer snapshot without the container is believed
+    fake_worker.request("worker.hello", {"name": "fw", "address": "127.0.0.1", "cpus": 2.0,
+                                         "memory": 1 << 30, "disk": 1 << 34, "tasks": [], "clock": [boot, 9]})
+    wait_for(lambda: task_of(rig, t["id"])["state"] == "Failed", what="Failed")
+    assert "vanished" in task_of(rig, t["id"])["reason"]
+
+
+def test_a_status_older_than_one_applied_is_ignored(rig, fake_worker):
+    t = run_on_fake_worker(rig, fake_worker, {"image": "img", "restart": "no"})
+    fake_worker.status(t["id"], 1, "running", container_id="c2", clock=[7, 10])
+    assert task_of(rig, t["id"])["container_id"] == "c2"
+    late = fake_worker.status(t["id"], 1, "exited", container_id="c2", exit_code=1, clock=[7, 8])
+    assert late.body == {"ignored": "older than a report already applied"}
+    assert task_of(rig, t["id"])["state"] == "Running"

@@ -258,3 +258,60 @@ def test_a_status_refused_as_unavailable_is_sent_again(setup):
     fm.seen.clear()
     fm.idle(1.5)
     assert not [m for m in fm.seen if m.type == "task.status"]
+
+
+class SlowStopRuntime(FakeRuntime):
+    """A container that ignores SIGTERM: stopping it takes the whole stop timeout."""
+
+    def __init__(self, stop_seconds: float):
+        super().__init__()
+        self.stop_seconds = stop_seconds
+
+    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+        time.sleep(self.stop_seconds)
+        super().stop(container_id, timeout)
+
+
+# Regression (issue 14, D1): copies of a task's worker.run arriving while its stop was still in
+# progress flipped the slot back to running; the container went, but the slot stayed "desired
+# running" and kept the task's CPUs reserved for good.
+def test_a_late_run_during_a_slow_stop_does_not_resurrect_the_slot(actors):
+    fm = FakeManager(actors)
+    runtime = SlowStopRuntime(1.0)
+    store = MemoryStore()
+    worker = actors.worker(fm.config, "w1", runtime, store)
+    fm.accept_hello()
+    task = {**TASK, "cpu": 1.5}
+    fm.command("worker.run", {"task": task, "attempt": 1})
+    fm.status("task-1", "running")
+    fm.command("worker.stop", {"task_id": "task-1", "attempt": 1, "reason": "test"})
+    late = fm.command("worker.run", {"task": task, "attempt": 1})  # a delayed copy, mid-stop
+    assert late.body == {"ignored": "attempt is being stopped"}
+    fm.status("task-1", "stopped", timeout=5)
+    fm.idle(0.5)
+    assert runtime.list() == []
+    assert "task-1" not in worker.slots and store.get("slots", "task-1") is None
+    samples_reserve = sum(float(s.task.get("cpu") or 0) for s in worker.slots.values() if s.desired == "running")
+    assert samples_reserve == 0.0
+
+
+def test_reports_carry_an_increasing_clock_and_the_hello_one_from_before_its_listing(setup):
+    fm, runtime, _, worker = setup
+    hello_clock = fm.seen[0].body["clock"]
+    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    first = fm.status("task-1", "running").body["clock"]
+    cid = first and runtime.list()[0].container_id
+    runtime.kill(cid, exit_code=3)
+    second = fm.status("task-1", "exited").body["clock"]
+    assert hello_clock < first < second and first[0] == hello_clock[0]
+
+
+def test_a_hello_reports_a_started_slot_whose_container_is_gone(actors, setup):
+    fm, runtime, store, worker = setup
+    fm.command("worker.run", {"task": TASK, "attempt": 2})
+    cid = fm.status("task-1", "running").body["container_id"]
+    actors.stop(worker)
+    runtime.remove_behind_back(cid)  # while the worker was down: no event reaches it
+    actors.worker(fm.config, "w1", runtime, store)
+    hello = fm.accept_hello()
+    assert [(r["task_id"], r["attempt"], r["state"]) for r in hello.body["tasks"]] == [("task-1", 2, "removed")]
