@@ -78,10 +78,13 @@ class Injector:
         if rule.action == "delay":
             actor.loop.call_later(rule.delay, lambda: actor.transmit(sock, frames, env))
             return True
-        if rule.action == "duplicate":
-            sent = False
-            for _ in range(max(1, rule.copies)):
-                sent = actor.transmit(sock, frames, env) or sent
+        if rule.action == "duplicate":  # with a delay, the extra copies arrive that much later
+            sent = actor.transmit(sock, frames, env)
+            for _ in range(max(1, rule.copies) - 1):
+                if rule.delay > 0:
+                    actor.loop.call_later(rule.delay, lambda: actor.transmit(sock, frames, env))
+                else:
+                    sent = actor.transmit(sock, frames, env) or sent
             return sent
         if rule.action == "corrupt":
             payload = bytes.fromhex(rule.payload) if rule.payload else os.urandom(32)

@@ -47,7 +47,7 @@ class Rule:
         return self.count is None or used < self.count
 
     def describe(self) -> str:
-        what = {"delay": f" by {self.delay:g}s", "duplicate": f" x{self.copies}",
+        what = {"delay": f" by {self.delay:g}s", "duplicate": f" x{self.copies}" + (f", copies {self.delay:g}s late" if self.delay else ""),
                 "reorder": f" in windows of {self.window}"}.get(self.action, "")
         limit = []
         if self.count is not None:
