@@ -1,4 +1,4 @@
-"""Chaos testing by scripted message injection (DESIGN.md §8, docs/chaos.md).
+"""Chaos testing by scripted message injection (docs/chaos.md).
 
 - `rules`: the fault rules (drop, delay, duplicate, reorder, corrupt) and the file that carries
   them from the chaos runner to running actor processes.

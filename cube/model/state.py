@@ -1,6 +1,6 @@
 """The task state machine.
 
-The book's table (REFERENCE.md) plus two edges the book lacks: a task can be stopped before it
+The state table of the book (Build an Orchestrator in Go) plus two edges the book lacks: a task can be stopped before it
 ever ran (Pending/Scheduled -> Completed), which the book refuses. Restarts travel
 Running/Failed -> Scheduled, as in the book's final version.
 """

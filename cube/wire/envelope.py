@@ -1,4 +1,4 @@
-"""The envelope every Cube message travels in (DESIGN.md §2).
+"""The envelope every Cube message travels in (docs/protocol.md).
 
 On the wire it is one msgpack map: v, id, type, from, ts, re, body. In memory it also carries
 the ROUTER route it came from and, once the dispatcher has seen it, a way to answer it.

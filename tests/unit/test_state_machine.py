@@ -8,7 +8,7 @@ import pytest
 from cube.model.state import TERMINAL, TRANSITIONS, IllegalTransition, State, can_transition
 from cube.model.task import Task
 
-# The book's final table (REFERENCE.md) plus Cube's two additions: a task can be stopped before it
+# The book's final state table plus Cube's two additions: a task can be stopped before it
 # ran (Pending/Scheduled -> Completed). Written out here, independently of the code, on purpose.
 EXPECTED = {
     (State.PENDING, State.SCHEDULED), (State.PENDING, State.COMPLETED),
