@@ -1,8 +1,8 @@
 """The task state machine.
 
-The state table of the book (Build an Orchestrator in Go) plus two edges the book lacks: a task can be stopped before it
-ever ran (Pending/Scheduled -> Completed), which the book refuses. Restarts travel
-Running/Failed -> Scheduled, as in the book's final version.
+The state table of the book (Build an Orchestrator in Go) plus two edges the book lacks: a task
+can be stopped before it ever ran (Pending/Scheduled -> Completed), which the book refuses.
+Restarts travel Running/Failed -> Scheduled, as in the book's final version.
 """
 from __future__ import annotations
 
