@@ -50,7 +50,7 @@ class Manager(Actor):
         self.events = sockets.publisher(ctx, bind=config.bind(config.events_port))
         self.scheduler = scheduler or Client(config.scheduler_endpoint, name=name, timeout=1.0, ctx=ctx)
         self.scheduler_notes = sockets.dealer(ctx, config.scheduler_endpoint)  # fire-and-forget releases
-        self.book = TaskBook(store, self._publish)
+        self.book = TaskBook(store, self._publish, on_adopt=self._on_adopted)
         self.registry = WorkerRegistry(config.grace)
         self._health_failures: dict[str, int] = {}  # task id -> consecutive failed probes
         self._last_probe: dict[str, float] = {}  # task id -> monotonic time of the last probe
@@ -78,6 +78,7 @@ class Manager(Actor):
         self.loop.call_every(min(1.0, self.config.grace / 4), self._check_workers)
         self.loop.call_every(1.0, self._place_waiting)
         self.loop.call_every(0.5, self._health_tick)
+        self.loop.call_every(1.0, self.book.resolve_doubt)  # a write that got no answer
         self._schedule_placement()
 
     def run(self) -> None:
@@ -316,6 +317,14 @@ class Manager(Actor):
             self.book.store.put(NODES, data["name"], data)
         except CubeError as e:
             log.warning("manager: could not record node %s: %s", data["name"], e)
+
+    def _on_adopted(self, previous: Task | None, task: Task) -> None:
+        """A change whose write got no answer was applied after all: do what was left undone."""
+        if task.desired == DESIRED_STOPPED and task.state in LIVE and task.worker:
+            self._send_stop(task.worker, task.id, task.attempt, "stop requested")
+        elif task.state == State.SCHEDULED and task.worker:
+            self._send_run(task)
+        self._schedule_placement()
 
     # ---- placement --------------------------------------------------------------------------
     def _schedule_placement(self) -> None:

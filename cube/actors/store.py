@@ -6,6 +6,7 @@ lock is never fought over, and a crash of any other actor cannot corrupt it.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from cube.messages import store as msg
@@ -14,7 +15,7 @@ from cube.store.base import pack
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import Envelope
-from cube.wire.errors import BAD_REQUEST, NOT_FOUND, CubeError
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class StoreActor(Actor):
         self.serve(self.sock, accept=msg.ALL)
 
     def on_store_put(self, m: Envelope) -> dict[str, Any]:
+        _in_time(m)
         with _store_errors():
             self.store.put(m.body["ns"], m.body["key"], m.body["value"])
         return {}
@@ -42,6 +44,7 @@ class StoreActor(Actor):
         return {"value": value}
 
     def on_store_delete(self, m: Envelope) -> dict[str, Any]:
+        _in_time(m)
         with _store_errors():
             self.store.delete(m.body["ns"], m.body["key"])
         return {}
@@ -71,6 +74,7 @@ class StoreActor(Actor):
             if kind not in ("put", "delete") or not isinstance(ns, str) or not isinstance(key, str):
                 raise CubeError(BAD_REQUEST, f"store.batch: op {i} needs op put/delete, ns and key")
             ops.append((kind, ns, key, op.get("value")))
+        _in_time(m)
         with _store_errors():
             self.store.batch(ops)
         return {"applied": len(ops)}
@@ -80,6 +84,21 @@ class StoreActor(Actor):
             self.loop.run()
         finally:
             self.store.close()
+
+
+def _in_time(m: Envelope) -> None:
+    """Refuse a write whose deadline has passed, before the backend is touched.
+
+    Its client has stopped waiting by then (e.g. this process was frozen with the request queued)
+    and reported the write as failed, or is about to re-read what was applied: applying it now
+    would make the Store hold what its client believes was never written.
+    """
+    deadline = m.body.get("deadline")
+    if deadline is not None:
+        late = time.time() - deadline
+        if late > 0:  # (the refusal is logged with the other refusals)
+            raise CubeError(UNAVAILABLE, f"{m.type} expired {late:.2f}s before the store got to it: "
+                                         f"the write was not applied")
 
 
 class _store_errors:

@@ -23,7 +23,7 @@ from cube.messages import node as node_msg
 from cube.messages import task as task_msg
 from cube.model.task import TaskSpecError, new_task_id, task_from_spec
 from cube.wire.client import Client
-from cube.wire.errors import CubeError, Unavailable
+from cube.wire.errors import NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 DEFAULT_TIMEOUT = 3.0
 
@@ -72,13 +72,27 @@ class Task:
             spec["env"] = [str(e) for e in spec["env"]]
         spec.setdefault("id", new_task_id())  # chosen here, so a retried submit is not a second task
         try:
-            task_from_spec(spec)  # fail early, with the field named, before anything is sent
+            tid = task_from_spec(spec).id  # fail early, with the field named, before anything is sent
         except TaskSpecError as e:
             raise CliError(f"bad task{' file ' + file if file else ''}: {e}") from None
-        try:
-            task = _call(manager, task_msg.START, {"task": spec})["task"]
-        except CliError:  # one more try with the same id: idempotent on the manager
-            task = _call(manager, task_msg.START, {"task": spec})["task"]
+        task, failure = None, None
+        for _ in range(2):  # one more try with the same id: idempotent on the manager
+            try:
+                task = _call(manager, task_msg.START, {"task": spec})["task"]
+                break
+            except (CliError, CubeError) as e:  # no answer, or the manager's Store did not answer
+                if isinstance(e, CubeError) and e.code != UNAVAILABLE:
+                    raise
+                failure = e
+        if task is None:  # did either try create it after all? Ask by id.
+            try:
+                task = _call(manager, task_msg.INSPECT, {"id": tid})["task"]
+            except (CliError, CubeError) as e:
+                if isinstance(e, CubeError) and e.code == NOT_FOUND:
+                    raise CliError(f"task {tid} was not created (the manager or its store did not answer "
+                                   f"in time); retry") from None
+                raise CliError(f"task {tid} may or may not have been created (last error: {failure}); "
+                               f"check with `cube task inspect {tid}`") from None
         if json:
             _print_json(task)
         else:

@@ -1,5 +1,10 @@
-"""Requests to the Store actor; namespaces keep tasks, events and nodes apart."""
-from cube.wire.schema import Field, opt, register
+"""Requests to the Store actor; namespaces keep tasks, events and nodes apart.
+
+Writes (put, delete, batch) may carry a `deadline` (wall-clock seconds, time.time(); the Store and
+its clients share a host): a write the Store gets to after its deadline is refused with code
+`unavailable` and not applied. The client gave up on it by then, so it must not happen later.
+"""
+from cube.wire.schema import NUMBER, Field, opt, register
 
 PUT = "store.put"
 GET = "store.get"
@@ -12,11 +17,12 @@ NAMESPACES = ("tasks", "events", "nodes", "meta")
 
 _NS = Field(str, max_len=32)
 _KEY = Field(str, max_len=256)
-register(PUT, {"ns": _NS, "key": _KEY, "value": Field(object)})
+_DEADLINE = opt(NUMBER)
+register(PUT, {"ns": _NS, "key": _KEY, "value": Field(object), "deadline": _DEADLINE})
 register(GET, {"ns": _NS, "key": _KEY})
-register(DELETE, {"ns": _NS, "key": _KEY})
+register(DELETE, {"ns": _NS, "key": _KEY, "deadline": _DEADLINE})
 register(LIST, {"ns": _NS, "prefix": opt(str), "after": opt(str), "limit": opt(int)})
 register(COUNT, {"ns": _NS})
-register(BATCH, {"ops": Field(list, items=dict)})
+register(BATCH, {"ops": Field(list, items=dict), "deadline": _DEADLINE})
 
 ALL = {PUT, GET, DELETE, LIST, COUNT, BATCH}

@@ -2,10 +2,15 @@
 
 Keys live in namespaces ("tasks", "events", "nodes", ...). A batch is applied all or nothing,
 so a task and its event are never persisted one without the other.
+
+A remote store's write can fail two ways (cube.wire.errors): an error reply with code
+`unavailable` means "refused, not applied" (its deadline had passed); no answer at all
+(`Unavailable`) means "applied before its deadline, or never": read it back to know which.
 """
 from __future__ import annotations
 
 import abc
+import time
 from typing import Any, Iterable
 
 import msgpack
@@ -25,6 +30,14 @@ class StoreError(Exception):
 
 
 Op = tuple[str, str, str, Any]  # ("put" | "delete", ns, key, value)
+
+WRITE_MARGIN = 0.5  # seconds of a client's wait left for the write itself and the reply
+
+
+def write_deadline(timeout: float, now: float | None = None) -> float:
+    """The deadline (wall clock) to send with a write whose client waits `timeout` seconds: the
+    Store refuses the write after it, while the client is still waiting for an answer."""
+    return (time.time() if now is None else now) + timeout - min(WRITE_MARGIN, timeout / 4)
 
 
 class Store(abc.ABC):

@@ -1,10 +1,17 @@
-"""The Store interface, served by the Store actor over ZeroMQ (what the Manager uses)."""
+"""The Store interface, served by the Store actor over ZeroMQ (what the Manager uses).
+
+Every write carries a deadline a little short of the client's timeout (base.write_deadline): the
+Store refuses a write it gets to later, so a write whose client stopped waiting is not applied
+when a frozen Store resumes. A write that got no answer (Unavailable) was therefore either applied
+before its deadline or never will be; once the Store answers anything again, reading it back says
+which (the Store handles one request at a time).
+"""
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from cube.messages import store as msg
-from cube.store.base import Op, Store
+from cube.store.base import Op, Store, write_deadline
 from cube.wire.client import Client
 from cube.wire.errors import NOT_FOUND, CubeError
 
@@ -13,8 +20,13 @@ class RemoteStore(Store):
     def __init__(self, endpoint: str, name: str = "manager", timeout: float = 2.0):
         self.client = Client(endpoint, name=name, timeout=timeout)
 
+    def _write(self, msg_type: str, body: dict[str, Any]) -> None:
+        timeout = self.client.timeout
+        body["deadline"] = write_deadline(timeout)
+        self.client.call(msg_type, body, timeout=timeout)
+
     def put(self, ns: str, key: str, value: Any) -> None:
-        self.client.call(msg.PUT, {"ns": ns, "key": key, "value": value})
+        self._write(msg.PUT, {"ns": ns, "key": key, "value": value})
 
     def get(self, ns: str, key: str) -> Any | None:
         try:
@@ -25,7 +37,7 @@ class RemoteStore(Store):
             raise
 
     def delete(self, ns: str, key: str) -> None:
-        self.client.call(msg.DELETE, {"ns": ns, "key": key})
+        self._write(msg.DELETE, {"ns": ns, "key": key})
 
     def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
         out: list[tuple[str, Any]] = []
@@ -41,7 +53,7 @@ class RemoteStore(Store):
         return self.client.call(msg.COUNT, {"ns": ns})["count"]
 
     def batch(self, ops: Iterable[Op]) -> None:
-        self.client.call(msg.BATCH, {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops]})
+        self._write(msg.BATCH, {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops]})
 
     def close(self) -> None:
         self.client.close()
