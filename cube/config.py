@@ -43,6 +43,7 @@ class ManagerConfig:
     heartbeat_interval: float = 1.0
     grace: float = 5.0  # a worker silent this long is lost
     command_retry: float = 1.0  # re-send an unacknowledged command to a worker after this
+    retention: float = 24 * 3600.0  # finished tasks (and their events) are forgotten after this
     store_endpoint: str = ""  # default: ipc:// in the data directory
     scheduler_endpoint: str = ""
 

@@ -61,7 +61,7 @@ class Cluster:
             "--events-port", str(self.events_port), "--data-dir", str(self.tmp / "manager"),
             "--scheduler", self.scheduler, "--grace", str(self.grace), "--heartbeat", "0.5"])
         if wait:
-            wait_for(lambda: self.call("manager.ping"), 15, what="manager to answer")
+            wait_for(lambda: self.call("manager.ping").get("state") == "ready", 15, what="manager to load its state")
 
     def worker_name(self, short: str) -> str:
         return f"{self.token}-{short}"

@@ -8,11 +8,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from cube.chaos import hook
 from cube.messages import node as node_msg
 from cube.messages import sched as msg
 from cube.scheduling import ClusterView, Demand, make_scheduler
 from cube.wire import sockets
-from cube.wire.actor import Actor
+from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, CubeError
 
@@ -30,39 +31,76 @@ class SchedulerActor(Actor):
         self.serve(self.sock, accept=msg.ALL)
         self.serve(self.metrics, accept={node_msg.METRICS}, replies=False)
 
-    def on_node_metrics(self, m: Envelope) -> None:
+    @handles(node_msg.METRICS)
+    def on_metrics(self, m: Envelope) -> None:
         try:
             self.view.update(m.body)
         except (ValueError, TypeError, KeyError, OverflowError) as e:
             self.stats["bad_samples"] += 1
             log.warning("scheduler: bad metrics sample from %s: %s", m.body.get("name"), e)
 
-    def on_sched_place(self, m: Envelope) -> dict[str, Any]:
+    @handles(msg.PLACE)
+    def on_place(self, m: Envelope) -> dict[str, Any]:
         b = m.body
-        try:
-            demand = Demand(float(b["cpu"]), int(b["memory"]), int(b["disk"]))
-        except ValueError as e:
-            raise CubeError(BAD_REQUEST, f"sched.place: {e}") from None
+        placement = self._place(b["task_id"], b, self._excluded(b))
+        return {"node": placement.node, "reason": placement.reason, "scores": placement.scores or {}}
+
+    @handles(msg.PLACE_MANY)
+    def on_place_many(self, m: Envelope) -> dict[str, Any]:
+        """Many decisions in one round trip, in order, each seeing the reservations before it.
+
+        Once a demand fits nowhere, no later demand at least as large is tried (it cannot fit
+        either): a long queue of big tasks costs one decision, not one per task."""
+        exclude = self._excluded(m.body)
+        refused: list[tuple[Demand, str]] = []
+        out = []
+        for item in m.body["tasks"]:
+            if not isinstance(item, dict) or not isinstance(item.get("task_id"), str):
+                raise CubeError(BAD_REQUEST, "sched.place_many: every task needs a task_id")
+            demand = _demand(item)
+            known = next((why for d, why in refused if demand.cpu >= d.cpu and demand.memory >= d.memory
+                          and demand.disk >= d.disk), None)
+            if known is not None:
+                out.append({"task_id": item["task_id"], "node": None, "reason": known})
+                continue
+            placement = self._place(item["task_id"], item, exclude)
+            if placement.node is None:
+                refused.append((demand, placement.reason))
+            out.append({"task_id": item["task_id"], "node": placement.node, "reason": placement.reason})
+        return {"placements": out}
+
+    def _excluded(self, b: dict[str, Any]) -> set[str]:
         exclude = set(b.get("exclude") or ())
         if b.get("only") is not None:  # metrics alone do not make a worker: only registered ones
             only = set(b["only"])
             exclude |= {s.name for s in self.view.nodes() if s.name not in only}
-        placement = self.view.place(b["task_id"], demand, self.algorithm, exclude=exclude)
-        if placement.node:
-            log.info("scheduler: %s -> %s (%s)", b["task_id"][:8], placement.node, placement.reason)
-        return {"node": placement.node, "reason": placement.reason,
-                "scores": placement.scores or {}}
+        return exclude
 
-    def on_sched_release(self, m: Envelope) -> dict[str, Any]:
+    def _place(self, task_id: str, b: dict[str, Any], exclude: set[str]):
+        placement = self.view.place(task_id, _demand(b), self.algorithm, exclude=exclude)
+        if placement.node:
+            log.info("scheduler: %s -> %s (%s)", task_id[:8], placement.node, placement.reason)
+        return placement
+
+    @handles(msg.RELEASE)
+    def on_release(self, m: Envelope) -> dict[str, Any]:
         return {"released": self.view.release(m.body["task_id"])}
 
-    def on_sched_nodes(self, m: Envelope) -> dict[str, Any]:
+    @handles(msg.NODES)
+    def on_nodes(self, m: Envelope) -> dict[str, Any]:
         return {"nodes": self.view.describe(), "algorithm": self.algorithm.name}
 
-    def run(self) -> None:
-        self.loop.run()
+
+def _demand(b: dict[str, Any]) -> Demand:
+    try:
+        return Demand(float(b["cpu"]), int(b["memory"]), int(b["disk"]))
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
+        raise CubeError(BAD_REQUEST, f"sched.place: bad demand: {e}") from None
 
 
 def run_scheduler(endpoint: str, metrics_bind: str, algorithm: str, stale_after: float) -> None:
     """Process entry point."""
-    SchedulerActor(endpoint, metrics_bind, algorithm, stale_after).run()
+    actor = SchedulerActor(endpoint, metrics_bind, algorithm, stale_after)
+    hook.attach(actor)
+    actor.stop_on_signals()
+    actor.run()

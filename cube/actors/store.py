@@ -2,18 +2,25 @@
 
 It answers store.* requests over a ROUTER socket. Keeping LevelDB in one process means its
 lock is never fought over, and a crash of any other actor cannot corrupt it.
+
+Group commit (docs/architecture.md, "The Store"): writes that arrive together (every write read
+in one pass over the socket) are applied as one synced WriteBatch, and each is acknowledged only
+after that batch is on disk. Writes keep their order; a read first flushes the writes received
+before it, so it always sees them. A write whose deadline has passed is refused unapplied.
 """
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from cube.chaos import hook
 from cube.messages import store as msg
 from cube.store import Store, StoreError, open_store
-from cube.store.base import pack
+from cube.store.base import Op, pack
 from cube.wire import sockets
-from cube.wire.actor import Actor
+from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
 
@@ -23,34 +30,93 @@ PAGE_ITEMS = 1000
 PAGE_BYTES = 256 << 10  # well under the 1 MiB frame limit
 
 
+@dataclass
+class PendingWrite:
+    request: Envelope
+    ops: list[Op]
+
+
 class StoreActor(Actor):
     def __init__(self, store: Store, endpoint: str, name: str = "store"):
         super().__init__(name)
         self.store = store
         self.sock = sockets.router(self.loop.ctx, endpoint)
         self.serve(self.sock, accept=msg.ALL)
+        self._pending: list[PendingWrite] = []
+        self.groups = 0  # synced batches written (for tests and benchmarks)
 
-    def on_store_put(self, m: Envelope) -> dict[str, Any]:
+    # ---- writes: queued, then applied together ----------------------------------------------------
+    @handles(msg.PUT)
+    def on_put(self, m: Envelope) -> None:
+        self._queue(m, [("put", m.body["ns"], m.body["key"], m.body["value"])])
+
+    @handles(msg.DELETE)
+    def on_delete(self, m: Envelope) -> None:
+        self._queue(m, [("delete", m.body["ns"], m.body["key"], None)])
+
+    @handles(msg.BATCH)
+    def on_batch(self, m: Envelope) -> None:
+        ops: list[Op] = []
+        for i, op in enumerate(m.body["ops"]):
+            kind, ns, key = op.get("op"), op.get("ns"), op.get("key")
+            if kind not in ("put", "delete", "delete_prefix") or not isinstance(ns, str) or not isinstance(key, str):
+                raise CubeError(BAD_REQUEST, f"store.batch: op {i} needs op put/delete/delete_prefix, ns and key")
+            ops.append((kind, ns, key, op.get("value")))
+        self._queue(m, ops)
+
+    def _queue(self, m: Envelope, ops: list[Op]) -> None:
         _in_time(m)
         with _store_errors():
-            self.store.put(m.body["ns"], m.body["key"], m.body["value"])
-        return {}
+            for _, ns, key, _ in ops:  # a bad key fails its own request, not the group
+                Store.check(ns, key)
+        self._pending.append(PendingWrite(m, ops))
+        if len(self._pending) == 1:
+            self.loop.call_later(0, self.flush)  # after this pass over the socket
 
-    def on_store_get(self, m: Envelope) -> dict[str, Any]:
+    def flush(self) -> None:
+        """Apply every queued write in one synced batch, then answer each."""
+        pending, self._pending = self._pending, []
+        live = []
+        for w in pending:
+            try:
+                _in_time(w.request)
+                live.append(w)
+            except CubeError as e:  # it waited in the queue past its deadline
+                self._answer(w, error=e)
+        if not live:
+            return
+        try:
+            self.store.batch([op for w in live for op in w.ops])
+            self.groups += 1
+        except StoreError:  # one bad write must not fail the others: apply them one by one
+            for w in live:
+                try:
+                    self.store.batch(w.ops)
+                    self._answer(w, {"applied": len(w.ops)})
+                except StoreError as e:
+                    self._answer(w, error=CubeError(BAD_REQUEST, str(e)))
+            return
+        for w in live:
+            self._answer(w, {"applied": len(w.ops)})
+
+    def _answer(self, w: PendingWrite, body: dict[str, Any] | None = None, error: CubeError | None = None) -> None:
+        if w.request.respond:
+            w.request.respond(body, error=error)
+
+    # ---- reads: see every write received before them -------------------------------------------
+    @handles(msg.GET)
+    def on_get(self, m: Envelope) -> dict[str, Any]:
+        self.flush()
         with _store_errors():
             value = self.store.get(m.body["ns"], m.body["key"])
         if value is None:
             raise CubeError(NOT_FOUND, f"no {m.body['key']!r} in {m.body['ns']!r}")
         return {"value": value}
 
-    def on_store_delete(self, m: Envelope) -> dict[str, Any]:
-        _in_time(m)
-        with _store_errors():
-            self.store.delete(m.body["ns"], m.body["key"])
-        return {}
-
-    def on_store_list(self, m: Envelope) -> dict[str, Any]:
+    @handles(msg.LIST)
+    def on_list(self, m: Envelope) -> dict[str, Any]:
         """One page of a namespace, so a large one never outgrows a frame; `more` says go on."""
+        self.flush()
         after = m.body.get("after") or ""
         limit = max(1, min(m.body.get("limit") or PAGE_ITEMS, PAGE_ITEMS))
         with _store_errors():
@@ -63,27 +129,15 @@ class StoreActor(Actor):
             page.append([k, v])
         return {"items": page, "more": len(page) < len(items)}
 
-    def on_store_count(self, m: Envelope) -> dict[str, Any]:
+    @handles(msg.COUNT)
+    def on_count(self, m: Envelope) -> dict[str, Any]:
+        self.flush()
         with _store_errors():
             return {"count": self.store.count(m.body["ns"])}
 
-    def on_store_batch(self, m: Envelope) -> dict[str, Any]:
-        ops = []
-        for i, op in enumerate(m.body["ops"]):
-            kind, ns, key = op.get("op"), op.get("ns"), op.get("key")
-            if kind not in ("put", "delete") or not isinstance(ns, str) or not isinstance(key, str):
-                raise CubeError(BAD_REQUEST, f"store.batch: op {i} needs op put/delete, ns and key")
-            ops.append((kind, ns, key, op.get("value")))
-        _in_time(m)
-        with _store_errors():
-            self.store.batch(ops)
-        return {"applied": len(ops)}
-
-    def run(self) -> None:
-        try:
-            self.loop.run()
-        finally:
-            self.store.close()
+    def on_stop(self) -> None:
+        self.flush()
+        self.store.close()
 
 
 def _in_time(m: Envelope) -> None:
@@ -115,4 +169,6 @@ class _store_errors:
 
 def run_store(endpoint: str, kind: str, path: str) -> None:
     """Process entry point."""
-    StoreActor(open_store(kind, path), endpoint).run()
+    actor = StoreActor(open_store(kind, path), endpoint)
+    hook.attach(actor)
+    actor.run()

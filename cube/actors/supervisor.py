@@ -61,7 +61,7 @@ def _die_with_parent(parent: int) -> None:
 
 class Supervisor:
     def __init__(self, config: ManagerConfig, log_level: str = "INFO"):
-        from cube.actors.manager import run_manager
+        from cube.manager import run_manager
         from cube.actors.scheduler import run_scheduler
         from cube.actors.store import run_store
         self.config = config.resolved()
@@ -150,11 +150,13 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             data_dir: str = cfg.env("data_dir", ""), scheduler: str = cfg.env("scheduler", "epvm"),
             store: str = cfg.env("store", "leveldb"), advertise: str = cfg.env("advertise", ""),
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
+            retention: float = cfg.env("retention", 24 * 3600.0),
             log_level: str = cfg.env("log_level", "INFO")) -> None:
     """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
 
     Every flag also reads CUBE_<FLAG> (e.g. CUBE_API_PORT, CUBE_DATA_DIR, CUBE_SCHEDULER).
-    --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb or memory.
+    --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb or memory;
+    --retention is how long (seconds) finished tasks and their events are kept.
     """
     from cube.scheduling import ALGORITHMS
     logs.setup("supervisor", log_level)
@@ -165,7 +167,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     config = ManagerConfig(host=str(host), api_port=int(api_port), worker_port=int(worker_port),
                            metrics_port=int(metrics_port), events_port=int(events_port),
                            scheduler=scheduler, store=store, advertise=str(advertise),
-                           heartbeat_interval=float(heartbeat), grace=float(grace))
+                           heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))
     sys.exit(Supervisor(config, log_level).run())

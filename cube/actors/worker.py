@@ -10,26 +10,28 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import socket as pysocket
 import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
 from cube.actors.metrics import Capacity, MetricsSampler
+from cube.chaos import hook
 from cube.messages import node as node_msg
 from cube.messages import worker as msg
+from cube.model.runspec import RunSpec, RunSpecError
 from cube.model.task import Task
 from cube.runtime.base import LABEL_WORKER, ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, RuntimeFailure
 from cube.store import Store, StoreError
 from cube.wire import sockets
-from cube.wire.actor import Actor
-from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.actor import Actor, handles
+from cube.wire.envelope import Envelope
+from cube.wire.errors import BAD_REQUEST, INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.link import ManagerLink
 from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,7 @@ class WorkerConfig:
 class Slot:
     """One task as this worker knows it: what is wanted, and what was last seen."""
 
-    task: dict[str, Any]
+    spec: RunSpec
     attempt: int
     desired: str
     container_id: str = ""
@@ -72,7 +74,7 @@ class Slot:
 
     @property
     def task_id(self) -> str:
-        return self.task["id"]
+        return self.spec.task_id
 
 
 class Worker(Actor):
@@ -83,17 +85,10 @@ class Worker(Actor):
         self.runtime = runtime
         self.store = store
         self.capacity = capacity
-        self.slots: dict[str, Slot] = {
-            k: Slot(v["task"], v["attempt"], v["desired"], v.get("container_id", ""), started=v.get("started", False))
-            for k, v in store.list(SLOTS)}
+        self.slots: dict[str, Slot] = {k: _load_slot(k, v) for k, v in store.list(SLOTS)}
         self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir)
         self.metrics_sock: zmq.Socket | None = None
         self.metrics_endpoint = ""
-        self.manager_sock: zmq.Socket | None = None
-        self.registered = False
-        self.missed = 0
-        self._hello_pending = False
-        self._reconnect_delay = 0.5
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
         # A logical clock stamped on every hello and status (docs/protocol.md, "Ordering worker
         # reports"): (boot, n), so the manager can tell a stale snapshot from a newer fact, also
@@ -101,93 +96,61 @@ class Worker(Actor):
         self._boot = time.time_ns()
         self._ticks = 0
         self._stop_events = threading.Event()
-        self._connect()
+        self.link = ManagerLink(self, config.manager_endpoint, config.name, msg.TO_WORKER,
+                                make_hello=self._hello_body, on_registered=self._registered,
+                                heartbeat=config.heartbeat, liveness=config.liveness)
 
-    # ---- connection to the manager ----------------------------------------------------------
-    def _connect(self) -> None:
-        old = self.manager_sock
-        # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
-        self.manager_sock = sockets.dealer(self.loop.ctx, self.config.manager_endpoint, identity=self.config.name)
-        self.serve(self.manager_sock, accept=msg.TO_WORKER)
-        if old is not None:
-            self.retarget(old, self.manager_sock)  # pending status reports go out on the new link
-            self.loop.remove_reader(old)
-            old.close(linger=0)
+    # ---- link to the manager (cube/wire/link.py) -------------------------------------------
+    @property
+    def registered(self) -> bool:
+        return self.link.registered
 
-    def start(self) -> None:
+    @property
+    def manager_sock(self) -> zmq.Socket:
+        return self.link.sock
+
+    def on_start(self) -> None:
         threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
         self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
-        self._heartbeat_timer = self.loop.call_every(self.config.heartbeat, self._heartbeat)
         for task_id, slot in list(self.slots.items()):
             if slot.desired == STOPPED:  # a stop cut short by our own restart: finish it
                 self._converge(task_id)
-        self._hello()
+        self.link.start()
 
-    def run(self) -> None:
-        self.start()
-        try:
-            self.loop.run()
-        finally:
-            self._stop_events.set()
+    def on_stop(self) -> None:
+        self._stop_events.set()
 
     def tick(self) -> list[int]:
         """The next value of this worker's report clock."""
         self._ticks += 1
         return [self._boot, self._ticks]
 
-    def _hello(self) -> None:
-        if self._hello_pending:
-            return
-        self._hello_pending = True
+    def _hello_body(self, send: Callable[[dict[str, Any] | None], None]) -> None:
+        """What this worker has, for a hello: its containers (listed off the loop) and its slots."""
         # Stamped before the listing starts: every report stamped earlier is reflected in it;
         # a report stamped later may not be, so the manager trusts those over this snapshot.
         clock = self.tick()
         started = {(s.task_id, s.attempt): s.container_id for s in self.slots.values()
                    if s.desired == RUNNING and s.started}
-        self.loop.run_blocking(self.runtime.list, self.config.name,
-                               done=lambda containers, error: self._send_hello(containers, error, clock, started))
 
-    def _send_hello(self, containers: list[ContainerInfo] | None, error: BaseException | None,
-                    clock: list[int], started: dict[tuple[str, int], str]) -> None:
-        if error is not None:  # an empty list would tell the manager every container vanished
-            log.error("worker %s: cannot list containers: %s; hello again in %.1fs",
-                      self.name, error, self._reconnect_delay)
-            self._hello_pending = False
-            self.loop.call_later(self._reconnect_delay, self._hello)
-            self._reconnect_delay = min(self._reconnect_delay * 2, 4.0)
-            return
-        report = [_report(c) for c in containers or []]
-        listed = {(c.task_id, c.attempt) for c in containers or []}
-        # Slots whose container was started before the snapshot and is gone: reported, so the
-        # manager ends the task or, for an attempt it no longer wants, releases the slot.
-        report += [{"task_id": task_id, "attempt": attempt, "container_id": cid, "state": "removed"}
-                   for (task_id, attempt), cid in started.items() if (task_id, attempt) not in listed]
-        env = Envelope(msg.HELLO, {"name": self.name, "address": self.config.address,
-                                   "cpus": self.capacity.cpus, "memory": self.capacity.memory,
-                                   "disk": self.capacity.disk, "tasks": report, "pid": os.getpid(),
-                                   "clock": clock})
-        self.request(self.manager_sock, env, self._on_hello_reply, timeout=2.0)
+        def listed(containers: list[ContainerInfo] | None, error: BaseException | None) -> None:
+            if error is not None:  # an empty list would tell the manager every container vanished
+                log.error("worker %s: cannot list containers: %s", self.name, error)
+                send(None)
+                return
+            report = [_report(c) for c in containers or []]
+            seen = {(c.task_id, c.attempt) for c in containers or []}
+            # Slots whose container was started before the snapshot and is gone: reported, so the
+            # manager ends the task or, for an attempt it no longer wants, releases the slot.
+            report += [{"task_id": task_id, "attempt": attempt, "container_id": cid, "state": "removed"}
+                       for (task_id, attempt), cid in started.items() if (task_id, attempt) not in seen]
+            send({"name": self.name, "address": self.config.address, "cpus": self.capacity.cpus,
+                  "memory": self.capacity.memory, "disk": self.capacity.disk, "tasks": report,
+                  "pid": os.getpid(), "clock": clock})
+        self.loop.run_blocking(self.runtime.list, self.config.name, done=listed)
 
-    def _on_hello_reply(self, reply: Envelope | None) -> None:
-        self._hello_pending = False
-        if reply is None or reply.type == REPLY_ERROR:
-            why = "no answer" if reply is None else reply.body.get("message")
-            log.warning("worker %s: manager at %s did not accept hello (%s); retrying in %.1fs",
-                        self.name, self.config.manager, why, self._reconnect_delay)
-            self._connect()
-            self.loop.call_later(self._reconnect_delay, self._hello)
-            self._reconnect_delay = min(self._reconnect_delay * 2, 4.0)
-            return
-        self.registered = True
-        self.missed = 0
-        self._reconnect_delay = 0.5
-        self._use_metrics_endpoint(reply.body.get("metrics", ""))
-        beat = float(reply.body.get("heartbeat") or self.config.heartbeat)
-        if beat != self.config.heartbeat:
-            self.config.heartbeat = beat
-            self._heartbeat_timer.cancel()
-            self._heartbeat_timer = self.loop.call_every(beat, self._heartbeat)
-        log.info("worker %s: registered with manager %s", self.name, self.config.manager)
+    def _registered(self, reply: dict[str, Any]) -> None:
+        self._use_metrics_endpoint(reply.get("metrics", ""))
         self._publish_metrics()
 
     def _use_metrics_endpoint(self, endpoint: str) -> None:
@@ -198,34 +161,15 @@ class Worker(Actor):
         self.metrics_sock = sockets.publisher(self.loop.ctx, connect=endpoint)
         self.metrics_endpoint = endpoint
 
-    def _heartbeat(self) -> None:
-        if not self.registered:
-            return
-        self.missed += 1
-        if self.missed > self.config.liveness:
-            log.warning("worker %s: manager silent for %d heartbeats; reconnecting", self.name, self.missed - 1)
-            self.registered = False
-            self._connect()
-            self._hello()
-            return
-        env = Envelope(msg.HEARTBEAT, {"name": self.name})
-        self.request(self.manager_sock, env, self._on_heartbeat_reply, timeout=self.config.heartbeat * 3)
-
-    def _on_heartbeat_reply(self, reply: Envelope | None) -> None:
-        if reply is None:
-            return
-        self.missed = 0
-        if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:
-            log.info("worker %s: manager does not know us (restarted, or we were lost); saying hello", self.name)
-            self.registered = False
-            self._hello()
-
     # ---- commands -----------------------------------------------------------------------------
-    def on_worker_run(self, m: Envelope) -> dict[str, Any]:
-        task, attempt = m.body["task"], m.body["attempt"]
-        task_id = task.get("id")
-        if not isinstance(task_id, str) or not isinstance(task.get("image"), str):
-            raise CubeError("bad_request", "worker.run: task needs an id and an image")
+    @handles(msg.RUN)
+    def on_run(self, m: Envelope) -> dict[str, Any]:
+        attempt = m.body["attempt"]
+        try:
+            spec = RunSpec.from_dict(m.body["spec"])
+        except RunSpecError as e:
+            raise CubeError(BAD_REQUEST, f"worker.run: {e}") from None
+        task_id = spec.task_id
         _storable(task_id)
         slot = self.slots.get(task_id)
         if slot and slot.attempt > attempt:
@@ -237,23 +181,24 @@ class Worker(Actor):
             # attempt, or the slot would run (and reserve capacity) for a task that has ended.
             return {"ignored": "attempt is being stopped"}
         if slot is None:
-            slot = self.slots[task_id] = Slot(task, attempt, RUNNING)
+            slot = self.slots[task_id] = Slot(spec, attempt, RUNNING)
         elif slot.attempt != attempt or slot.desired != RUNNING:
             if slot.attempt != attempt:  # a new attempt replaces the old one in the same slot
                 slot.started, slot.container_id, slot.host_ports, slot.oom = False, "", {}, False
-            slot.task, slot.attempt, slot.desired = task, attempt, RUNNING
+            slot.spec, slot.attempt, slot.desired = spec, attempt, RUNNING
         # A repeat of the same command converges again: idempotent, and it re-reports the
         # current state in case the last report was lost.
         self._save(task_id)
         self._converge(task_id)
         return {}
 
-    def on_worker_stop(self, m: Envelope) -> dict[str, Any]:
+    @handles(msg.STOP)
+    def on_stop_command(self, m: Envelope) -> dict[str, Any]:
         task_id, attempt = m.body["task_id"], m.body.get("attempt")
         _storable(task_id)
         slot = self.slots.get(task_id)
         if slot is None:  # a container we hold but no longer remember (or never knew)
-            slot = self.slots[task_id] = Slot({"id": task_id}, attempt or 0, STOPPED)
+            slot = self.slots[task_id] = Slot(RunSpec(task_id, "", ""), attempt or 0, STOPPED)
         elif attempt is None or attempt >= slot.attempt:
             if attempt is not None:
                 slot.attempt = attempt
@@ -264,7 +209,8 @@ class Worker(Actor):
         self._converge(task_id)
         return {}
 
-    def on_worker_logs(self, m: Envelope) -> None:
+    @handles(msg.LOGS)
+    def on_logs(self, m: Envelope) -> None:
         slot = self.slots.get(m.body["task_id"])
         if slot is None or not slot.container_id:
             raise CubeError(NOT_FOUND, f"no container for task {m.body['task_id']} on {self.name}")
@@ -286,12 +232,12 @@ class Worker(Actor):
             slot.dirty = True
             return
         slot.busy, slot.dirty = True, False
-        want = (slot.desired, slot.attempt, dict(slot.task), slot.started)
+        want = (slot.desired, slot.attempt, slot.spec, slot.started)
         self.loop.run_blocking(self._converge_blocking, task_id, *want,
                                done=lambda result, error: self._converged(task_id, want[1], result, error))
 
     def _converge_blocking(self, task_id: str, desired: str, attempt: int,
-                           task: dict[str, Any], started: bool) -> dict[str, Any]:
+                           spec: RunSpec, started: bool) -> dict[str, Any]:
         """Runs in the pool: make Docker match (desired, attempt) for one task."""
         mine = [c for c in self.runtime.list(self.name) if c.task_id == task_id]
         current = None
@@ -307,7 +253,7 @@ class Worker(Actor):
         if started:  # it ran and is gone: the manager decides whether to restart, not us
             return {"state": "removed"}
         try:
-            info = self.runtime.run(self._spec(task, attempt))
+            info = self.runtime.run(self._spec(spec, attempt))
         except RuntimeFailure as e:
             return {"state": "failed", "error": str(e)}
         return _report(info)
@@ -335,11 +281,10 @@ class Worker(Actor):
             self._forget(task_id)
         self._status(task_id, attempt, result)
 
-    def _spec(self, task: dict[str, Any], attempt: int) -> ContainerSpec:
-        t = Task.from_dict(task)
-        return ContainerSpec(task_id=t.id, attempt=attempt, name=t.name, image=t.image, command=t.command,
-                             env=t.env, cpu=t.cpu, memory=t.memory, ports=t.ports,
-                             labels={LABEL_WORKER: self.name})
+    def _spec(self, spec: RunSpec, attempt: int) -> ContainerSpec:
+        return ContainerSpec(task_id=spec.task_id, attempt=attempt, name=spec.name, image=spec.image,
+                             command=spec.command, env=spec.env, cpu=spec.cpu, memory=spec.memory,
+                             ports=spec.ports, labels={LABEL_WORKER: self.name})
 
     # ---- Docker's event stream ------------------------------------------------------------------
     def _watch_runtime(self) -> None:
@@ -396,16 +341,16 @@ class Worker(Actor):
         if self.metrics_sock is None:
             return
         live = [s for s in self.slots.values() if s.desired == RUNNING]
-        reserved = {"cpu": float(sum(float(s.task.get("cpu") or 0) for s in live)),
-                    "memory": int(sum(int(s.task.get("memory") or 0) for s in live)),
-                    "disk": int(sum(int(s.task.get("disk") or 0) for s in live))}
+        reserved = {"cpu": float(sum(s.spec.cpu for s in live)),
+                    "memory": int(sum(s.spec.memory for s in live)),
+                    "disk": int(sum(s.spec.disk for s in live))}
         sample = self.sampler.sample(reserved, sorted(s.task_id for s in live))
         self.send(self.metrics_sock, Envelope(node_msg.METRICS, sample))
 
     # ---- local record ----------------------------------------------------------------------------
     def _save(self, task_id: str) -> None:
         slot = self.slots[task_id]
-        self.store.put(SLOTS, task_id, {"task": slot.task, "attempt": slot.attempt, "desired": slot.desired,
+        self.store.put(SLOTS, task_id, {"spec": slot.spec.to_dict(), "attempt": slot.attempt, "desired": slot.desired,
                                         "container_id": slot.container_id, "started": slot.started})
 
     def _forget(self, task_id: str) -> None:
@@ -417,12 +362,18 @@ class Worker(Actor):
         self.store.delete(SLOTS, task_id)
 
 
+def _load_slot(task_id: str, v: dict[str, Any]) -> Slot:
+    """A slot from the local store; written before run specs existed, it holds the whole task."""
+    spec = RunSpec.from_dict(v["spec"]) if "spec" in v else RunSpec.of(Task.from_dict(v["task"]))
+    return Slot(spec, v["attempt"], v["desired"], v.get("container_id", ""), started=v.get("started", False))
+
+
 def _storable(task_id: str) -> None:
     """Refuse a task id the local store cannot key (e.g. with NUL) before any slot is touched."""
     try:
         Store.check(SLOTS, task_id)
     except StoreError as e:
-        raise CubeError("bad_request", f"task id {task_id[:80]!r}: {e}") from None
+        raise CubeError(BAD_REQUEST, f"task id {task_id[:80]!r}: {e}") from None
 
 
 def _report(c: ContainerInfo) -> dict[str, Any]:
@@ -469,8 +420,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
         print(f"cube-worker: {e}", file=sys.stderr)
         sys.exit(1)
     w = Worker(conf, runtime, store, capacity)
-    signal.signal(signal.SIGTERM, lambda *_: w.loop.stop())
-    signal.signal(signal.SIGINT, lambda *_: w.loop.stop())
+    hook.attach(w)
+    w.stop_on_signals()
     log.info("worker %s: %.1f cpus, %d MiB, %d GiB disk offered; manager %s; data %s", conf.name,
              capacity.cpus, capacity.memory >> 20, capacity.disk >> 30, conf.manager, conf.data_dir)
     try:

@@ -142,7 +142,8 @@ class LocalCluster:
             "--data-dir", self.data_dir, "--scheduler", s.scheduler, "--store", s.store,
             "--grace", str(s.grace), "--heartbeat", str(s.heartbeat)])
         if wait:
-            wait_for(lambda: self.call("manager.ping", timeout=1.0), 20, "the manager to answer")
+            wait_for(lambda: self.call("manager.ping", timeout=1.0).get("state") == "ready", 20,
+                     "the manager to load its state")
 
     def start_worker(self, short: str, wait: bool = True) -> None:
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [

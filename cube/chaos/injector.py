@@ -1,8 +1,9 @@
 """Applies fault rules to an actor's outgoing messages (only ever installed in chaos mode).
 
-`cube.wire.faults.send` hands every outgoing message here instead of to `Actor.transmit`. The
-rules file is re-read when it changes (checked at most every 100 ms, on sends), so rules written
-by the runner reach running actors, and an actor restarted by its supervisor reads them afresh.
+Installed as an actor's outbox (cube.chaos.hook), it gets every outgoing message instead of
+`Actor.transmit`. The rules file is re-read when it changes (checked at most every 100 ms, on
+sends), so rules written by the runner reach running actors, and an actor restarted by its
+supervisor reads them afresh.
 Everything runs on the actor's loop thread: delayed and reordered messages are released by
 `actor.loop.call_later`, because ZeroMQ sockets must only be used from the thread that polls them.
 """

@@ -26,6 +26,7 @@ from cube.wire.client import Client
 from cube.wire.errors import NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 DEFAULT_TIMEOUT = 3.0
+LOADING_WAIT = 10.0  # how long a command waits for a manager that is loading its state
 
 
 class CliError(Exception):
@@ -40,14 +41,35 @@ def _manager(manager: str | None) -> str:
 def _call(manager: str | None, msg_type: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
     address = _manager(manager)
     client = Client(address, name="cli", timeout=timeout)
+    deadline = time.monotonic() + LOADING_WAIT
     try:
-        return client.call(msg_type, body)
+        while True:
+            try:
+                return client.call(msg_type, body)
+            except Unavailable:
+                raise
+            except CubeError as e:  # a manager that just started is still loading: wait a little
+                if e.code != UNAVAILABLE or "loading" not in e.message or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
     except Unavailable:
         raise CliError(f"cannot reach the manager at {address.removeprefix('tcp://')} "
                        f"(no answer within {timeout:g}s); is cube-manager running? "
                        f"Set --manager or CUBE_MANAGER.") from None
     finally:
         client.close()
+
+
+def _all_pages(manager: str | None, msg_type: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Every item of a paged list: the manager answers one page and a token for the next."""
+    items: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        reply = _call(manager, msg_type, {**body, "continue": token} if token else body)
+        items += reply.get(key, [])
+        token = reply.get("continue") or ""
+        if not token:
+            return items
 
 
 def _print_json(obj: Any) -> None:
@@ -106,9 +128,17 @@ class Task:
         else:
             print(task["id"])
 
-    def ls(self, manager: str | None = None, json: bool = False) -> None:
-        """List tasks: ID, NAME, STATE, WORKER, IMAGE, PORTS, CREATED."""
-        tasks = _call(manager, task_msg.LIST, {})["tasks"]
+    def ls(self, all: bool = False, state: str | None = None, worker: str | None = None,
+           name: str | None = None, manager: str | None = None, json: bool = False) -> None:
+        """List tasks: ID, NAME, STATE, WORKER, IMAGE, PORTS, CREATED.
+
+        Live tasks only unless -a/--all (like `docker ps`); --state, --worker, --name filter
+        (comma-separated values)."""
+        body: dict[str, Any] = {"all": bool(all)}
+        for key, value in (("state", state), ("worker", worker), ("name", name)):
+            if value not in (None, ""):
+                body[key] = [v for v in str(value).split(",") if v]
+        tasks = _all_pages(manager, task_msg.LIST, body, "tasks")
         if json:
             _print_json(tasks)
             return
@@ -152,7 +182,7 @@ class Node:
 
     def ls(self, manager: str | None = None, json: bool = False) -> None:
         """List nodes: NAME, ADDRESS, STATE, CPU, MEMORY, DISK, TASKS, LAST SEEN."""
-        nodes = _call(manager, node_msg.LIST, {})["nodes"]
+        nodes = _all_pages(manager, node_msg.LIST, {}, "nodes")
         if json:
             _print_json(nodes)
             return

@@ -1,11 +1,11 @@
 """Node listing for clients, and the metrics samples workers publish to the Scheduler."""
-from cube.wire.schema import NUMBER, Field, register
+from cube.wire.schema import NUMBER, Field, opt, register
 
 LIST = "node.ls"
 PING = "manager.ping"
 METRICS = "node.metrics"  # PUB stream, worker -> scheduler
 
-register(LIST, {})
+register(LIST, {"limit": opt(int), "continue": opt(str, max_len=1024)})
 register(PING, {})
 register(METRICS, {
     "name": Field(str, max_len=128), "address": Field(str), "ts": Field(NUMBER), "seq": Field(int),

@@ -10,7 +10,9 @@ EVENT = "task.event"  # PUB stream
 
 register(START, {"task": Field(dict)})
 register(STOP, {"id": Field(str, max_len=64)})
-register(LIST, {"all": opt(bool)})
+_FILTER = opt((str, list), max_len=100)
+register(LIST, {"all": opt(bool), "limit": opt(int), "continue": opt(str, max_len=1024),
+                "state": _FILTER, "worker": _FILTER, "name": _FILTER})
 register(INSPECT, {"id": Field(str, max_len=64)})
 register(LOGS, {"id": Field(str, max_len=64), "tail": opt(int)})
 register(EVENT, {"seq": Field(int), "task_id": Field(str), "state": Field(str), "time": Field(NUMBER),

@@ -20,7 +20,7 @@ register(HEARTBEAT, {"name": Field(str, max_len=128), "tasks": opt(list, items=d
 register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "state": Field(str),
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
                   "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2)})
-register(RUN, {"task": Field(dict), "attempt": Field(int)})
+register(RUN, {"spec": Field(dict), "attempt": Field(int)})  # cube.model.runspec.RunSpec
 register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str)})
 register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int)})
 

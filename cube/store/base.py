@@ -29,7 +29,7 @@ class StoreError(Exception):
     """The store cannot do what was asked (bad namespace, closed, disk trouble)."""
 
 
-Op = tuple[str, str, str, Any]  # ("put" | "delete", ns, key, value)
+Op = tuple[str, str, str, Any]  # ("put" | "delete" | "delete_prefix", ns, key or prefix, value)
 
 WRITE_MARGIN = 0.5  # seconds of a client's wait left for the write itself and the reply
 

@@ -63,6 +63,9 @@ class LevelDBStore(Store):
                     wb.put(self._key(ns, key), pack(value))
                 elif op == "delete":
                     wb.delete(self._key(ns, key))
+                elif op == "delete_prefix":  # e.g. every event of a pruned task
+                    for k in self._db.iterator(prefix=self._key(ns, key), include_value=False):
+                        wb.delete(k)
                 else:
                     raise StoreError(f"unknown batch op {op!r}")
 

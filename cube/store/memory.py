@@ -35,12 +35,16 @@ class MemoryStore(Store):
         staged = []
         for op, ns, key, value in ops:
             self.check(ns, key)
-            if op not in ("put", "delete"):
+            if op not in ("put", "delete", "delete_prefix"):
                 raise StoreError(f"unknown batch op {op!r}")
             staged.append((op, ns, key, pack(value) if op == "put" else None))
         with self._lock:
             for op, ns, key, raw in staged:
                 if op == "put":
                     self._data.setdefault(ns, {})[key] = raw
-                else:
+                elif op == "delete":
                     self._data.get(ns, {}).pop(key, None)
+                else:
+                    space = self._data.get(ns, {})
+                    for k in [k for k in space if k.startswith(key)]:
+                        del space[k]

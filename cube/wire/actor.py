@@ -1,10 +1,16 @@
-"""The actor base: receive frames, decode, validate, dispatch to `on_<type>` methods, answer.
+"""The actor base: receive frames, decode, validate, dispatch to handlers, answer.
 
-An actor is a plain class. A message of type `task.start` is handled by `on_task_start(msg)`,
-which returns a reply body (a dict), or None when it answers later through `msg.respond` or
-when nothing is owed. Raising CubeError sends an `error` reply. Framing, validation, error
-replies, request tracking and retries live here, so handlers hold only business logic and can
-be unit-tested by calling them with an Envelope.
+An actor is a plain class. A method marked `@handles("task.start")` handles that message type:
+it returns a reply body (a dict), or None when it answers later through `msg.respond` or when
+nothing is owed. Raising CubeError sends an `error` reply. The table of handlers is built once,
+when the class is defined; a type handled twice is an error then, not a surprise later.
+Framing, validation, error replies, request tracking and retries live here, so handlers hold only
+business logic and can be unit-tested by calling them with an Envelope.
+
+Life cycle: `run()` calls `on_start()`, runs the loop, then `on_stop()`. `stop()` may be called
+from any thread (or a signal handler): it is queued behind the work already on the loop, fails
+every request still waiting for an answer, and ends the loop. Every outgoing message goes through
+`outbox` (the real send unless something, such as a chaos injector, was installed there).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from typing import Any, Callable
 
 import zmq
 
-from cube.wire import faults, schema
+from cube.wire import codec, schema
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode, reply_id_hint
 from cube.wire.errors import INTERNAL, UNKNOWN_TYPE, CubeError
 from cube.wire.loop import Loop, Timer
@@ -24,6 +30,15 @@ from cube.wire.loop import Loop, Timer
 log = logging.getLogger(__name__)
 
 ReplyCallback = Callable[[Envelope | None], None]  # None: gave up waiting
+Outbox = Callable[["Actor", zmq.Socket, list[bytes], Envelope], bool]
+
+
+def handles(*types: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Mark a method as the handler of these message types."""
+    def mark(fn: Callable[..., Any]) -> Callable[..., Any]:
+        fn.__cube_handles__ = (*getattr(fn, "__cube_handles__", ()), *types)  # type: ignore[attr-defined]
+        return fn
+    return mark
 
 
 @dataclass
@@ -41,18 +56,68 @@ class Outstanding:
 
 
 class Actor:
+    HANDLERS: dict[str, str] = {}  # message type -> method name, built per class
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        table: dict[str, str] = {}
+        for klass in reversed(cls.__mro__):
+            for attr, fn in vars(klass).items():
+                for msg_type in getattr(fn, "__cube_handles__", ()):
+                    if table.get(msg_type, attr) != attr and klass is cls:
+                        raise TypeError(f"{cls.__name__}: {msg_type!r} is handled by both "
+                                        f"{table[msg_type]} and {attr}")
+                    table[msg_type] = attr
+        cls.HANDLERS = table
+
     def __init__(self, name: str, loop: Loop | None = None):
         self.name = name
         self.loop = loop or Loop(name)
         self.stats: collections.Counter[str] = collections.Counter()
+        self.outbox: Outbox | None = None
         self._outstanding: dict[str, Outstanding] = {}
         self._keyed: dict[Any, str] = {}  # request key -> id of the latest request with it
+
+    # ---- life cycle -------------------------------------------------------------------------
+    def on_start(self) -> None:
+        """Called on the loop's thread before the loop runs: arm timers, load state."""
+
+    def on_stop(self) -> None:
+        """Called after the loop ended: release what the actor holds (files, threads)."""
+
+    def run(self) -> None:
+        self.on_start()
+        try:
+            self.loop.run()
+        finally:
+            self.on_stop()
+
+    def stop(self) -> None:
+        """End the actor after the work already queued; safe from any thread or signal handler."""
+        self.loop.call_soon_threadsafe(self._stop_now)
+
+    def _stop_now(self) -> None:
+        for item in list(self._outstanding.values()):  # nobody will answer them now
+            self._drop_request(item)
+            if item.timer:
+                item.timer.cancel()
+            if item.on_reply:
+                self.loop.safely(item.on_reply, None)
+        self.loop.stop()
+
+    def stop_on_signals(self) -> None:
+        """SIGTERM and SIGINT stop this actor (the one signal path of every Cube process)."""
+        import signal
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
 
     # ---- receiving --------------------------------------------------------------------------
     def serve(self, sock: zmq.Socket, accept: set[str] | None = None, replies: bool = True) -> None:
         """Dispatch every message arriving on `sock`; `accept` limits the types it may carry."""
         def on_readable(s: zmq.Socket) -> None:
             for _ in range(100):  # bounded batch keeps timers and other sockets fair
+                if s.closed:  # a handler replaced it (e.g. a worker reconnecting)
+                    return
                 try:
                     frames = s.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
@@ -80,9 +145,10 @@ class Actor:
             if accept is not None and env.type not in accept:
                 raise CubeError(UNKNOWN_TYPE, f"{self.name} does not accept {env.type!r} on this socket")
             schema.validate(env.type, env.body)
-            handler = getattr(self, "on_" + env.type.replace(".", "_").replace("-", "_"), None)
-            if handler is None:
+            method = self.HANDLERS.get(env.type)
+            if method is None:
                 raise CubeError(UNKNOWN_TYPE, f"{self.name} does not handle {env.type!r}")
+            handler = getattr(self, method)
         except CubeError as e:
             self._refuse(sock, route, e, env.id, replies, env.type)
             return
@@ -114,7 +180,14 @@ class Actor:
                 return
             answered = True
             out = env.error(error.code, error.message, self.name) if error else env.reply(body, self.name)
-            self.send(sock, out)
+            payload = out.encode()
+            if len(payload) > codec.MAX_FRAME:  # the peer could not read it
+                self.stats["replies_too_large"] += 1
+                log.error("%s: reply to %s is larger than a frame; answering with an error", self.name, env.type)
+                out = env.error(INTERNAL, f"the reply to {env.type} would exceed the {codec.MAX_FRAME} byte "
+                                          f"frame limit (ask for less: a smaller page or tail)", self.name)
+                payload = out.encode()
+            self.send(sock, out, payload)
         return respond
 
     def _refuse(self, sock: zmq.Socket, route: list[bytes], err: CubeError, re: str | None,
@@ -143,14 +216,16 @@ class Actor:
             pending.on_reply(env)
 
     # ---- sending ----------------------------------------------------------------------------
-    def send(self, sock: zmq.Socket, env: Envelope) -> bool:
+    def send(self, sock: zmq.Socket, env: Envelope, payload: bytes | None = None) -> bool:
         """Send without blocking; a refused send (peer gone, high-water mark) is counted and logged."""
         if not env.sender:
             env.sender = self.name
-        frames = [*env.route, env.encode()]
+        frames = [*env.route, payload if payload is not None else env.encode()]
         if sock.type == zmq.PUB:
             frames = [env.type.encode(), frames[-1]]
-        return faults.send(self, sock, frames, env)
+        if self.outbox is None:
+            return self.transmit(sock, frames, env)
+        return self.outbox(self, sock, frames, env)
 
     def transmit(self, sock: zmq.Socket, frames: list[bytes], env: Envelope) -> bool:
         """The real send, after any fault injection."""

@@ -35,8 +35,10 @@ class Timer:
 
 
 class Loop:
-    def __init__(self, name: str, ctx: zmq.Context | None = None, threads: int = 4):
+    def __init__(self, name: str, ctx: zmq.Context | None = None, threads: int = 4,
+                 clock: Callable[[], float] = time.monotonic):
         self.name = name
+        self.clock = clock  # timers read this: tests pass a clock they move instead of sleeping
         self.ctx = ctx or zmq.Context()
         self.poller = zmq.Poller()
         self.errors = 0
@@ -61,12 +63,12 @@ class Loop:
             self.poller.unregister(sock)
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
-        timer = Timer(time.monotonic() + delay, next(self._seq), fn)
+        timer = Timer(self.clock() + delay, next(self._seq), fn)
         heapq.heappush(self._timers, timer)
         return timer
 
     def call_every(self, interval: float, fn: Callable[[], Any], first: float | None = None) -> Timer:
-        timer = Timer(time.monotonic() + (interval if first is None else first), next(self._seq), fn, interval)
+        timer = Timer(self.clock() + (interval if first is None else first), next(self._seq), fn, interval)
         heapq.heappush(self._timers, timer)
         return timer
 
@@ -131,7 +133,7 @@ class Loop:
             heapq.heappop(self._timers)
         if not self._timers:
             return max_wait
-        return max(0.0, min(max_wait, self._timers[0].when - time.monotonic()))
+        return max(0.0, min(max_wait, self._timers[0].when - self.clock()))
 
     def _drain_wakeups(self) -> None:
         try:
@@ -149,7 +151,7 @@ class Loop:
             self._safely(fn)
 
     def _run_timers(self) -> None:
-        now = time.monotonic()
+        now = self.clock()
         while self._timers and self._timers[0].when <= now:
             timer = heapq.heappop(self._timers)
             if timer.cancelled:
@@ -159,6 +161,10 @@ class Loop:
                 timer.seq = next(self._seq)
                 heapq.heappush(self._timers, timer)
             self._safely(timer.fn)
+
+    def safely(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Call `fn(*args)`; an exception is logged and counted, never raised."""
+        self._safely(fn, *args)
 
     def _safely(self, fn: Callable[..., Any], *args: Any) -> None:
         try:

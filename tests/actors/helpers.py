@@ -104,18 +104,25 @@ class Actors:
         self.start(actor)
         return actor, api, metrics
 
-    def manager(self, store=None, scheduler_endpoint: str = "", metrics_port: int = 0, **overrides):
-        from cube.actors.manager import Manager
+    def manager(self, store=None, scheduler_endpoint: str = "", metrics_port: int = 0,
+                store_endpoint: str = "", **overrides):
+        """A Manager with its own Store actor (over `store`, a backend; MemoryStore by default),
+        or on the Store actor at `store_endpoint`."""
+        from cube.manager import Manager
+        if not store_endpoint:
+            _, store_endpoint = self.store(store)
         api, workers, events, spare = free_ports(4)
         config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers,
                                metrics_port=metrics_port or spare, events_port=events,
                                data_dir=str(self.tmp_path / "manager"), store="memory",
+                               store_endpoint=store_endpoint,
                                scheduler_endpoint=scheduler_endpoint or tcp(free_ports(1)[0]),
                                heartbeat_interval=0.2, grace=2.0, command_retry=0.3)
         for k, v in overrides.items():
             setattr(config, k, v)
-        manager = Manager(config, store if store is not None else MemoryStore())
-        self.start(manager, manager.run)  # run = start() (reload, timers) + loop.run()
+        manager = Manager(config)
+        self.start(manager, manager.run)  # run = on_start() (load, timers) + loop.run()
+        wait_for(lambda: not manager.loading, what="the manager to load its state")
         return manager
 
     def worker(self, manager_config: ManagerConfig, name: str = "w1", runtime: FakeRuntime | None = None,

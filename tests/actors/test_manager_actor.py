@@ -150,16 +150,15 @@ def test_api_refuses_worker_messages(rig):
 
 
 def test_node_ls_without_workers(rig):
-    assert rig.api.call("node.ls") == {"nodes": []}
+    assert rig.api.call("node.ls") == {"nodes": [], "continue": ""}
 
 
 def test_tasks_survive_a_manager_restart(rig, actors):
     """A new Manager on the same store reloads every task and its event sequence."""
     t = rig.api.call("task.start", {"task": {"name": "keep", "image": "img"}})["task"]
     rig.api.call("task.stop", {"id": t["id"]})
-    store = rig.manager.book.store
     actors.stop(rig.manager)
-    m2 = actors.manager(store=store, scheduler_endpoint=rig.config.scheduler_endpoint)
+    m2 = actors.manager(store_endpoint=rig.config.store_endpoint, scheduler_endpoint=rig.config.scheduler_endpoint)
     api2 = actors.client(f"tcp://127.0.0.1:{m2.config.api_port}")
     after = api2.call("task.inspect", {"id": t["id"]})
     assert after["task"]["state"] == "Completed" and len(after["events"]) == 2
@@ -236,7 +235,7 @@ def run_on_fake_worker(rig, w, spec=None):
     """Start a task, take the worker.run, ack it and report it running."""
     t = rig.api.call("task.start", {"task": spec or {"image": "img", "ports": [80]}})["task"]
     cmd = w.next_command("worker.run")
-    assert cmd.body["task"]["id"] == t["id"] and cmd.body["attempt"] == 1
+    assert cmd.body["spec"]["task_id"] == t["id"] and cmd.body["attempt"] == 1
     w.ack(cmd)
     assert w.status(t["id"], 1, "running", container_id="c1", host_ports={"80/tcp": 31000}).type == "ok"
     wait_for(lambda: task_of(rig, t["id"])["state"] == "Running", what="Running")
@@ -423,7 +422,7 @@ def test_an_over_long_id_neither_gets_in_nor_blocks_other_tasks(rig, fake_worker
         assert e.code == "bad_request" and "id" in e.message
     normal = rig.api.call("task.start", {"task": {"image": "img"}})["task"]
     cmd = fake_worker.next_command("worker.run", timeout=3)
-    assert cmd.body["task"]["id"] == normal["id"]
+    assert cmd.body["spec"]["task_id"] == normal["id"]
 
 
 # Regression: unvalidated ids ('abcd/x') used to mix their events into another task's.

@@ -154,7 +154,7 @@ def test_worker_dealer_receiving_garbage_keeps_working(actors):
         router.send_multipart([ident, *frames])
 
     sent = {}
-    for label, frames, code, re in garbage_cases("worker.run", {"task": "not a map", "attempt": 1}):
+    for label, frames, code, re in garbage_cases("worker.run", {"spec": "not a map", "attempt": 1}):
         if label == "oversize":
             continue
         send(frames)
@@ -163,7 +163,7 @@ def test_worker_dealer_receiving_garbage_keeps_working(actors):
     send([bad_cmd.encode()])
     not_mine = envelope("task.start", {"task": {"image": "x"}})  # a client type on the worker link
     send([not_mine.encode()])
-    odd = envelope("worker.run", {"task": {"no": "id"}, "attempt": 1})  # passes the schema, not the handler
+    odd = envelope("worker.run", {"spec": {"no": "id"}, "attempt": 1})  # passes the schema, not the handler
     send([odd.encode()])
 
     errors = []
@@ -179,7 +179,7 @@ def test_worker_dealer_receiving_garbage_keeps_working(actors):
     assert sorted(errors, key=str) == expected
 
     # still working: a real command runs a container and reports it
-    run = envelope("worker.run", {"task": {"id": "t-1", "name": "web", "image": "img"}, "attempt": 1})
+    run = envelope("worker.run", {"spec": {"task_id": "t-1", "name": "web", "image": "img"}, "attempt": 1})
     send([run.encode()])
     got_ack = got_status = False
     deadline = time.monotonic() + 5

@@ -29,17 +29,17 @@ def err(call) -> CubeError:
 def test_each_message_gets_the_right_reply(actors, store_ep):
     c = actors.client(store_ep)
     value = {"id": "t1", "nested": [1, 2.5, None, b"\x00", {"k": "v"}]}
-    assert c.call("store.put", {"ns": "tasks", "key": "t1", "value": value}) == {}
+    assert c.call("store.put", {"ns": "tasks", "key": "t1", "value": value}) == {"applied": 1}
     assert c.call("store.get", {"ns": "tasks", "key": "t1"}) == {"value": value}
-    assert c.call("store.put", {"ns": "tasks", "key": "t2", "value": 2}) == {}
-    assert c.call("store.put", {"ns": "events", "key": "t1/1", "value": "e"}) == {}
+    assert c.call("store.put", {"ns": "tasks", "key": "t2", "value": 2}) == {"applied": 1}
+    assert c.call("store.put", {"ns": "events", "key": "t1/1", "value": "e"}) == {"applied": 1}
     assert c.call("store.count", {"ns": "tasks"}) == {"count": 2}
     assert c.call("store.list", {"ns": "tasks"}) == {"items": [["t1", value], ["t2", 2]], "more": False}
     assert c.call("store.list", {"ns": "tasks", "prefix": "t2"})["items"] == [["t2", 2]]
     assert c.call("store.list", {"ns": "tasks", "after": "t1"})["items"] == [["t2", 2]]
     assert c.call("store.list", {"ns": "tasks", "limit": 1}) == {"items": [["t1", value]], "more": True}
     assert c.call("store.list", {"ns": "nothing"}) == {"items": [], "more": False}
-    assert c.call("store.delete", {"ns": "tasks", "key": "t2"}) == {}
+    assert c.call("store.delete", {"ns": "tasks", "key": "t2"}) == {"applied": 1}
     assert c.call("store.count", {"ns": "tasks"}) == {"count": 1}
     e = err(lambda: c.call("store.get", {"ns": "tasks", "key": "t2"}))
     assert e.code == "not_found" and "t2" in e.message

@@ -79,7 +79,7 @@ class FakeManager:
                            and m.body["state"] == state, timeout, f"status {state} of {task_id}")
 
 
-TASK = {"id": "task-1", "name": "web", "image": "img:1", "ports": ["80/tcp"]}
+TASK = {"task_id": "task-1", "name": "web", "image": "img:1", "ports": ["80/tcp"]}  # a worker.run spec
 
 
 @pytest.fixture
@@ -95,14 +95,14 @@ def setup(actors):
 
 def test_run_acks_reports_running_and_repeats_are_noops(setup):
     fm, runtime, _, _ = setup
-    assert fm.command("worker.run", {"task": TASK, "attempt": 1}).body == {}
+    assert fm.command("worker.run", {"spec": TASK, "attempt": 1}).body == {}
     st = fm.status("task-1", "running")
     [box] = runtime.list()
     assert st.body["container_id"] == box.container_id and st.body["attempt"] == 1
     assert st.body["host_ports"] == box.host_ports
-    again = fm.command("worker.run", {"task": TASK, "attempt": 1})
+    again = fm.command("worker.run", {"spec": TASK, "attempt": 1})
     assert again.type == "ok"  # a repeat converges again: same container, state re-reported
-    older = fm.command("worker.run", {"task": TASK, "attempt": 0})
+    older = fm.command("worker.run", {"spec": TASK, "attempt": 0})
     assert older.body == {"ignored": "older attempt"}
     fm.idle(0.3)
     assert [c.container_id for c in runtime.list()] == [box.container_id]
@@ -110,9 +110,9 @@ def test_run_acks_reports_running_and_repeats_are_noops(setup):
 
 def test_a_newer_attempt_replaces_the_container(setup):
     fm, runtime, _, _ = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     first = fm.status("task-1", "running").body["container_id"]
-    fm.command("worker.run", {"task": TASK, "attempt": 2})
+    fm.command("worker.run", {"spec": TASK, "attempt": 2})
     second = fm.expect(lambda m: m.type == "task.status" and m.body["attempt"] == 2).body
     assert second["state"] == "running" and second["container_id"] != first
     assert [(c.attempt, c.container_id) for c in runtime.list()] == [(2, second["container_id"])]
@@ -120,7 +120,7 @@ def test_a_newer_attempt_replaces_the_container(setup):
 
 def test_stop_removes_the_container_and_forgets_the_task(setup):
     fm, runtime, store, worker = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     fm.status("task-1", "running")
     assert store.get("slots", "task-1")["desired"] == "running"
     assert fm.command("worker.stop", {"task_id": "task-1", "attempt": 1, "reason": "test"}).body == {}
@@ -135,18 +135,18 @@ def test_stop_removes_the_container_and_forgets_the_task(setup):
 # Regression: a late worker.run for an attempt just stopped used to start it again.
 def test_a_late_run_for_a_stopped_attempt_does_not_start_it_again(setup):
     fm, runtime, _, _ = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     fm.status("task-1", "running")
     fm.command("worker.stop", {"task_id": "task-1", "attempt": 1})
     fm.status("task-1", "stopped")
-    fm.command("worker.run", {"task": TASK, "attempt": 1})  # duplicated/reordered in transit
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})  # duplicated/reordered in transit
     fm.idle(0.5)
     assert runtime.list() == []
 
 
 def test_container_death_is_reported(setup):
     fm, runtime, _, _ = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     cid = fm.status("task-1", "running").body["container_id"]
     runtime.kill(cid, exit_code=42)
     st = fm.status("task-1", "exited").body
@@ -156,7 +156,7 @@ def test_container_death_is_reported(setup):
 # Regression: an OOM kill used to be reported twice, first with exit code -1.
 def test_an_oom_kill_is_reported_once_with_the_real_exit_code(setup):
     fm, runtime, _, _ = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     cid = fm.status("task-1", "running").body["container_id"]
     runtime.kill(cid, exit_code=137, oom=True)
     first = fm.status("task-1", "exited").body
@@ -171,14 +171,14 @@ def test_a_failed_start_is_reported(actors):
     runtime = FakeRuntime(missing_images={"ghost:1"})
     actors.worker(fm.config, "w1", runtime)
     fm.accept_hello()
-    fm.command("worker.run", {"task": {**TASK, "image": "ghost:1"}, "attempt": 1})
+    fm.command("worker.run", {"spec": {**TASK, "image": "ghost:1"}, "attempt": 1})
     st = fm.status("task-1", "failed").body
     assert "ghost:1" in st["error"] and runtime.list() == []
 
 
 def test_logs(setup):
     fm, runtime, _, _ = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     cid = fm.status("task-1", "running").body["container_id"]
     runtime.write_log(cid, "line one")
     assert fm.command("worker.logs", {"task_id": "task-1", "tail": 5}).body == {"logs": "line one\n"}
@@ -202,7 +202,7 @@ def test_a_silent_manager_makes_the_worker_reconnect_and_say_hello(setup):
 
 def test_a_restarted_worker_reports_its_containers(actors, setup):
     fm, runtime, store, worker = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 3})
+    fm.command("worker.run", {"spec": TASK, "attempt": 3})
     cid = fm.status("task-1", "running").body["container_id"]
     actors.stop(worker)  # its containers keep running
     assert [c.container_id for c in runtime.list()] == [cid]
@@ -210,7 +210,7 @@ def test_a_restarted_worker_reports_its_containers(actors, setup):
     hello = fm.accept_hello()
     [rep] = hello.body["tasks"]
     assert (rep["task_id"], rep["attempt"], rep["state"], rep["container_id"]) == ("task-1", 3, "running", cid)
-    again = fm.command("worker.run", {"task": TASK, "attempt": 3})  # the manager re-sends: no new container
+    again = fm.command("worker.run", {"spec": TASK, "attempt": 3})  # the manager re-sends: no new container
     assert again.type == "ok"
     fm.idle(0.3)
     assert [c.container_id for c in runtime.list()] == [cid]
@@ -218,11 +218,11 @@ def test_a_restarted_worker_reports_its_containers(actors, setup):
 
 def test_a_stop_cut_short_by_a_worker_restart_is_finished(actors, setup):
     fm, runtime, store, worker = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     cid = fm.status("task-1", "running").body["container_id"]
     actors.stop(worker)
     # as if the worker died after recording the stop but before Docker removed the container
-    store.put("slots", "task-1", {"task": TASK, "attempt": 1, "desired": "stopped", "container_id": cid,
+    store.put("slots", "task-1", {"spec": TASK, "attempt": 1, "desired": "stopped", "container_id": cid,
                                   "started": True})
     actors.worker(fm.config, "w1", runtime, store)
     fm.accept_hello()  # the stop is finished at start-up, even before the manager answers
@@ -235,11 +235,11 @@ def test_a_repeated_run_finishes_a_start_cut_short_by_a_restart(actors, setup):
     fm, runtime, store, worker = setup
     actors.stop(worker)
     # recorded as wanted, but the worker died before the container was created
-    store.put("slots", "task-1", {"task": TASK, "attempt": 1, "desired": "running", "container_id": "",
+    store.put("slots", "task-1", {"spec": TASK, "attempt": 1, "desired": "running", "container_id": "",
                                   "started": False})
     actors.worker(fm.config, "w1", runtime, store)
     assert fm.accept_hello().body["tasks"] == []
-    assert fm.command("worker.run", {"task": TASK, "attempt": 1}).type == "ok"  # the manager re-sends
+    assert fm.command("worker.run", {"spec": TASK, "attempt": 1}).type == "ok"  # the manager re-sends
     fm.status("task-1", "running")
     assert len(runtime.list()) == 1
 
@@ -247,7 +247,7 @@ def test_a_repeated_run_finishes_a_start_cut_short_by_a_restart(actors, setup):
 def test_a_status_refused_as_unavailable_is_sent_again(setup):
     fm, runtime, _, _ = setup
     fm.answer_statuses = False
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     st = fm.expect(lambda m: m.type == "task.status", what="a status")
     fm.seen.clear()
     # answer the status with "my store is down": the worker must keep it and send it again
@@ -282,10 +282,10 @@ def test_a_late_run_during_a_slow_stop_does_not_resurrect_the_slot(actors):
     worker = actors.worker(fm.config, "w1", runtime, store)
     fm.accept_hello()
     task = {**TASK, "cpu": 1.5}
-    fm.command("worker.run", {"task": task, "attempt": 1})
+    fm.command("worker.run", {"spec": task, "attempt": 1})
     fm.status("task-1", "running")
     fm.command("worker.stop", {"task_id": "task-1", "attempt": 1, "reason": "test"})
-    late = fm.command("worker.run", {"task": task, "attempt": 1})  # a delayed copy, mid-stop
+    late = fm.command("worker.run", {"spec": task, "attempt": 1})  # a delayed copy, mid-stop
     assert late.body == {"ignored": "attempt is being stopped"}
     fm.status("task-1", "stopped", timeout=5)
     fm.idle(0.5)
@@ -298,7 +298,7 @@ def test_a_late_run_during_a_slow_stop_does_not_resurrect_the_slot(actors):
 def test_reports_carry_an_increasing_clock_and_the_hello_one_from_before_its_listing(setup):
     fm, runtime, _, worker = setup
     hello_clock = fm.seen[0].body["clock"]
-    fm.command("worker.run", {"task": TASK, "attempt": 1})
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
     first = fm.status("task-1", "running").body["clock"]
     cid = first and runtime.list()[0].container_id
     runtime.kill(cid, exit_code=3)
@@ -308,7 +308,7 @@ def test_reports_carry_an_increasing_clock_and_the_hello_one_from_before_its_lis
 
 def test_a_hello_reports_a_started_slot_whose_container_is_gone(actors, setup):
     fm, runtime, store, worker = setup
-    fm.command("worker.run", {"task": TASK, "attempt": 2})
+    fm.command("worker.run", {"spec": TASK, "attempt": 2})
     cid = fm.status("task-1", "running").body["container_id"]
     actors.stop(worker)
     runtime.remove_behind_back(cid)  # while the worker was down: no event reaches it

@@ -1,6 +1,6 @@
 """Fuzzing `Actor.receive` of real actors with generated frames: nothing may escape, nothing may crash.
 
-The actors are real (StoreActor over a MemoryStore, SchedulerActor, Manager over a MemoryStore,
+The actors are real (StoreActor over a MemoryStore, SchedulerActor, Manager (whose Store never answers),
 Worker over a FakeRuntime) with real sockets on free loopback ports, but their loops never run:
 each generated input goes straight to `receive(sock, frames, accept, replies)` exactly as
 `Actor.serve` would call it for that socket. Inputs are random bytes, random msgpack values, and
@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import cube.messages  # noqa: F401  (declares every schema)
-from cube.actors.manager import Manager
+from cube.manager import Manager
 from cube.actors.metrics import Capacity
 from cube.actors.scheduler import SchedulerActor
 from cube.actors.store import StoreActor
@@ -61,16 +61,6 @@ def free_ports(n: int) -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-class StubScheduler:
-    """Stands in for the Manager's scheduler client: answers at once, places nothing."""
-
-    def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float | None = None) -> dict:
-        return {"nodes": [], "node": None, "reason": "fuzzing: no nodes", "algorithm": "none"}
-
-    def close(self) -> None:
-        pass
 
 
 @dataclass
@@ -108,8 +98,9 @@ class Rig:
         api, workers, events = free_ports(3)
         config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers, metrics_port=free_ports(1)[0],
                                events_port=events, data_dir=os.path.join(tmp, "manager"), store="memory",
-                               scheduler_endpoint=tcp[3], grace=5.0)
-        self.manager = Manager(config, MemoryStore(), scheduler=StubScheduler())
+                               store_endpoint=tcp[5], scheduler_endpoint=tcp[3], grace=5.0)
+        self.manager = Manager(config)  # its Store and Scheduler never answer: requests just wait
+        self.manager.loading = False
         wconf = WorkerConfig(manager=tcp[4].removeprefix("tcp://"), name="w1", address="127.0.0.1",
                              data_dir=os.path.join(tmp, "worker"), stop_timeout=0.1)
         os.makedirs(wconf.data_dir, exist_ok=True)
@@ -363,7 +354,8 @@ def test_task_id_the_worker_cannot_store_is_refused_cleanly(rig):
     """A NUL in a task id failed in the worker's store after the slot was created (fixed in worker.py)."""
     worker = rig.targets[5]
     before = rig.internal_errors()
-    rig.feed(worker, [_frame(worker_msg.RUN, {"task": {"id": "a\x00b", "image": "x"}, "attempt": 1})])
+    rig.feed(worker, [_frame(worker_msg.RUN, {"spec": {"task_id": "a\x00b", "name": "x", "image": "x"},
+                                              "attempt": 1})])
     rig.feed(worker, [_frame(worker_msg.STOP, {"task_id": "c\x00d"})])
     assert rig.internal_errors() == before, rig.last_failure()
     assert "a\x00b" not in rig.worker.slots and "c\x00d" not in rig.worker.slots

@@ -65,7 +65,8 @@ def test_task_runs_answers_http_stops_and_survives_manager_restart(make_cluster,
     after = c.task(task_id)
     assert after["state"] == "Completed"
     assert [e["state"] for e in c.events(task_id)] == history
-    assert task_id[:12] in c.cli("task", "ls").stdout
+    assert task_id[:12] not in c.cli("task", "ls").stdout  # finished: only with --all, like `docker ps -a`
+    assert task_id[:12] in c.cli("task", "ls", "--all").stdout
     inspect = c.cli("task", "inspect", task_id).stdout
     assert "EVENTS" in inspect and "placed on" in inspect
 

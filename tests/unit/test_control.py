@@ -1,17 +1,17 @@
 """The Manager's pure logic: restart policy outcomes, reconciliation plans, the worker registry
-and the TaskBook (persist first, then change memory)."""
+and the TaskBook (persist first, then change memory), driven through a FakeStore whose answers
+the test releases."""
 from __future__ import annotations
 
 import pytest
 
 from cube.control import policy, reconcile
-from cube.control.taskbook import EVENTS, META, TASKS, TaskBook
-from cube.control.workers import LOST, READY, WorkerRegistry
-from cube.model.state import IllegalTransition, State
+from cube.manager.registry import LOST, READY, WorkerRegistry
+from cube.manager.taskbook import EVENTS, META, TASKS, TaskBook
+from cube.model.state import State
 from cube.model.task import DESIRED_STOPPED, RestartPolicy, Task
-from cube.store import StoreError
-from cube.store.memory import MemoryStore
-from cube.wire.errors import CONFLICT, NOT_FOUND, CubeError
+from cube.wire.errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError
+from tests.unit.fakes import Calls, FakeStore
 
 
 def task(id="t1", state=State.RUNNING, restart="on-failure", max_restarts=3, count=0, backoff=1.0,
@@ -200,89 +200,101 @@ def test_registry_remember_gives_a_known_worker_one_grace_period():
     assert set(rec.to_dict()) >= {"name", "address", "cpus", "memory", "disk", "state", "last_seen"}
 
 
-# ---- TaskBook --------------------------------------------------------------------------------------
+# ---- TaskBook (asynchronous: the FakeStore answers when the test says) ----------------------------
 
-class FlakyStore(MemoryStore):
-    def __init__(self):
-        super().__init__()
-        self.fail: Exception | None = None
-
-    def batch(self, ops):
-        if self.fail:
-            raise self.fail
-        super().batch(ops)
+from tests.unit import fakes  # noqa: E402
 
 
 @pytest.fixture
 def book():
     published = []
-    b = TaskBook(FlakyStore(), lambda ev, t: published.append((ev, t)))
+    b = TaskBook(FakeStore(), lambda ev, t: published.append((ev, t)))
     b.published = published
     return b
 
 
 def test_commit_persists_task_and_event_atomically(book):
     t = task(state=State.PENDING, worker="")
-    added = book.add(t)
+    added = fakes.add(book, t)
     assert added is not t and book.get("t1") is added
-    assert book.store.get(TASKS, "t1")["state"] == "Pending"
-    events = book.events("t1")
+    backend = book.store.backend
+    assert backend.get(TASKS, "t1")["state"] == "Pending"
+    first = book.store.requests[0]  # the task, its event and the sequence number: one batch
+    assert first.kind == "batch" and [(op, ns) for op, ns, _, _ in first.ops] == [
+        ("put", TASKS), ("put", EVENTS), ("put", META)]
+    events = fakes.events(book, "t1")
     assert len(events) == 1 and events[0]["state"] == "Pending" and events[0]["reason"] == "submitted"
-    assert book.store.get(META, "event_seq") == 1
+    assert backend.get(META, "event_seq") == 1
 
     def scheduled(x: Task) -> None:
         x.transition(State.SCHEDULED)
         x.worker = "w1"
-    new = book.commit(added, scheduled, "placed on w1")
+    new = fakes.commit(book, "t1", scheduled, "placed on w1")
     assert added.state is State.PENDING  # the old object is untouched
     assert new.state is State.SCHEDULED and book.get("t1") is new and new.reason == "placed on w1"
-    assert Task.from_dict(book.store.get(TASKS, "t1")) == new
-    assert [e["state"] for e in book.events("t1")] == ["Pending", "Scheduled"]
-    assert [e["seq"] for e in book.events("t1")] == [1, 2]
+    assert Task.from_dict(backend.get(TASKS, "t1")) == new
+    assert [e["state"] for e in fakes.events(book, "t1")] == ["Pending", "Scheduled"]
+    assert [e["seq"] for e in fakes.events(book, "t1")] == [1, 2]
     assert [(ev.seq, t.state) for ev, t in book.published] == [(1, State.PENDING), (2, State.SCHEDULED)]
 
 
 def test_commit_without_event(book):
-    t = book.add(task(state=State.PENDING))
-    book.commit(t, None, "still waiting: no node fits", event=False)
+    fakes.add(book, task(state=State.PENDING))
+    fakes.commit(book, "t1", None, "still waiting: no node fits", event=False)
     assert book.get("t1").reason == "still waiting: no node fits"
-    assert len(book.events("t1")) == 1 and len(book.published) == 1 and book.seq == 1
+    assert book.store.backend.get(TASKS, "t1")["reason"] == "still waiting: no node fits"
+    assert [op[1] for op in book.store.requests[-1].ops] == [TASKS]  # the task alone
+    assert len(fakes.events(book, "t1")) == 1 and len(book.published) == 1 and book.seq == 1
 
 
 def test_events_of_one_task_only(book):
-    book.add(task("abc"))
-    book.add(task("abcd"))
-    assert len(book.events("abc")) == 1 and book.events("abc")[0]["task_id"] == "abc"
+    fakes.add(book, task("abc"))
+    fakes.add(book, task("abcd"))
+    assert len(fakes.events(book, "abc")) == 1 and fakes.events(book, "abc")[0]["task_id"] == "abc"
 
 
-@pytest.mark.parametrize("error", [StoreError("disk full"), CubeError("unavailable", "store did not answer")])
-def test_a_store_that_raises_leaves_memory_unchanged(book, error):
-    t = book.add(task(state=State.PENDING))
-    book.store.fail = error
-    with pytest.raises(type(error)):
-        book.commit(t, lambda x: x.transition(State.SCHEDULED), "placed")
-    with pytest.raises(type(error)):
-        book.add(task("t2"))
+@pytest.mark.parametrize("error, says", [
+    (CubeError(BAD_REQUEST, "disk full"), "disk full"),
+    (CubeError(UNAVAILABLE, "store.batch expired: the write was not applied"), "retry"),
+])
+def test_a_store_that_refuses_leaves_memory_unchanged(book, error, says):
+    t = fakes.add(book, task(state=State.PENDING))
+    got = fakes.Calls()
+    book.commit("t1", lambda x: x.transition(State.SCHEDULED), "placed", done=got)
+    book.store.next("batch").fail(error)
+    task_, err = got.one()
+    assert task_ is None and err.code == error.code and says in err.message
+    added = fakes.Calls()
+    book.add(task("t2"), done=added)
+    book.store.next("batch").fail(error)
+    assert added.one()[0] is None and added.one()[2].code == error.code
     assert book.get("t1") is t and t.state is State.PENDING
-    assert book.get("t2") is None and len(book) == 1
-    assert book.seq == 1 and len(book.published) == 1
-    book.store.fail = None
-    assert book.commit(t, lambda x: x.transition(State.SCHEDULED)).state is State.SCHEDULED
-    assert [e["seq"] for e in book.events("t1")] == [1, 2]  # no gap, no duplicate
+    assert book.get("t2") is None and len(book) == 1 and not book.doubts
+    assert len(book.published) == 1 and not book.store.pending  # nothing to read back: definite
+    assert fakes.commit(book, "t1", lambda x: x.transition(State.SCHEDULED)).state is State.SCHEDULED
+    # The refused writes' numbers are not reused: a gap, never a duplicate.
+    assert [e["seq"] for e in fakes.events(book, "t1")] == [1, 4]
+    assert book.store.seq_writes == [1, 4]
 
 
 def test_an_illegal_change_leaves_memory_and_store_unchanged(book):
-    t = book.add(task(state=State.PENDING))
-    with pytest.raises(IllegalTransition):
-        book.commit(t, lambda x: x.transition(State.RUNNING))
-    assert book.get("t1") is t and book.store.get(TASKS, "t1")["state"] == "Pending"
-    assert len(book.events("t1")) == 1
+    t = fakes.add(book, task(state=State.PENDING))
+    got = fakes.Calls()
+    book.commit("t1", lambda x: x.transition(State.RUNNING), done=got)
+    assert not book.store.pending  # decided before anything was sent
+    task_, err = got.one()
+    assert task_ is t and err.code == CONFLICT and "cannot go from Pending to Running" in err.message
+    assert book.get("t1") is t and book.store.backend.get(TASKS, "t1")["state"] == "Pending"
+    assert len(fakes.events(book, "t1")) == 1 and book.seq == 1
+    with pytest.raises(CubeError) as e:
+        fakes.commit(book, "nope")
+    assert e.value.code == NOT_FOUND
 
 
 def test_find(book):
-    a = book.add(task("aaaa1111-0000", name="web"))
-    b = book.add(task("aaaa2222-0000", name="db"))
-    c = book.add(task("bbbb3333-0000", name="cache"))
+    a = fakes.add(book, task("aaaa1111-0000", name="web"))
+    b = fakes.add(book, task("aaaa2222-0000", name="db"))
+    c = fakes.add(book, task("bbbb3333-0000", name="cache"))
     assert book.find("aaaa1111-0000") is a  # exact id
     assert book.find("aaaa2") is b  # unique prefix
     assert book.find("bbbb") is c
@@ -299,30 +311,37 @@ def test_find(book):
 
 
 def test_find_reused_name_prefers_the_live_task_then_the_newest(book):
-    old = book.add(task("old-0001", name="web", desired=DESIRED_STOPPED, created=1.0))
-    new = book.add(task("new-0002", name="web", desired=DESIRED_STOPPED, created=2.0))
+    old = fakes.add(book, task("old-0001", name="web", desired=DESIRED_STOPPED, created=1.0))
+    new = fakes.add(book, task("new-0002", name="web", desired=DESIRED_STOPPED, created=2.0))
     assert book.find("web") is new
-    live = book.add(task("live-0003", name="web", created=0.5))
+    live = fakes.add(book, task("live-0003", name="web", created=0.5))
     assert book.find("web") is live
     assert old.id != live.id
 
 
 def test_load_restores_tasks_and_event_sequence(book):
-    book.add(task("t1"))
-    book.add(task("t2", state=State.PENDING))
-    fresh = TaskBook(book.store)
-    assert fresh.load() == 2
+    fakes.add(book, task("t1"))
+    fakes.add(book, task("t2", state=State.PENDING))
+    fresh = TaskBook(FakeStore(book.store.backend))
+    assert fakes.load(fresh) == 2
     assert fresh.get("t1") == book.get("t1") and fresh.seq == 2
-    ev = fresh.commit(fresh.get("t2"), None, "again")
-    assert book.store.get(META, "event_seq") == 3 and ev is fresh.get("t2")
-    assert book.store.count(EVENTS) == 3
+    again = fakes.commit(fresh, "t2", None, "again")
+    assert book.store.backend.get(META, "event_seq") == 3 and again is fresh.get("t2")
+    assert book.store.backend.count(EVENTS) == 3
+
+
+def test_load_reports_a_store_that_does_not_answer(book):
+    got = Calls()
+    book.load(got)
+    book.store.next("list").lose()
+    assert got.one()[0] is None and got.one()[1].code == UNAVAILABLE and len(book) == 0
 
 
 def test_where_and_on_worker(book):
-    book.add(task("b", state=State.RUNNING, worker="w1", created=2.0))
-    book.add(task("a", state=State.SCHEDULED, worker="w1", created=1.0))
-    book.add(task("c", state=State.FAILED, worker="w1"))
-    book.add(task("d", state=State.RUNNING, worker="w2"))
+    fakes.add(book, task("b", state=State.RUNNING, worker="w1", created=2.0))
+    fakes.add(book, task("a", state=State.SCHEDULED, worker="w1", created=1.0))
+    fakes.add(book, task("c", state=State.FAILED, worker="w1"))
+    fakes.add(book, task("d", state=State.RUNNING, worker="w2"))
     assert [t.id for t in book.on_worker("w1")] == ["a", "b"]  # by creation time
     assert [t.id for t in book.where(lambda t: True)] == ["c", "d", "a", "b"]  # (created_at, id)
     assert sorted(t.id for t in book) == ["a", "b", "c", "d"]

@@ -1,0 +1,288 @@
+"""The Manager actor: a thin shell that wires its parts to sockets, messages and timers.
+
+It never blocks (docs/architecture.md, "The Manager"): the Store and the Scheduler are reached by
+requests on its own loop, and every reply continues the work. Its parts:
+
+- TaskBook (taskbook.py): the tasks, persisted before anything is acknowledged, one change of a task
+  at a time;
+- WorkerRegistry (registry.py): who is connected and who went silent;
+- Placement (placement.py): batches of decisions from the Scheduler, then assignment;
+- Commands (delivery.py): run/stop commands re-sent until acknowledged;
+- HealthMonitor (health.py): HTTP probes of Running tasks;
+- TaskLife (lifecycle.py): what reports, stops and lost workers do to tasks.
+
+At start-up it loads its state from the Store; meanwhile `manager.ping` answers "loading" and
+every other request `unavailable`.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zmq
+
+from cube import __version__
+from cube.config import ManagerConfig
+from cube.manager import listing
+from cube.manager.delivery import Commands
+from cube.manager.health import HealthMonitor
+from cube.manager.lifecycle import TaskLife, report_clock
+from cube.manager.placement import Placement
+from cube.manager.registry import WorkerRegistry
+from cube.manager.storage import AsyncStore
+from cube.manager.taskbook import TaskBook, TaskEvent
+from cube.messages import node as node_msg
+from cube.messages import sched as sched_msg
+from cube.messages import task as task_msg
+from cube.messages import worker as worker_msg
+from cube.model.state import State
+from cube.model.task import Task, TaskSpecError, task_from_spec
+from cube.wire import sockets
+from cube.wire.actor import Actor, handles
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
+
+log = logging.getLogger(__name__)
+
+NODES = "nodes"
+
+
+class Manager(Actor):
+    def __init__(self, config: ManagerConfig, name: str = "manager"):
+        super().__init__(name)
+        self.config = config
+        self.started = time.time()
+        self.loading = True
+        ctx = self.loop.ctx
+        self.api = sockets.router(ctx, config.bind(config.api_port))
+        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port))
+        self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
+        self.events = sockets.publisher(ctx, bind=config.bind(config.events_port))
+        self.store_sock = sockets.dealer(ctx, config.store_endpoint)
+        self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
+        self.store = AsyncStore(self, self.store_sock)
+        self.registry = WorkerRegistry(config.grace)
+        self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new))
+        self.commands = Commands(self, self.workers_sock, self.registry, config.command_retry)
+        self.placement = Placement(self, self.sched_sock, self.book, self.registry, self.commands)
+        self.health = HealthMonitor(self.loop, self.book, self.registry,
+                                    lambda t, why: self.life.ended(t.id, t.attempt, None, why))
+        self.life = TaskLife(self.book, self.registry, self.commands, self.placement, self.health)
+        self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet
+        self._moving: set[str] = set()
+        self.serve(self.api, accept=task_msg.API | node_msg.API)
+        self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
+        self.serve(self.store_sock, accept=set())
+        self.serve(self.sched_sock, accept=set())
+
+    # ---- start-up: load, then arm the timers -------------------------------------------------
+    def on_start(self) -> None:
+        self.book.load(self._loaded)
+
+    def _loaded(self, count: int | None, error: CubeError | None) -> None:
+        if error is not None:
+            log.warning("manager: waiting for the store: %s", error)
+            self.loop.call_later(0.5, self.on_start)
+            return
+
+        def nodes(items: Any, error: CubeError | None) -> None:
+            if error is not None:
+                log.warning("manager: waiting for the store (nodes): %s", error)
+                self.loop.call_later(0.5, self.on_start)
+                return
+            for _, data in items:
+                self.registry.remember(data)
+            self.loading = False
+            log.info("manager: loaded %d tasks, %d known workers", count, len(self.registry.workers))
+            self.loop.call_every(min(1.0, self.config.grace / 4), self._check_workers)
+            self.loop.call_every(1.0, self.placement.schedule)
+            self.loop.call_every(0.5, self.health.tick)
+            self.loop.call_every(1.0, self.book.resolve_doubts)
+            self.loop.call_every(min(60.0, max(1.0, self.config.retention / 10)), self._prune)
+            self.placement.schedule()
+        self.store.list_all(NODES, nodes)
+
+    def _ready(self) -> None:
+        if self.loading:
+            raise CubeError(UNAVAILABLE, "the manager is loading its state; retry in a moment")
+
+    # ---- client API -------------------------------------------------------------------------
+    @handles(node_msg.PING)
+    def on_ping(self, m: Envelope) -> dict[str, Any]:
+        return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
+                "state": "loading" if self.loading else "ready",
+                "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)])}
+
+    @handles(task_msg.START)
+    def on_start_task(self, m: Envelope) -> None:
+        self._ready()
+        try:
+            task = task_from_spec(m.body["task"])
+        except TaskSpecError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+
+        def added(t: Task | None, existing: bool, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
+                return
+            m.respond({"task": t.to_dict(), "existing": True} if existing else {"task": t.to_dict()})
+            if not existing:
+                self.placement.schedule()
+        self.book.add(task, "submitted", added)
+
+    @handles(task_msg.STOP)
+    def on_stop_task(self, m: Envelope) -> None:
+        self._ready()
+        task = self.book.find(m.body["id"])
+        self.life.stop(task.id, lambda t, error: m.respond(error=error) if error else m.respond({"task": t.to_dict()}))
+
+    @handles(task_msg.LIST)
+    def on_list_tasks(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        keep = listing.task_filter(m.body)
+        tasks, token = listing.page((t for t in self.book.tasks.values() if keep(t)),
+                                    lambda t: [t.created_at, t.id], Task.to_dict, m.body)
+        return {"tasks": tasks, "continue": token}
+
+    @handles(task_msg.INSPECT)
+    def on_inspect(self, m: Envelope) -> None:
+        self._ready()
+        task = self.book.find(m.body["id"])
+        self.book.events(task.id, lambda events, error: m.respond(error=error) if error else
+                         m.respond({"task": (self.book.get(task.id) or task).to_dict(), "events": events}))
+
+    @handles(task_msg.LOGS)
+    def on_logs(self, m: Envelope) -> None:
+        self._ready()
+        task = self.book.find(m.body["id"])
+        if not task.worker or not task.container_id:
+            raise CubeError(NOT_FOUND, f"task {task.id[:12]} has no container (state {task.state.value})")
+        if not self.registry.is_ready(task.worker):
+            raise CubeError(UNAVAILABLE, f"worker {task.worker} is not connected")
+        env = Envelope(worker_msg.LOGS, {"task_id": task.id, "tail": m.body.get("tail") or 100},
+                       route=self.registry.get(task.worker).route)
+        self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {task.worker}",
+                                                                   lambda b: {"logs": b.get("logs", "")}), timeout=5.0)
+
+    @handles(node_msg.LIST)
+    def on_list_nodes(self, m: Envelope) -> None:
+        self._ready()
+
+        def answer(reply: Envelope | None) -> None:
+            metrics = {}
+            if reply is not None and reply.type != REPLY_ERROR:
+                metrics = {n["name"]: n for n in reply.body.get("nodes", [])}
+            else:
+                log.warning("manager: no node metrics from the scheduler")
+            counts: dict[str, int] = {}
+            for t in self.book.tasks.values():
+                if t.state in (State.SCHEDULED, State.RUNNING):
+                    counts[t.worker] = counts.get(t.worker, 0) + 1
+
+            def row(rec: Any) -> dict[str, Any]:
+                return {**rec.to_dict(), "tasks": counts.get(rec.name, 0), "metrics": metrics.get(rec.name)}
+            try:
+                nodes, token = listing.page(self.registry.workers.values(), lambda r: [r.name], row, m.body)
+            except CubeError as e:
+                m.respond(error=e)
+                return
+            m.respond({"nodes": nodes, "continue": token})
+        self.request(self.sched_sock, Envelope(sched_msg.NODES, {}), answer, timeout=1.0)
+
+    # ---- workers ----------------------------------------------------------------------------
+    @handles(worker_msg.HELLO)
+    def on_hello(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        b = m.body
+        name = b["name"]
+        if m.route and m.route[0] != name.encode():
+            raise CubeError(BAD_REQUEST, f"worker identity {m.route[0]!r} does not match name {name!r}")
+        # Pending commands are kept: each is the current intent for one attempt (a newer one
+        # replaces it by key), and a late hello must not cancel a stop sent after its snapshot.
+        rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0))
+        self._save_node(rec.to_dict())
+        log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
+        clock = report_clock(b.get("clock"))
+        self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
+        self.placement.schedule()
+        return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
+                "grace": self.config.grace}
+
+    def _known_worker(self, m: Envelope) -> str:
+        """The worker behind a message: its connection's identity, never what the body claims."""
+        worker = m.route[0].decode(errors="replace") if m.route else ""
+        if self.registry.seen(worker) is None:
+            raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        return worker
+
+    @handles(worker_msg.HEARTBEAT)
+    def on_heartbeat(self, m: Envelope) -> dict[str, Any]:
+        self._known_worker(m)
+        return {}
+
+    @handles(worker_msg.STATUS)
+    def on_status(self, m: Envelope) -> None:
+        self._ready()
+        worker = self._known_worker(m)
+        self.life.status(worker, m.body, lambda body, error: m.respond(error=error) if error else m.respond(body))
+
+    # ---- timers -------------------------------------------------------------------------------
+    def _check_workers(self) -> None:
+        for rec in self.registry.expire():
+            log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
+            self.commands.cancel(rec.name)
+            self._save_node(rec.to_dict())
+            self._unmoved.add(rec.name)
+        for name in sorted(self._unmoved - self._moving):  # retried every tick until the Store takes them
+            if self.registry.is_ready(name):  # back already: its hello reconciles instead
+                self._unmoved.discard(name)
+                continue
+            self._moving.add(name)
+
+            def moved(ok: bool, name: str = name) -> None:
+                self._moving.discard(name)
+                if ok:
+                    self._unmoved.discard(name)
+                    self.placement.schedule()
+                else:
+                    log.warning("manager: tasks of lost worker %s not all moved yet; retrying", name)
+            self.life.worker_lost(name, moved)
+
+    def _prune(self) -> None:
+        """Forget tasks finished longer ago than the retention period, with their events."""
+        horizon = time.time() - self.config.retention
+        old = [t.id for t in self.book.tasks.values()
+               if listing.finished(t) and 0 < (t.finished_at or t.updated_at) < horizon][:1000]
+        if old:
+            self.book.prune(old, lambda n, error: log.info("manager: pruned %d finished tasks", n) if n else None)
+
+    def _save_node(self, data: dict[str, Any]) -> None:
+        self.store.put(NODES, data["name"], data, lambda _, error: error and log.warning(
+            "manager: could not record node %s: %s", data["name"], error))
+
+    # ---- events -----------------------------------------------------------------------------------
+    def _publish(self, event: TaskEvent, task: Task) -> None:
+        body = event.to_dict()
+        body["task"] = task.to_dict()
+        self.send(self.events, Envelope(task_msg.EVENT, body))
+        if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
+            self.request(self.sched_sock, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)
+
+
+def _relay(m: Envelope, reply: Envelope | None, who: str, pick: Any) -> None:
+    if reply is None:
+        m.respond(error=CubeError(UNAVAILABLE, f"{who} did not answer"))
+    elif reply.type == REPLY_ERROR:
+        m.respond(error=CubeError(reply.body.get("code", "error"), reply.body.get("message", "")))
+    else:
+        m.respond(pick(reply.body))
+
+
+def run_manager(config: ManagerConfig) -> None:
+    """Process entry point."""
+    from cube.chaos import hook
+    manager = Manager(config.resolved())
+    hook.attach(manager)
+    manager.stop_on_signals()
+    manager.run()

@@ -1,0 +1,52 @@
+"""Commands to workers: `worker.run` and `worker.stop`, re-sent until the worker acknowledges.
+
+Each command is keyed by (worker, task, attempt): a newer command for the same attempt replaces the
+older one (a stop replaces the run it cancels), and a command for an old attempt never cancels the
+run of a new one. Commands to a worker that is lost are not sent; its hello reconciles instead.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import zmq
+
+from cube.manager.registry import LOST, WorkerRegistry
+from cube.messages import worker as worker_msg
+from cube.model.runspec import RunSpec
+from cube.model.task import Task
+from cube.wire.actor import Actor
+from cube.wire.envelope import REPLY_ERROR, Envelope
+
+log = logging.getLogger(__name__)
+
+
+class Commands:
+    def __init__(self, actor: Actor, sock: zmq.Socket, registry: WorkerRegistry, retry_every: float):
+        self.actor = actor
+        self.sock = sock
+        self.registry = registry
+        self.retry_every = retry_every
+
+    def run(self, task: Task) -> None:
+        self._send(task.worker, task.id, worker_msg.RUN, {"spec": RunSpec.of(task).to_dict(), "attempt": task.attempt})
+
+    def stop(self, worker: str, task_id: str, attempt: int, reason: str) -> None:
+        self._send(worker, task_id, worker_msg.STOP, {"task_id": task_id, "attempt": attempt, "reason": reason})
+
+    def cancel(self, worker: str) -> None:
+        """Forget every command to a worker (it is lost: its hello will reconcile)."""
+        self.actor.cancel_where(lambda key: key[0] == "cmd" and key[1] == worker)
+
+    def _send(self, worker: str, task_id: str, msg_type: str, body: dict[str, Any]) -> None:
+        rec = self.registry.get(worker)
+        if rec is None or rec.state == LOST:
+            return
+
+        def acked(reply: Envelope | None) -> None:
+            if reply is not None and reply.type == REPLY_ERROR:
+                log.warning("manager: %s refused %s for %s: %s", worker, msg_type, task_id[:8],
+                            reply.body.get("message"))
+        key = ("cmd", worker, task_id, body.get("attempt"))
+        self.actor.request(self.sock, Envelope(msg_type, body, route=rec.route), acked,
+                           retry_every=self.retry_every, key=key)

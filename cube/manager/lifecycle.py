@@ -1,0 +1,261 @@
+"""What happens to a task after it is placed: reports from workers, stops, ends and restarts.
+
+Every decision is made inside a change applied to the task as it is when its write's turn comes
+(TaskBook.commit), never on a copy read earlier: two reports of one task cannot race. What
+follows a change (a stop to send, a placement pass, a probe reset) runs once it is durable.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+from cube.control import policy, reconcile
+from cube.manager.delivery import Commands
+from cube.manager.health import HealthMonitor
+from cube.manager.placement import Placement
+from cube.manager.registry import WorkerRegistry
+from cube.manager.taskbook import Done, Skip, TaskBook
+from cube.model.state import State
+from cube.model.task import DESIRED_STOPPED, Task
+from cube.wire.errors import CubeError
+
+log = logging.getLogger(__name__)
+
+LIVE = (State.SCHEDULED, State.RUNNING)
+
+
+def report_clock(value: Any) -> list[int] | None:
+    """A worker's report clock [boot, n] from a message, or None if absent or malformed."""
+    if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+        return value
+    return None
+
+
+def stop_now(state: State, clock: list[int] | None = None) -> Callable[[Task], None]:
+    def change(t: Task) -> None:
+        t.desired = DESIRED_STOPPED
+        t.transition(state)
+        t.finished_at = time.time()
+        t.report_clock = clock or t.report_clock
+    return change
+
+
+class TaskLife:
+    def __init__(self, book: TaskBook, registry: WorkerRegistry, commands: Commands,
+                 placement: Placement, health: HealthMonitor):
+        self.book = book
+        self.registry = registry
+        self.commands = commands
+        self.placement = placement
+        self.health = health
+
+    # ---- a client's stop ---------------------------------------------------------------------------
+    def stop(self, task_id: str, done: Done) -> None:
+        """Desired stopped; the container (if any) is stopped and removed."""
+        then: list[Callable[[Task], None]] = []
+
+        def change(t: Task) -> None:
+            then.clear()
+            if t.desired == DESIRED_STOPPED:
+                raise Skip
+            if t.state == State.PENDING:
+                stop_now(State.COMPLETED)(t)
+                t.reason = "stopped before it was placed"
+            elif t.state in LIVE and t.worker and self.registry.is_ready(t.worker):
+                t.desired = DESIRED_STOPPED
+                t.reason = "stop requested"
+                then.append(lambda n: self.commands.stop(n.worker, n.id, n.attempt, "stop requested"))
+            elif t.state in LIVE:
+                stop_now(State.COMPLETED)(t)
+                t.reason = f"stopped; worker {t.worker or '-'} is lost"
+            else:  # Completed, or Failed (perhaps waiting to restart): just never restart it
+                t.desired = DESIRED_STOPPED
+                t.reason = "stopped; will not be restarted"
+
+        def written(task: Task | None, error: CubeError | None) -> None:
+            if error is None and task is not None:
+                for fn in then:
+                    fn(task)
+            done(task, error)
+        self.book.commit(task_id, change, "", done=written)
+
+    # ---- reports from workers ------------------------------------------------------------------------
+    def status(self, worker: str, b: dict[str, Any], done: Callable[[dict[str, Any], CubeError | None], None]) -> None:
+        """A worker's task.status; `done` gets the reply body once the outcome is durable."""
+        state = b["state"]
+        task = self.book.get(b["task_id"])
+        if task is not None and b["attempt"] > task.attempt:
+            # An attempt never placed: forged or corrupt. A stop for it would stop the attempts
+            # below it on that worker, the current one included.
+            done({"ignored": f"attempt {b['attempt']} was never placed (the task is at {task.attempt})"}, None)
+            return
+        if task is None or task.worker != worker or task.attempt != b["attempt"]:
+            if state != "stopped":  # a container or a slot we do not want there: clear it
+                self.commands.stop(worker, b["task_id"], b["attempt"], "stale container")
+            done({"ignored": "stale"}, None)
+            return
+        clock = report_clock(b.get("clock"))
+        if clock and task.report_clock and clock <= task.report_clock:
+            done({"ignored": "older than a report already applied"}, None)  # a late or reordered copy
+            return
+        if task.state not in LIVE:
+            if state != "stopped":  # over, but the worker still holds this attempt: let it go,
+                self.commands.stop(worker, task.id, task.attempt, "task has ended")  # or its slot stays
+            done({}, None)
+            return
+
+        def reply(_: Task | None, error: CubeError | None) -> None:
+            done({}, error)
+        if state == "running":
+            self.running(task.id, task.attempt, b, clock, reply)
+        elif state in ("exited", "removed"):
+            cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
+                     else "container removed behind Cube's back")
+            if b.get("error"):
+                cause += f" ({b['error']})"
+            self.ended(task.id, task.attempt, b.get("exit_code") if state == "exited" else None, cause,
+                       b.get("error", ""), clock, reply)
+        elif state == "failed":
+            self.ended(task.id, task.attempt, None, f"could not start: {b.get('error') or 'unknown error'}",
+                       b.get("error", ""), clock, reply)
+        elif state == "stopped":
+            def stopped(t: Task) -> None:
+                if not (t.desired == DESIRED_STOPPED and t.state in LIVE and t.attempt == b["attempt"]):
+                    raise Skip
+                stop_now(State.COMPLETED, clock)(t)
+            self.book.commit(task.id, stopped, "stopped", done=reply)
+        else:
+            done({}, None)
+
+    def running(self, task_id: str, attempt: int, report: dict[str, Any], clock: list[int] | None,
+                done: Done | None = None) -> None:
+        """The attempt's container runs: Running (or, if the task must not run, a stop)."""
+        must_stop: list[bool] = []
+
+        def change(t: Task) -> None:
+            must_stop.clear()
+            if t.attempt != attempt:
+                raise Skip
+            if t.state not in LIVE or t.desired == DESIRED_STOPPED:
+                must_stop.append(True)
+                raise Skip
+            if t.state == State.RUNNING and t.container_id == report.get("container_id"):
+                raise Skip
+            t.transition(State.RUNNING)
+            t.report_clock = clock or t.report_clock
+            t.container_id = report.get("container_id") or t.container_id
+            t.host_ports = {k: int(v) for k, v in (report.get("host_ports") or {}).items()}
+            t.started_at = report.get("time") or time.time()
+            t.error = ""
+            t.reason = f"running on {t.worker}"
+
+        def written(task: Task | None, error: CubeError | None) -> None:
+            if error is None and task is not None:
+                if must_stop:
+                    self.commands.stop(task.worker, task.id, attempt, "stop requested")
+                elif task.state == State.RUNNING and task.attempt == attempt:
+                    self.health.started(task.id)
+            if done:
+                done(task, error)
+        self.book.commit(task_id, change, "", done=written)
+
+    def ended(self, task_id: str, attempt: int, exit_code: int | None, cause: str, error: str = "",
+              clock: list[int] | None = None, done: Done | None = None) -> None:
+        """A container ended (exit, removal, failed start, lost worker, failed health check)."""
+        outcome: list[policy.Outcome] = []
+        old_worker: list[str] = []
+
+        def change(t: Task) -> None:
+            outcome.clear()
+            old_worker.clear()
+            if t.attempt != attempt or t.state not in LIVE:
+                raise Skip
+            o = policy.on_end(t, exit_code, cause)
+            outcome.append(o)
+            old_worker.append(t.worker)
+            t.transition(o.state)
+            t.report_clock = clock or t.report_clock
+            t.exit_code = exit_code
+            t.error = error
+            t.finished_at = time.time()
+            if o.restart:
+                t.not_before = time.time() + o.delay
+            t.reason = o.reason
+
+        def written(task: Task | None, err: CubeError | None) -> None:
+            if err is None and outcome and task is not None:
+                self.health.forget(task_id)
+                if old_worker[0] and self.registry.is_ready(old_worker[0]):
+                    self.commands.stop(old_worker[0], task_id, attempt, "task ended")  # remove the dead container
+                if outcome[0].restart:
+                    self.placement.schedule(outcome[0].delay)
+            if done:
+                done(task, err)
+        self.book.commit(task_id, change, "", done=written)
+
+    # ---- a worker's hello -------------------------------------------------------------------------------
+    def reconcile(self, worker: str, reported: list[dict[str, Any]], clock: list[int] | None) -> None:
+        if not self.registry.is_ready(worker):
+            return
+        plan = reconcile.plan(worker, reported, self.book.tasks, clock)
+        for task_id, attempt, reason in plan.stop:
+            log.info("manager: reconcile %s: stopping %s attempt %s (%s)", worker, task_id[:8], attempt, reason)
+            self.commands.stop(worker, task_id, attempt, reason)
+            task = self.book.get(task_id)
+            if task and task.worker == worker and task.desired == DESIRED_STOPPED and task.state in LIVE:
+                self.book.commit(task_id, self._finish_stop(worker, attempt, clock), "stopped")
+        for task, rep in plan.adopt:
+            self.running(task.id, task.attempt, rep, clock)
+        for task, rep in plan.ended:
+            if rep.get("state") == "removed":  # a slot whose container is gone
+                self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock)
+            else:
+                self.ended(task.id, task.attempt, rep.get("exit_code"),
+                           f"exited with code {rep.get('exit_code')} while apart", clock=clock)
+        for task in plan.resend:
+            self.commands.run(task)
+        for task in plan.gone:
+            self.book.commit(task.id, self._finish_stop(worker, task.attempt, clock),
+                             f"stopped; no container left on {worker}")
+        for task in plan.vanished:
+            self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock)
+
+    @staticmethod
+    def _finish_stop(worker: str, attempt: int, clock: list[int] | None) -> Callable[[Task], None]:
+        def change(t: Task) -> None:
+            if not (t.worker == worker and t.attempt == attempt and t.desired == DESIRED_STOPPED and t.state in LIVE):
+                raise Skip
+            stop_now(State.COMPLETED, clock)(t)
+        return change
+
+    # ---- a lost worker ------------------------------------------------------------------------------------
+    def worker_lost(self, name: str, done: Callable[[bool], None]) -> None:
+        """End (and so move) every task of a lost worker; `done(True)` once all are durable."""
+        tasks = self.book.on_worker(name)
+        if not tasks:
+            done(True)
+            return
+        left = [len(tasks)]
+        ok = [True]
+
+        def one(_: Task | None, error: CubeError | None) -> None:
+            if error is not None:
+                ok[0] = False
+            left[0] -= 1
+            if left[0] == 0:
+                done(ok[0])
+        for task in tasks:
+            if task.desired == DESIRED_STOPPED:
+                self.book.commit(task.id, self._finish_stop(name, task.attempt, None),
+                                 f"stopped; worker {name} lost", done=one)
+            else:
+                self.ended(task.id, task.attempt, None, f"worker {name} lost", done=one)
+
+    # ---- a write that got no answer was applied after all -------------------------------------------------
+    def adopted(self, previous: Task | None, task: Task) -> None:
+        if task.desired == DESIRED_STOPPED and task.state in LIVE and task.worker:
+            self.commands.stop(task.worker, task.id, task.attempt, "stop requested")
+        elif task.state == State.SCHEDULED and task.worker:
+            self.commands.run(task)
+        self.placement.schedule()

@@ -1,0 +1,151 @@
+"""Placement of waiting tasks: batches of decisions from the Scheduler, then assignment.
+
+Tasks wait when they are Pending, or Failed with a restart due (policy and backoff). A pass sends
+the waiting tasks, oldest first, in one `sched.place_many` request (at most MAX_BATCH); the reply
+assigns each placed task (Scheduled on its node, a new attempt, then `worker.run`) and records why
+the others wait. One request is in flight at a time; triggers meanwhile (a new task, a task that
+ended, a worker that joined) coalesce into the next pass.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import zmq
+
+from cube.manager.delivery import Commands
+from cube.manager.registry import WorkerRegistry
+from cube.manager.taskbook import Skip, TaskBook
+from cube.messages import sched as sched_msg
+from cube.model.state import State
+from cube.model.task import DESIRED_RUNNING, Task
+from cube.wire.actor import Actor
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import CubeError
+
+log = logging.getLogger(__name__)
+
+SCHEDULER_TIMEOUT = 5.0
+
+
+def wants_placement(t: Task, now: float) -> bool:
+    if t.desired != DESIRED_RUNNING:
+        return False
+    if t.state == State.PENDING:
+        return True
+    return (t.state == State.FAILED and 0 < t.not_before <= now
+            and t.restart.allows(t.exit_code, t.restart_count))
+
+
+class Placement:
+    def __init__(self, actor: Actor, sock: zmq.Socket, book: TaskBook, registry: WorkerRegistry,
+                 commands: Commands, batch: int = sched_msg.MAX_BATCH):
+        self.actor = actor
+        self.sock = sock  # a DEALER to the Scheduler
+        self.book = book
+        self.registry = registry
+        self.commands = commands
+        self.batch = batch
+        self.in_flight = False
+        self._again = False
+        self._timer: Any = None
+        self._cursor: tuple[float, str] | None = None  # where the last full batch ended
+        self.placed = 0
+
+    def schedule(self, delay: float = 0.0) -> None:
+        """Ask for a pass (coalesced with any other request for one)."""
+        if self.in_flight:
+            self._again = True
+        elif self._timer is None:
+            self._timer = self.actor.loop.call_later(delay, self._pass)
+
+    def waiting(self, now: float | None = None) -> list[Task]:
+        now = time.time() if now is None else now
+        return self.book.where(lambda t: wants_placement(t, now) and not self.book.busy(t.id))
+
+    def _next_batch(self) -> list[Task]:
+        """The oldest waiting tasks; after a full batch, those after it first (then from the
+        start), so a long queue of tasks that fit nowhere cannot hide newer ones for ever."""
+        waiting = self.waiting()
+        if self._cursor is not None and len(waiting) > self.batch:
+            later = [t for t in waiting if (t.created_at, t.id) > self._cursor]
+            waiting = later + [t for t in waiting if (t.created_at, t.id) <= self._cursor]
+        tasks = waiting[: self.batch]
+        self._cursor = (tasks[-1].created_at, tasks[-1].id) if len(tasks) == self.batch else None
+        return tasks
+
+    def _pass(self) -> None:
+        self._timer = None
+        tasks = self._next_batch()
+        ready = [n for n in self.registry.ready() if self.registry.is_ready(n)]
+        if not tasks:
+            return
+        body = {"tasks": [{"task_id": t.id, "cpu": float(t.cpu), "memory": int(t.memory), "disk": int(t.disk)}
+                          for t in tasks], "exclude": self.registry.lost(), "only": ready}
+        self.in_flight, self._again = True, False
+        self.actor.request(self.sock, Envelope(sched_msg.PLACE_MANY, body),
+                           lambda reply: self._decided(tasks, reply), timeout=SCHEDULER_TIMEOUT)
+
+    def _decided(self, tasks: list[Task], reply: Envelope | None) -> None:
+        self.in_flight = False
+        if reply is None or reply.type == REPLY_ERROR:
+            why = "no answer" if reply is None else reply.body.get("message")
+            log.warning("manager: scheduler unavailable (%s); %d tasks wait", why, len(tasks))
+            self.schedule(1.0)
+            return
+        placed_any = False
+        for p in reply.body.get("placements", []):
+            node, task_id = p.get("node"), p.get("task_id")
+            if not isinstance(task_id, str):
+                continue
+            if node and self.registry.is_ready(node):
+                self._assign(task_id, node)
+                placed_any = True
+                continue
+            reason = p.get("reason") or f"scheduler chose {node}, which is not connected"
+            if node:
+                self._release(task_id)
+            self._note(task_id, reason)
+        if self._again or (placed_any and len(tasks) == self.batch):
+            self.schedule()
+
+    def _note(self, task_id: str, reason: str) -> None:
+        task = self.book.get(task_id)
+        if task is not None and task.reason != reason and not self.book.busy(task_id):
+            def note(t: Task) -> None:
+                if t.reason == reason or not wants_placement(t, time.time()):
+                    raise Skip
+            self.book.commit(task_id, note, reason, event=False)
+
+    def _assign(self, task_id: str, node: str) -> None:
+        def scheduled(t: Task) -> None:
+            if not wants_placement(t, time.time()):
+                raise Skip  # stopped or changed while the scheduler decided
+            restart = t.state == State.FAILED
+            t.transition(State.SCHEDULED)
+            t.worker = node
+            t.attempt += 1
+            t.container_id = ""
+            t.host_ports = {}
+            t.exit_code = None
+            t.not_before = 0.0
+            t.report_clock = []  # a new attempt: no report of it applied yet
+            if restart:
+                t.restart_count += 1
+            t.reason = f"restart {t.restart_count} on {node}" if restart else f"placed on {node}"
+
+        def done(task: Task | None, error: CubeError | None) -> None:
+            if error is None and task is not None and task.state == State.SCHEDULED and task.worker == node:
+                self.placed += 1
+                self.commands.run(task)
+            else:
+                self._release(task_id)
+                if error is not None:
+                    log.warning("manager: could not assign %s to %s: %s", task_id[:8], node, error)
+                    self.schedule(1.0)
+        self.book.commit(task_id, scheduled, "", done=done)
+
+    def _release(self, task_id: str) -> None:
+        """The Scheduler reserved capacity for a placement that did not happen: give it back."""
+        self.actor.request(self.sock, Envelope(sched_msg.RELEASE, {"task_id": task_id}), timeout=SCHEDULER_TIMEOUT)

@@ -1,0 +1,129 @@
+"""A worker's link to its manager: one DEALER, hello, heartbeats, reconnects (docs/protocol.md).
+
+The link says hello when it starts and whenever the manager forgets it (a heartbeat answered
+`not_found`) or falls silent (`liveness` heartbeats without a reply: the Paranoid Pirate pattern).
+A refused or unanswered hello is retried on a fresh connection after a backoff that doubles up to
+MAX_BACKOFF, with jitter so that many workers cut off together do not come back in lockstep.
+What goes into a hello is the owner's business: `make_hello(send)` builds the body, possibly off
+the loop, and calls `send(body)`, or `send(None)` when it cannot (the link retries later).
+"""
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Callable
+
+import zmq
+
+from cube.messages import worker as msg
+from cube.wire import sockets
+from cube.wire.actor import Actor
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import NOT_FOUND
+
+log = logging.getLogger(__name__)
+
+FIRST_BACKOFF = 0.5
+MAX_BACKOFF = 4.0
+HELLO_TIMEOUT = 2.0
+
+Send = Callable[[dict[str, Any] | None], None]
+
+
+class ManagerLink:
+    def __init__(self, actor: Actor, endpoint: str, identity: str, accept: set[str],
+                 make_hello: Callable[[Send], None], on_registered: Callable[[dict[str, Any]], None],
+                 heartbeat: float = 1.0, liveness: int = 3, jitter: Callable[[], float] = random.random):
+        self.actor = actor
+        self.endpoint = endpoint
+        self.identity = identity
+        self.accept = accept
+        self.make_hello = make_hello
+        self.on_registered = on_registered
+        self.heartbeat = heartbeat
+        self.liveness = liveness  # missed heartbeat replies before the manager is presumed gone
+        self.jitter = jitter
+        self.sock: zmq.Socket | None = None
+        self.registered = False
+        self.missed = 0
+        self.backoff = FIRST_BACKOFF
+        self._hello_pending = False
+        self._timer: Any = None
+        self.connect()
+
+    def connect(self) -> None:
+        """A fresh connection; requests still waiting for an answer move to it."""
+        old = self.sock
+        # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
+        self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, identity=self.identity)
+        self.actor.serve(self.sock, accept=self.accept)
+        if old is not None:
+            self.actor.retarget(old, self.sock)
+            self.actor.loop.remove_reader(old)
+            old.close(linger=0)
+
+    def start(self) -> None:
+        self._timer = self.actor.loop.call_every(self.heartbeat, self._beat)
+        self.hello()
+
+    # ---- hello --------------------------------------------------------------------------------
+    def hello(self) -> None:
+        if self._hello_pending:
+            return
+        self._hello_pending = True
+        self.make_hello(self._send_hello)
+
+    def _send_hello(self, body: dict[str, Any] | None) -> None:
+        if body is None:  # the owner could not say what it has: try again later
+            self._hello_pending = False
+            self._retry_later("nothing to say yet")
+            return
+        self.actor.request(self.sock, Envelope(msg.HELLO, body), self._on_hello_reply, timeout=HELLO_TIMEOUT)
+
+    def _on_hello_reply(self, reply: Envelope | None) -> None:
+        self._hello_pending = False
+        if reply is None or reply.type == REPLY_ERROR:
+            self.connect()
+            self._retry_later("no answer" if reply is None else str(reply.body.get("message")))
+            return
+        self.registered = True
+        self.missed = 0
+        self.backoff = FIRST_BACKOFF
+        beat = float(reply.body.get("heartbeat") or self.heartbeat)
+        if beat != self.heartbeat:
+            self.heartbeat = beat
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.actor.loop.call_every(beat, self._beat)
+        log.info("%s: registered with manager %s", self.actor.name, self.endpoint)
+        self.on_registered(reply.body)
+
+    def _retry_later(self, why: str) -> None:
+        delay = self.backoff * (0.5 + self.jitter())  # 50% to 150% of the backoff
+        log.warning("%s: manager at %s did not accept hello (%s); retrying in %.1fs",
+                    self.actor.name, self.endpoint, why, delay)
+        self.actor.loop.call_later(delay, self.hello)
+        self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+
+    # ---- heartbeats ---------------------------------------------------------------------------
+    def _beat(self) -> None:
+        if not self.registered:
+            return
+        self.missed += 1
+        if self.missed > self.liveness:
+            log.warning("%s: manager silent for %d heartbeats; reconnecting", self.actor.name, self.missed - 1)
+            self.registered = False
+            self.connect()
+            self.hello()
+            return
+        self.actor.request(self.sock, Envelope(msg.HEARTBEAT, {"name": self.identity}), self._on_beat_reply,
+                           timeout=self.heartbeat * 3)
+
+    def _on_beat_reply(self, reply: Envelope | None) -> None:
+        if reply is None:
+            return
+        self.missed = 0
+        if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:
+            log.info("%s: manager does not know us (restarted, or we were lost); saying hello", self.actor.name)
+            self.registered = False
+            self.hello()
