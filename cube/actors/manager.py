@@ -190,6 +190,10 @@ class Manager(Actor):
         worker = self._known_worker(m)
         state = b["state"]
         task = self.book.get(b["task_id"])
+        if task is not None and b["attempt"] > task.attempt:
+            # An attempt never placed: forged or corrupt. A stop for it would stop the attempts
+            # below it on that worker, the current one included.
+            return {"ignored": f"attempt {b['attempt']} was never placed (the task is at {task.attempt})"}
         if task is None or task.worker != worker or task.attempt != b["attempt"]:
             if state != "stopped":  # a container or a slot we do not want there: clear it
                 self._send_stop(worker, b["task_id"], b["attempt"], "stale container")
