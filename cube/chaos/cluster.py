@@ -158,6 +158,8 @@ class LocalCluster:
         name = self.worker_name(short)
 
         def ready() -> bool:
+            # "ready" only: a worker a restarted manager merely remembers has not said hello to
+            # it yet (docs/chaos.md, actors-answer).
             nodes = {n["name"]: n for n in self.call("node.ls", timeout=2.0)["nodes"]}
             n = nodes.get(name)
             return bool(n and n["state"] == "ready" and n.get("metrics") and n["metrics"].get("state") == "alive")

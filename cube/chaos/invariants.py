@@ -1,44 +1,88 @@
-"""The invariants every chaos script must leave intact (DESIGN.md §4 and §8).
+"""The invariants every chaos script must leave intact (docs/chaos.md, "Invariants").
 
-Each check looks at the cluster from outside (the manager's api, the Store and Scheduler
-endpoints, Docker) and returns a list of problems, empty when it holds. Most of them are
-"eventually" properties: after faults, the cluster needs time to converge, so `settle` re-runs
-the checks until they all hold or a bound expires, and reports the last result.
+The runner takes a Snapshot of the cluster from outside (the manager's api, the Store and
+Scheduler endpoints, Docker) together with what it knows from playing the script (which starts
+were acknowledged, refused or unanswered, which stops may have been applied, how many failures
+the script itself caused, which workers it disrupted). Each check is a small pure function of
+that Snapshot returning (problems, summary); no problems means it holds.
+
+Most of them are "eventually" properties: after faults, the cluster needs time to converge, so
+`settle` re-takes the snapshot and re-runs the checks until every check holds in two consecutive
+rounds at least a second apart, or a bound expires, and reports the last result. Each snapshot is
+bracketed by two `task.ls` calls: if the manager's tasks changed while Docker, the Store and the
+Scheduler were being read, the snapshot is not a consistent look and is taken again.
+
+One invariant is about history rather than the final state: `RunWatcher` follows Docker's event
+stream for the whole run and records every moment a task had two running containers.
 """
 from __future__ import annotations
 
+import fnmatch
+import math
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Iterable, Protocol
 
-from cube.runtime.base import LABEL_TASK
+from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER
 from cube.wire.errors import CubeError
 
 LIVE_STATES = ("Scheduled", "Running")
 DONE_STATES = ("Completed", "Failed")
+#: Docker statuses of a container that is (or may again be) alive: what `assert containers` counts.
+LIVE_CONTAINER_STATUSES = ("created", "running", "paused", "restarting")
+
+ACKED, REFUSED, UNANSWERED = "acked", "refused", "unanswered"
+CPU_TOLERANCE = 1e-6
 
 
 class Target(Protocol):
-    """What the checks need of a cluster (LocalCluster provides it)."""
+    """What a snapshot needs of a cluster (LocalCluster provides it)."""
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float = 3.0,
              endpoint: str = "api") -> dict[str, Any]: ...
     def containers(self, all_: bool = True) -> list[Any]: ...
-    def worker_name(self, short: str) -> str: ...
+
+
+@dataclass
+class Expect:
+    """What the runner knows about one task id it asked the manager to start."""
+
+    start: str = ACKED  # acked | refused (every try got an error reply) | unanswered (a try got none)
+    desired: str = "running"  # the last desired state the manager acknowledged
+    doubt: set[str] = field(default_factory=set)  # desired states an unanswered stop may have set
+    allowance: int = 0  # failures the script caused or declared for this task
+
+    def acceptable(self) -> set[str]:
+        return {self.desired} | self.doubt
 
 
 @dataclass
 class Snapshot:
-    """One consistent-enough look at the cluster, shared by all checks of a round."""
+    """One consistent look at the cluster, shared by all checks of a round."""
 
-    tasks: dict[str, dict[str, Any]]
-    containers: list[Any]
-    acked: dict[str, str]  # task id -> desired state the runner was acknowledged
-    workers: list[str]  # full names of the workers that must be alive and ready
-    errors: list[str] = field(default_factory=list)
+    tasks: dict[str, dict[str, Any]]  # task.ls by id
+    containers: list[Any] = field(default_factory=list)  # the cluster's Docker containers, any state
+    expect: dict[str, Expect] = field(default_factory=dict)  # every task id the runner tried to start
+    workers: list[str] = field(default_factory=list)  # full names of workers that must be alive and ready
+    stored: dict[str, dict[str, Any]] | None = None  # the Store's tasks namespace (None: not read)
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)  # node.ls rows by name
+    sched: dict[str, dict[str, Any]] = field(default_factory=dict)  # sched.nodes rows by name
+    pings: dict[str, str] = field(default_factory=dict)  # actor -> "" when it answered, else why not
+    inspect_errors: dict[str, str] = field(default_factory=dict)  # task id -> task.inspect failure
+    disrupted: set[str] = field(default_factory=set)  # full names of workers the script disrupted
+    double_runs: list[str] = field(default_factory=list)  # recorded by the RunWatcher
+    watched: set[str] | None = None  # ids of the containers the RunWatcher saw start and not end
+    excused: int = 0  # overlaps the RunWatcher excused (old container on a disrupted worker)
+    errors: list[str] = field(default_factory=list)  # the snapshot itself could not be taken whole
 
-    def running_of(self, task_id: str) -> list[Any]:
-        return [c for c in self.containers if c.labels.get(LABEL_TASK) == task_id and c.status == "running"]
+    def containers_of(self, task_id: str) -> list[Any]:
+        return [c for c in self.containers if c.labels.get(LABEL_TASK) == task_id]
+
+    def judged(self) -> dict[str, Expect]:
+        """Tasks judged like acknowledged ones: acknowledged, or unanswered but present."""
+        return {tid: e for tid, e in self.expect.items()
+                if e.start == ACKED or (e.start == UNANSWERED and tid in self.tasks)}
 
 
 def settled(task: dict[str, Any]) -> bool:
@@ -57,120 +101,511 @@ def settled(task: dict[str, Any]) -> bool:
     return False
 
 
+def _short(task_id: str) -> str:
+    return task_id[:12]
+
+
+def _label(c: Any, key: str) -> str:
+    return (c.labels or {}).get(key, "")
+
+
+def _show(c: Any) -> str:
+    return f"{c.short_id} ({c.status}, attempt {_label(c, LABEL_ATTEMPT) or '?'} on {_label(c, LABEL_WORKER) or '?'})"
+
+
+# ---- the checks ---------------------------------------------------------------------------------
+
 def desired_state(s: Snapshot) -> tuple[list[str], str]:
+    """Each judged task has a desired state the runner may expect, and has reached it."""
     problems = []
-    for task_id, desired in s.acked.items():
+    judged = s.judged()
+    for task_id, e in judged.items():
         t = s.tasks.get(task_id)
         if t is None:
-            continue  # reported by nothing_lost
-        if t["desired"] != desired:
-            problems.append(f"{task_id[:12]}: desired {t['desired']!r} but the manager acknowledged {desired!r}")
-        elif not settled(t):
-            problems.append(f"{task_id[:12]} ({t['name']}): {t['state']}, desired {desired} ({t.get('reason')})")
-        elif t["state"] == "Running":
-            running = s.running_of(task_id)
-            if not any(c.id == t["container_id"] for c in running):
-                problems.append(f"{task_id[:12]}: Running on {t['worker']} but container "
-                                f"{t['container_id'][:12] or '-'} is not running in Docker")
-    return problems, f"{len(s.acked)} acknowledged tasks at their desired state"
+            continue  # reported by nothing-lost
+        ok = sorted(e.acceptable())
+        if t["desired"] not in ok:
+            problems.append(f"{_short(task_id)}: desired {t['desired']!r} but the manager acknowledged "
+                            f"{' or '.join(repr(d) for d in ok)}")
+        elif not settled(t):  # judged for the desired state it actually has
+            problems.append(f"{_short(task_id)} ({t['name']}): {t['state']}, desired {t['desired']} ({t.get('reason')})")
+    return problems, f"{len(judged)} tasks at a desired state the manager acknowledged"
+
+
+def failures(task: dict[str, Any]) -> int:
+    """Failures a task went through: its restarts, plus an end that was not asked for."""
+    ended = task["state"] in DONE_STATES and task["desired"] == "running"
+    return int(task.get("restart_count") or 0) + (1 if ended else 0)
+
+
+def restarts(s: Snapshot) -> tuple[list[str], str]:
+    """No task failed, or was placed, more often than the script caused or declared (restart accounting)."""
+    problems = []
+    n = 0
+    for task_id, e in s.judged().items():
+        t = s.tasks.get(task_id)
+        if t is None:
+            continue
+        n += 1
+        f, attempt = failures(t), int(t.get("attempt") or 0)
+        if f > e.allowance:
+            problems.append(f"{_short(task_id)} ({t['name']}): {f} failures (restart_count "
+                            f"{t.get('restart_count')}, {t['state']}, desired {t['desired']}) but the script "
+                            f"caused {e.allowance} ({t.get('reason')})")
+        if attempt - 1 > e.allowance:
+            problems.append(f"{_short(task_id)} ({t['name']}): placed {attempt} times but the script caused "
+                            f"{e.allowance} failures")
+    return problems, f"{n} tasks failed and were placed no more often than the script caused"
+
+
+def nothing_lost(s: Snapshot) -> tuple[list[str], str]:
+    """Acknowledged tasks are in task.ls, task.inspect and the Store; refused ones are nowhere."""
+    problems = [f"{_short(tid)}: acknowledged but missing from task.ls"
+                for tid, e in s.expect.items() if e.start == ACKED and tid not in s.tasks]
+    judged = s.judged()
+    if s.stored is not None:
+        problems += [f"{_short(tid)}: {judged[tid].start} but not in the Store" for tid in judged
+                     if tid not in s.stored]
+    problems += [f"{_short(tid)}: task.inspect failed: {why}" for tid, why in s.inspect_errors.items()]
+    refused = [tid for tid, e in s.expect.items() if e.start == REFUSED]
+    for tid in refused:
+        where = [w for w, there in (("task.ls", tid in s.tasks), ("the Store", s.stored is not None and tid in s.stored))
+                 if there]
+        if where:
+            problems.append(f"{_short(tid)}: refused but persisted (in {' and '.join(where)})")
+    return problems, (f"{len(judged)} acknowledged tasks in task.ls, task.inspect and the Store; "
+                      f"{len(refused)} refused ones nowhere")
+
+
+_MISSING = object()
+
+
+def store_matches(s: Snapshot) -> tuple[list[str], str]:
+    """The Store's tasks are exactly the manager's, field by field."""
+    if s.stored is None:
+        return ["the Store's tasks could not be read"], ""
+    problems = []
+    for tid, v in s.stored.items():
+        t = s.tasks.get(tid)
+        if t is None:
+            problems.append(f"{_short(tid)}: in the Store ({v.get('state')}) but not in task.ls")
+            continue
+        differ = sorted(k for k in set(v) | set(t) if v.get(k, _MISSING) != t.get(k, _MISSING))
+        if differ:
+            shown = ", ".join(f"{k} (store {v.get(k)!r}, task.ls {t.get(k)!r})" for k in differ[:4])
+            problems.append(f"{_short(tid)}: the Store and task.ls differ in {', '.join(differ)}: {shown}")
+    problems += [f"{_short(tid)}: in task.ls ({t['state']}) but not in the Store"
+                 for tid, t in s.tasks.items() if tid not in s.stored]
+    return problems, f"{len(s.stored)} tasks identical in the Store and task.ls"
+
+
+def _runs(t: dict[str, Any]) -> bool:
+    return t["state"] == "Running" and t["desired"] == "running"
 
 
 def single_container(s: Snapshot) -> tuple[list[str], str]:
-    by_task: dict[str, list[Any]] = {}
+    """A Running task has exactly one container in Docker (any state): its own, running."""
+    problems = []
+    n = 0
+    for tid, t in s.tasks.items():
+        if not _runs(t):
+            continue
+        n += 1
+        cs = s.containers_of(tid)
+        mine = [c for c in cs if c.id == t.get("container_id")]
+        if not mine:
+            problems.append(f"{_short(tid)}: Running on {t.get('worker')} but its container "
+                            f"{(t.get('container_id') or '-')[:12]} is not in Docker")
+        else:
+            c = mine[0]
+            if c.status != "running":
+                problems.append(f"{_short(tid)}: Running but its container {c.short_id} is {c.status}")
+            if _label(c, LABEL_ATTEMPT) != str(t.get("attempt")):
+                problems.append(f"{_short(tid)}: container {c.short_id} is labelled attempt "
+                                f"{_label(c, LABEL_ATTEMPT) or '-'}, the task is on attempt {t.get('attempt')}")
+            if _label(c, LABEL_WORKER) != t.get("worker"):
+                problems.append(f"{_short(tid)}: container {c.short_id} is labelled worker "
+                                f"{_label(c, LABEL_WORKER) or '-'}, the task is on {t.get('worker')}")
+        others = [c for c in cs if c.id != t.get("container_id")]
+        if others:
+            problems.append(f"{_short(tid)}: {len(others)} more containers besides its own: "
+                            + ", ".join(_show(c) for c in others))
+    return problems, f"{n} Running tasks with exactly one container, their own"
+
+
+def no_leftovers(s: Snapshot) -> tuple[list[str], str]:
+    """No container (any state) for a task that must have none, nor for a task nobody knows."""
+    problems = []
     for c in s.containers:
-        if c.status == "running":
-            by_task.setdefault(c.labels.get(LABEL_TASK, ""), []).append(c)
-    problems = [f"{tid[:12]}: {len(cs)} live containers ({', '.join(c.labels.get('cube.worker', '?') for c in cs)})"
-                for tid, cs in by_task.items() if len(cs) > 1]
-    return problems, f"{len(by_task)} tasks with a live container, none with two"
+        tid = _label(c, LABEL_TASK)
+        t = s.tasks.get(tid)
+        if t is None:
+            problems.append(f"container {_show(c)} for task {_short(tid)} the manager does not know")
+            continue
+        if _runs(t):
+            continue  # single-container judges those
+        state, desired = t["state"], t["desired"]
+        if state == "Scheduled" and desired == "running":
+            # Being started: only a container of the current attempt on the chosen worker.
+            if _label(c, LABEL_ATTEMPT) != str(t.get("attempt")) or _label(c, LABEL_WORKER) != t.get("worker"):
+                problems.append(f"container {_show(c)} left for task {_short(tid)} (Scheduled as attempt "
+                                f"{t.get('attempt')} on {t.get('worker')})")
+        elif state == "Pending" or settled(t):
+            problems.append(f"container {_show(c)} left for task {_short(tid)} ({state}, desired {desired})")
+        elif c.status == "running" and desired == "running":  # Failed, waiting for its restart
+            problems.append(f"container {_show(c)} still running for task {_short(tid)} ({state})")
+        # else: being stopped (desired stopped, still live): desired-state reports it if it stays
+    return problems, "no container left for a task that must have none, or for an unknown task"
 
 
-def nothing_lost(s: Snapshot, target: Target) -> tuple[list[str], str]:
-    problems = [f"{tid[:12]}: acknowledged but missing from task.ls" for tid in s.acked if tid not in s.tasks]
-    try:
-        stored = {k for k, _ in target.call("store.list", {"ns": "tasks"}, timeout=5.0, endpoint="store")["items"]}
-    except CubeError as e:
-        return problems + [f"store.list failed: {e}"], ""
-    problems += [f"{tid[:12]}: acknowledged but not in the Store" for tid in s.acked if tid not in stored]
-    for tid in s.acked:
-        if tid in s.tasks:
-            try:
-                target.call("task.inspect", {"id": tid}, timeout=3.0)
-            except CubeError as e:
-                problems.append(f"{tid[:12]}: task.inspect failed: {e}")
-    return problems, f"{len(s.acked)} acknowledged tasks in task.ls, task.inspect and the Store"
+def _bindings(c: Any) -> dict[str, list[dict[str, str]]]:
+    ports = getattr(c, "ports", None)
+    if ports is None:
+        ports = ((getattr(c, "attrs", None) or {}).get("NetworkSettings") or {}).get("Ports")
+    return {k: list(v or []) for k, v in (ports or {}).items()}
 
 
-def actors_answer(s: Snapshot, target: Target) -> tuple[list[str], str]:
-    problems = list(s.errors)
-    for what, endpoint, msg_type, body in (("manager", "api", "manager.ping", {}),
-                                           ("store", "store", "store.count", {"ns": "tasks"}),
-                                           ("scheduler", "scheduler", "sched.nodes", {})):
-        try:
-            target.call(msg_type, body, timeout=2.0, endpoint=endpoint)
-        except CubeError as e:
-            problems.append(f"{what} does not answer {msg_type}: {e}")
-    try:
-        nodes = {n["name"]: n for n in target.call("node.ls", timeout=3.0)["nodes"]}
-    except CubeError as e:
-        return problems + [f"node.ls failed: {e}"], ""
+def host_ports(s: Snapshot) -> tuple[list[str], str]:
+    """host_ports of a Running task are its container's real bindings; no host port used twice."""
+    problems = []
+    used: dict[tuple[str, int, str], str] = {}
+    n = 0
+    for tid, t in s.tasks.items():
+        if not _runs(t) or not (t.get("ports") or t.get("host_ports")):
+            continue
+        n += 1
+        have = {k: int(v) for k, v in (t.get("host_ports") or {}).items()}
+        mine = [c for c in s.containers_of(tid) if c.id == t.get("container_id")]
+        if mine:
+            real = _bindings(mine[0])
+            for port in t.get("ports") or []:
+                published = {int(b["HostPort"]) for b in real.get(port, []) if str(b.get("HostPort", "")).isdigit()}
+                if port not in have:
+                    problems.append(f"{_short(tid)}: port {port} missing from host_ports "
+                                    f"(Docker publishes it on {sorted(published) or 'nothing'})")
+                elif have[port] not in published:
+                    problems.append(f"{_short(tid)}: host_ports[{port}] = {have[port]} but Docker publishes it on "
+                                    f"{sorted(published) or 'nothing'}")
+            for port in sorted(set(have) - set(t.get("ports") or [])):
+                problems.append(f"{_short(tid)}: host_ports has {port}, which the task does not expose")
+        # else: single-container reports the missing container
+        address = (s.nodes.get(t.get("worker") or "") or {}).get("address") or t.get("worker") or "?"
+        for port, number in have.items():
+            key = (address, number, port.partition("/")[2] or "tcp")
+            if key in used:
+                problems.append(f"host port {number}/{key[2]} on {address} used by both {_short(used[key])} "
+                                f"and {_short(tid)}")
+            else:
+                used[key] = tid
+    return problems, f"{n} Running tasks with ports bound as the manager says, {len(used)} host ports each used once"
+
+
+def worker_slots(s: Snapshot) -> tuple[list[str], str]:
+    """A live worker holds slots (task_ids, reserved) for exactly its Scheduled/Running tasks."""
+    problems = []
+    n = 0
+    for name, node in sorted(s.nodes.items()):
+        row = s.sched.get(name) or node.get("metrics")
+        if node.get("state") != "ready" or not row or row.get("state") != "alive":
+            continue  # not live: actors-answer says so if it should be
+        n += 1
+        mine = {tid: t for tid, t in s.tasks.items()
+                if t.get("worker") == name and t["state"] in LIVE_STATES and t["desired"] == "running"}
+        if "task_ids" not in row or "reserved" not in row:
+            problems.append(f"worker {name}: its metrics row has no task_ids / reserved")
+            continue
+        slots = set(row.get("task_ids") or [])
+        for tid in sorted(slots - set(mine)):
+            t = s.tasks.get(tid)
+            what = f"{t['state']}, desired {t['desired']}, on {t.get('worker') or '-'}" if t else "unknown to the manager"
+            problems.append(f"worker {name}: keeps a slot for {_short(tid)} ({what})")
+        for tid in sorted(set(mine) - slots):
+            problems.append(f"worker {name}: no slot for {_short(tid)} ({mine[tid]['state']} there)")
+        reserved = row.get("reserved") or {}
+        cpu = sum(float(t.get("cpu") or 0) for t in mine.values())
+        memory = sum(int(t.get("memory") or 0) for t in mine.values())
+        have_cpu = float(reserved.get("cpu") or 0)
+        if not math.isclose(have_cpu, cpu, abs_tol=CPU_TOLERANCE):
+            problems.append(f"worker {name}: reserves {have_cpu:g} cpu, its tasks ask for {cpu:g}")
+        if int(reserved.get("memory") or 0) != memory:
+            problems.append(f"worker {name}: reserves {reserved.get('memory')} bytes, its tasks ask for {memory}")
+    return problems, f"{n} live workers hold exactly the slots and reservations of their tasks"
+
+
+def no_double_run(s: Snapshot) -> tuple[list[str], str]:
+    """No task ever had two running containers at once (recorded by the RunWatcher for the whole
+    run), and the watcher did see every container that runs now (or it could have missed one)."""
+    problems = list(s.double_runs)
+    if s.watched is not None:
+        problems += [f"container {_show(c)} of {_short(_label(c, LABEL_TASK))} runs but the Docker watcher "
+                     "did not see it start" for c in s.containers if c.status == "running" and c.id not in s.watched]
+    return problems, (f"no task ran two containers at once ({s.excused} overlaps with a container on a "
+                      f"disrupted worker excused)")
+
+
+def actors_answer(s: Snapshot) -> tuple[list[str], str]:
+    """Every actor answers; every worker the script did not take down is ready with live metrics."""
+    problems = [f"{what} does not answer: {why}" for what, why in sorted(s.pings.items()) if why]
     for name in s.workers:
-        n = nodes.get(name)
-        if n is None or n["state"] != "ready":
-            problems.append(f"worker {name} is {n['state'] if n else 'unknown'} in node.ls")
-        elif not (n.get("metrics") or {}).get("state") == "alive":
+        n = s.nodes.get(name)
+        # "ready" only: a worker the manager remembers from before a restart but that has not
+        # said hello again is not ready (docs/chaos.md, actors-answer).
+        if n is None or n.get("state") != "ready":
+            problems.append(f"worker {name} is {n.get('state') if n else 'unknown'} in node.ls")
+        elif ((s.sched.get(name) or n.get("metrics") or {}).get("state")) != "alive":
             problems.append(f"worker {name} has no live metrics at the scheduler")
     return problems, f"manager, store, scheduler answer; {len(s.workers)} workers ready"
 
 
-def no_leftovers(s: Snapshot) -> tuple[list[str], str]:
-    problems = []
-    for c in s.containers:
-        tid = c.labels.get(LABEL_TASK, "")
-        t = s.tasks.get(tid)
-        if t is None:
-            problems.append(f"container {c.short_id} ({c.status}) for task {tid[:12]} the manager does not know")
-        elif t["desired"] == "stopped":
-            problems.append(f"container {c.short_id} ({c.status}) left for stopped task {tid[:12]} ({t['state']})")
-    return problems, "no container left for a stopped or unknown task"
-
-
-CHECKS: dict[str, Callable[..., tuple[list[str], str]]] = {
-    "desired-state": desired_state, "single-container": single_container, "nothing-lost": nothing_lost,
-    "actors-answer": actors_answer, "no-leftovers": no_leftovers,
+CHECKS: dict[str, Callable[[Snapshot], tuple[list[str], str]]] = {
+    "desired-state": desired_state, "restarts": restarts, "nothing-lost": nothing_lost,
+    "store-matches": store_matches, "single-container": single_container, "no-leftovers": no_leftovers,
+    "host-ports": host_ports, "worker-slots": worker_slots, "no-double-run": no_double_run,
+    "actors-answer": actors_answer,
 }
+#: Checks about the past: once they fail with what was recorded, waiting cannot make them hold.
+FINAL = ("no-double-run",)
 
 
-def snapshot(target: Target, acked: dict[str, str], workers: list[str]) -> Snapshot:
-    errors = []
-    try:
-        tasks = {t["id"]: t for t in target.call("task.ls", timeout=5.0)["tasks"]}
-    except CubeError as e:
-        tasks, errors = {}, [f"task.ls failed: {e}"]
-    return Snapshot(tasks, target.containers(), dict(acked), workers, errors)
-
-
-def run_checks(target: Target, acked: dict[str, str], workers: list[str],
-               names: list[str] | None = None) -> dict[str, tuple[list[str], str]]:
-    s = snapshot(target, acked, workers)
+def evaluate(s: Snapshot, names: Iterable[str] | None = None) -> dict[str, tuple[list[str], str]]:
     results = {}
     for name in names or list(CHECKS):
-        fn = CHECKS[name]
         try:
-            results[name] = fn(s, target) if name in ("nothing-lost", "actors-answer") else fn(s)
+            problems, summary = CHECKS[name](s)
         except Exception as e:  # a check that cannot run is a failed check, with the reason
-            results[name] = ([f"check failed to run: {type(e).__name__}: {e}"], "")
+            problems, summary = [f"check failed to run: {type(e).__name__}: {e}"], ""
         if s.errors and name != "actors-answer":
-            results[name] = (s.errors + results[name][0], results[name][1])
+            problems = list(s.errors) + problems
+        results[name] = (problems, summary)
     return results
 
 
-def settle(target: Target, acked: Callable[[], dict[str, str]], workers: Callable[[], list[str]],
-           bound: float, names: list[str] | None = None) -> tuple[dict[str, tuple[list[str], str]], float]:
-    """Re-run the checks until all hold or `bound` seconds pass; returns the last results and the time."""
-    t0 = time.monotonic()
+# ---- taking a snapshot ----------------------------------------------------------------------------
+
+def _marks(tasks: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
+    return {tid: (t.get("updated_at"), t.get("state")) for tid, t in tasks.items()}
+
+
+def _store_tasks(target: Target) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    after = ""
     while True:
-        results = run_checks(target, acked(), workers(), names)
-        if all(not problems for problems, _ in results.values()) or time.monotonic() - t0 >= bound:
-            return results, time.monotonic() - t0
+        reply = target.call("store.list", {"ns": "tasks", "after": after}, timeout=5.0, endpoint="store")
+        out.update((k, v) for k, v in reply["items"])
+        if not reply.get("more") or not reply["items"]:
+            return out
+        after = reply["items"][-1][0]
+
+
+def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disrupted: Iterable[str] = (),
+             watcher: "RunWatcher | None" = None, tries: int = 3) -> Snapshot:
+    """task.ls, Docker, the Store, the Scheduler's and the manager's nodes, task.ls again; retried
+    while the two task.ls differ (the cluster moved during the look)."""
+    for attempt in range(tries):
+        s = Snapshot({}, expect=expect, workers=list(workers), disrupted=set(disrupted))
+        try:
+            first = {t["id"]: t for t in target.call("task.ls", timeout=5.0)["tasks"]}
+        except CubeError as e:
+            s.errors.append(f"task.ls failed: {e}")
+            break
+        s.tasks = first
+        try:
+            s.containers = target.containers()
+        except Exception as e:  # noqa: BLE001 - Docker's errors (APIError, requests'): not a look
+            s.errors.append(f"listing Docker's containers failed: {type(e).__name__}: {e}")
+        if watcher is not None:  # after the listing: what runs in it, the watcher should have seen start
+            s.double_runs, s.watched, s.excused = watcher.recorded(), watcher.running_ids(), watcher.excused
+        try:
+            s.stored = _store_tasks(target)
+        except CubeError as e:
+            s.errors.append(f"store.list failed: {e}")
+        try:
+            s.sched = {n["name"]: n for n in target.call("sched.nodes", timeout=3.0, endpoint="scheduler")["nodes"]}
+            s.pings["scheduler"] = ""
+        except CubeError as e:
+            s.pings["scheduler"] = f"sched.nodes: {e}"
+        try:
+            s.nodes = {n["name"]: n for n in target.call("node.ls", timeout=3.0)["nodes"]}
+        except CubeError as e:
+            s.errors.append(f"node.ls failed: {e}")
+        try:
+            second = {t["id"]: t for t in target.call("task.ls", timeout=5.0)["tasks"]}
+        except CubeError as e:
+            s.errors.append(f"task.ls failed: {e}")
+            break
+        if _marks(first) == _marks(second):
+            break
+        if attempt == tries - 1:
+            moved = sum(1 for tid in set(first) | set(second)
+                        if _marks(first).get(tid) != _marks(second).get(tid))
+            s.errors.append(f"task.ls changed while the snapshot was taken ({moved} tasks moved, {tries} tries): "
+                            "no consistent look")
+        time.sleep(0.2)
+    for what, endpoint, msg_type, body in (("manager", "api", "manager.ping", {}),
+                                           ("store", "store", "store.count", {"ns": "tasks"}),
+                                           ("scheduler", "scheduler", "sched.nodes", {})):
+        if what in s.pings:
+            continue  # the scheduler answered (or not) inside the bracket already
+        try:
+            target.call(msg_type, body, timeout=2.0, endpoint=endpoint)
+            s.pings[what] = ""
+        except CubeError as e:
+            s.pings[what] = f"{msg_type}: {e}"
+    for tid in s.judged():
+        if tid in s.tasks:
+            try:
+                target.call("task.inspect", {"id": tid}, timeout=3.0)
+            except CubeError as e:
+                s.inspect_errors[tid] = str(e)
+    return s
+
+
+def settle(collect: Callable[[], Snapshot], bound: float, names: list[str] | None = None,
+           gap: float = 1.0) -> tuple[dict[str, tuple[list[str], str]], float]:
+    """Re-check until all checks hold in two consecutive rounds at least `gap` s apart, or `bound`
+    seconds pass (a clean round always gets its confirming round, even past the bound); returns
+    the last results and the time it took."""
+    t0 = time.monotonic()
+    clean_at: float | None = None
+    while True:
+        snap = collect()
+        results = evaluate(snap, names)
+        now = time.monotonic()
+        failing = [n for n, (problems, _) in results.items() if problems]
+        if not failing:
+            if clean_at is not None and now - clean_at >= gap:
+                return results, now - t0
+            if clean_at is None:
+                clean_at = now
+            time.sleep(max(0.0, gap - (time.monotonic() - clean_at)))
+            continue
+        clean_at = None
+        recorded_only = all(n in FINAL and set(results[n][0]) <= set(snap.double_runs) for n in failing)
+        if now - t0 >= bound or recorded_only:
+            return results, now - t0
         time.sleep(0.5)
+
+
+# ---- the Docker watcher -------------------------------------------------------------------------------
+
+_STARTS = ("start", "unpause", "restart")
+_ENDS = ("die", "pause", "destroy", "stop")
+
+
+@dataclass
+class _Seen:
+    container: str
+    task_id: str
+    attempt: str
+    worker: str
+    order: int
+
+
+class RunWatcher:
+    """Follows Docker's container events for one cluster (containers whose cube.worker label
+    starts with its token) and records every moment a task had two running containers.
+
+    An overlap is excused only when the older container's worker is one the script disrupted
+    (paused, killed, fault-targeted: a partition legitimately overlaps the next attempt) and the
+    two containers are of different attempts; two containers of the same attempt never are.
+    `feed` is the pure part (tests call it directly); `start`/`stop` run it on a thread.
+    """
+
+    def __init__(self, token: str, disrupted: Callable[[str], bool]):
+        self.prefix = token + "-"
+        self.disrupted = disrupted
+        self.running: dict[str, dict[str, _Seen]] = {}  # task id -> container id -> seen
+        self.violations: list[str] = []
+        self.excused = 0
+        self.events = 0
+        self._order = 0
+        self._lock = threading.Lock()
+        self._stream: Any = None
+        self._client: Any = None
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def feed(self, action: str, container_id: str, labels: dict[str, str]) -> None:
+        worker = labels.get(LABEL_WORKER) or ""
+        task_id = labels.get(LABEL_TASK) or ""
+        if not task_id or not worker.startswith(self.prefix):
+            return
+        with self._lock:
+            self.events += 1
+            mine = self.running.setdefault(task_id, {})
+            if action in _ENDS:
+                mine.pop(container_id, None)
+                return
+            if action not in _STARTS or container_id in mine:
+                return
+            self._order += 1
+            new = _Seen(container_id, task_id, labels.get(LABEL_ATTEMPT) or "?", worker, self._order)
+            for old in sorted(mine.values(), key=lambda x: x.order):
+                what = (f"{task_id[:12]}: container {new.container[:12]} (attempt {new.attempt} on {new.worker}) "
+                        f"started while {old.container[:12]} (attempt {old.attempt} on {old.worker}) was running")
+                if old.attempt == new.attempt:
+                    self.violations.append(what + ": two containers of the same attempt")
+                elif self.disrupted(old.worker):
+                    self.excused += 1
+                else:
+                    self.violations.append(what + f"; {old.worker} was not disrupted by the script")
+            mine[container_id] = new
+
+    def seed(self, containers: Iterable[Any]) -> None:
+        for c in containers:
+            if c.status == "running":
+                self.feed("start", c.id, c.labels or {})
+
+    def start(self, list_containers: Callable[[], list[Any]]) -> None:
+        import docker  # the pure part (feed) must not need Docker
+
+        self._client = docker.from_env(timeout=30)
+        # Subscribe first, then list: a container started in between is seen twice (harmless),
+        # never missed.
+        self._stream = self._client.events(decode=True, filters={"type": "container", "label": LABEL_TASK})
+        self.seed(list_containers())
+        self._thread = threading.Thread(target=self._follow, name="chaos-docker-watcher", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        try:
+            for event in self._stream:
+                actor = event.get("Actor") or {}
+                self.feed(event.get("Action") or event.get("status") or "", actor.get("ID") or event.get("id") or "",
+                          actor.get("Attributes") or {})
+        except Exception as e:  # noqa: BLE001 - the stream ends with an error when closed
+            if not self._stopping:
+                with self._lock:
+                    self.violations.append(f"the Docker event watcher failed ({type(e).__name__}: {e}): "
+                                           "runs after that were not watched")
+            return
+        if not self._stopping:
+            with self._lock:
+                self.violations.append("the Docker event stream ended early: runs after that were not watched")
+
+    def recorded(self) -> list[str]:
+        with self._lock:
+            return list(self.violations)
+
+    def running_ids(self) -> set[str]:
+        with self._lock:
+            return {cid for mine in self.running.values() for cid in mine}
+
+    def stop(self) -> None:
+        self._stopping = True
+        if self._stream is not None:
+            try:
+                self._stream.close()
+            except Exception:  # noqa: BLE001 - closing a broken stream
+                pass
+        if self._thread is not None:
+            self._thread.join(5)
+        if self._client is not None:
+            self._client.close()
+
+
+def rule_targets(sender: str | None, to: str | None, workers: Iterable[str]) -> set[str]:
+    """Full worker names a fault rule's explicit `from` / `to` patterns match (as the injector
+    matches them: shell-style, on full names)."""
+    return {w for w in workers
+            if (sender is not None and fnmatch.fnmatchcase(w, sender)) or (to is not None and fnmatch.fnmatchcase(w, to))}

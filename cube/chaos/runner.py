@@ -1,10 +1,13 @@
 """Plays a chaos script against a cluster and checks the invariants: `cube chaos run` and the tests.
 
 The runner prints each step as it runs and each invariant as it is checked, then a PASS/FAIL
-summary. It records every task id the manager acknowledged (and the desired state it
-acknowledged), because "nothing acknowledged is lost" can only be judged against what the
-manager actually promised. A failed step stops the script, but the invariants are still checked
-and the cluster is always torn down (processes, containers, temp dir).
+summary. It records what it needs to judge the cluster afterwards (docs/chaos.md, "Invariants"):
+every task.start it attempted and its outcome (acknowledged, refused, unanswered) with the
+desired state the manager acknowledged, stops that got no answer (they may still be applied),
+the failures the script itself caused per task (restart accounting) and the workers it
+disrupted. A Docker event watcher runs from before the first step to the end. A failed step
+stops the script, but the invariants are still checked and the cluster is always torn down
+(processes, containers, temp dir).
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import signal as signals
 import threading
 import time
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -20,7 +24,7 @@ from cube.chaos import invariants, steps
 from cube.chaos.cluster import ACTORS, LocalCluster
 from cube.chaos.script import Script, ScriptError, load
 from cube.wire.client import Client
-from cube.wire.errors import UNAVAILABLE, CubeError
+from cube.wire.errors import UNAVAILABLE, CubeError, Unavailable
 
 Out = Callable[[str], None]
 _TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.\-\[\]]+)\}")
@@ -38,14 +42,20 @@ class Result:
     acknowledged: int = 0
 
 
+_RANK = {invariants.REFUSED: 0, invariants.UNANSWERED: 1, invariants.ACKED: 2}
+
+
 class Run:
-    """The state of one script run: the cluster, what the manager acknowledged, aliases, faults."""
+    """The state of one script run: the cluster, what the manager promised, aliases, faults."""
 
     def __init__(self, script: Script, cluster: LocalCluster, out: Out):
         self.script = script
         self.cluster = cluster
         self.out = out
-        self.acked: dict[str, str] = {}  # task id -> desired state the manager acknowledged
+        self.expect: dict[str, invariants.Expect] = {}  # every task id the runner tried to start
+        self.allowance: Counter[str] = Counter()  # task id -> failures the script caused or declared
+        self.disrupted: set[str] = set()  # full names of workers paused, killed or fault-targeted
+        self.watcher = invariants.RunWatcher(cluster.token, lambda worker: worker in self.disrupted)
         self.aliases: dict[str, list[str]] = {}
         self.background: list[threading.Thread] = []
         self.background_errors: list[str] = []
@@ -53,26 +63,100 @@ class Run:
         self.down: set[str] = set()  # processes killed on purpose and not started again
         self.rule_seq = 0
         self.last_invariants: dict[str, list[str]] = {}
+        self._last_tasks: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     # ---- what the manager promised ----------------------------------------------------------------
+    @property
+    def acked(self) -> dict[str, str]:
+        """Acknowledged task id -> the desired state the manager acknowledged last."""
+        with self._lock:
+            return {tid: e.desired for tid, e in self.expect.items() if e.start == invariants.ACKED}
+
     def acknowledge(self, task_id: str, desired: str) -> None:
         with self._lock:
-            self.acked[task_id] = desired
+            e = self.expect.setdefault(task_id, invariants.Expect())
+            e.start, e.desired = invariants.ACKED, desired
 
-    def api(self, msg_type: str, body: dict[str, Any], retries: int = 3, timeout: float = 3.0) -> dict[str, Any]:
-        """Call the manager; an unanswered request is re-sent as is (idempotent by task id)."""
+    def record_start(self, task_id: str, tries: list[str], desired: str | None = None) -> str:
+        """Record a task.start and what its tries got ("ok", "error" reply, "none" = no answer):
+        acked if one was acknowledged, else unanswered if one got no answer, else refused."""
+        outcome = (invariants.ACKED if "ok" in tries else invariants.UNANSWERED if "none" in tries
+                   else invariants.REFUSED)
+        with self._lock:
+            e = self.expect.get(task_id)
+            if e is None:
+                e = self.expect[task_id] = invariants.Expect(start=outcome)
+            elif _RANK[outcome] > _RANK[e.start]:
+                e.start = outcome
+            if outcome == invariants.ACKED and desired:
+                e.desired = desired
+        return outcome
+
+    def doubt(self, task_id: str, desired: str) -> None:
+        """A request that may change the desired state got no answer: it may still be applied."""
+        with self._lock:
+            e = self.expect.get(task_id)
+            if e is not None and desired != e.desired:
+                e.doubt.add(desired)
+
+    def allow(self, task_id: str, n: int = 1) -> None:
+        with self._lock:
+            self.allowance[task_id] += n
+
+    def expectations(self) -> dict[str, invariants.Expect]:
+        with self._lock:
+            return {tid: invariants.Expect(e.start, e.desired, set(e.doubt), self.allowance[tid])
+                    for tid, e in self.expect.items()}
+
+    def disrupt(self, worker: str) -> str:
+        """The script is about to disrupt a worker (full name): every task on it now may fail once
+        more, and a container of its may overlap the task's next attempt."""
+        self.disrupted.add(worker)
+        try:
+            self._last_tasks = self.cluster.call("task.ls", timeout=3.0)["tasks"]
+            seen = ""
+        except CubeError as e:  # the manager is down or frozen: the last list we had
+            seen = f" (task.ls failed: {e}; by the last list)"
+        hit = [t["id"] for t in self._last_tasks
+               if t.get("worker") == worker and t.get("state") in invariants.LIVE_STATES]
+        for task_id in hit:
+            self.allow(task_id, 1)
+        return f"{worker} disrupted: {len(hit)} tasks on it may fail once more{seen}"
+
+    def api_tries(self, msg_type: str, body: dict[str, Any], retries: int = 3,
+                  timeout: float = 3.0) -> tuple[dict[str, Any] | None, CubeError | None, list[str]]:
+        """Call the manager; an unanswered or `unavailable` request is re-sent as is (idempotent by
+        task id). Returns the reply (or None), the last error, and what each try got: "ok",
+        "error" (an error reply) or "none" (no answer at all: the request may still be applied)."""
+        tries: list[str] = []
+        error: CubeError | None = None
         for attempt in range(retries + 1):
             client = Client(self.cluster.endpoints["api"], name="chaos", timeout=timeout)
             try:
-                return client.call(msg_type, body)
-            except CubeError as e:  # no answer, or the manager could not reach the Store in time
-                if e.code != UNAVAILABLE or attempt == retries:
-                    raise
-                time.sleep(0.2)
+                reply = client.call(msg_type, body)
+                tries.append("ok")
+                return reply, None, tries
+            except Unavailable as e:  # raised by the Client when no answer came at all
+                tries.append("none")
+                error = e
+            except CubeError as e:  # an error reply (the manager may answer `unavailable` too)
+                tries.append("error")
+                error = e
             finally:
                 client.close()
-        raise AssertionError("unreachable")
+            if error.code != UNAVAILABLE:
+                break
+            if attempt < retries:
+                time.sleep(0.2)
+        return None, error, tries
+
+    def api(self, msg_type: str, body: dict[str, Any], retries: int = 3, timeout: float = 3.0) -> dict[str, Any]:
+        reply, error, _ = self.api_tries(msg_type, body, retries, timeout)
+        if reply is None:
+            assert error is not None
+            raise error
+        return reply
 
     def task(self, task_id: str) -> dict[str, Any]:
         return self.cluster.call("task.inspect", {"id": task_id})["task"]
@@ -147,13 +231,16 @@ class Run:
                 self.background_errors.append(f"{t.name} still running after {timeout:g}s")
         return len(threads)
 
+    def collect(self) -> invariants.Snapshot:
+        return invariants.snapshot(self.cluster, self.expectations(),
+                                   [self.cluster.worker_name(w) for w in self.live_workers()],
+                                   self.disrupted, self.watcher)
+
     def check_invariants(self, names: list[str] | None, bound: float) -> bool:
         unknown = [n for n in names or [] if n not in invariants.CHECKS]
         if unknown:
             raise steps.StepFailed(f"unknown invariant {unknown[0]!r}; known: {', '.join(invariants.CHECKS)}")
-        results, took = invariants.settle(self.cluster, lambda: dict(self.acked),
-                                          lambda: [self.cluster.worker_name(w) for w in self.live_workers()],
-                                          bound, names)
+        results, took = invariants.settle(self.collect, bound, names)
         self.last_invariants = {k: v[0] for k, v in results.items()}
         for name, (problems, summary) in results.items():
             if problems:
@@ -186,8 +273,10 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
         f"grace {c.grace:g}s, heartbeat {c.heartbeat:g}s, {c.scheduler}, chaos rules {cluster.rules.path}")
     run = Run(script, cluster, out)
     ok = True
+    previous = _teardown_on_sigterm(out)
     try:
         try:
+            run.watcher.start(cluster.containers)  # before the first container can start
             cluster.start()
         except Exception as e:
             out(f"FAIL: the cluster did not start: {e}")
@@ -199,10 +288,15 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
         if not ok:
             out(cluster.log_tail())
     finally:
+        if previous is not None:
+            signals.signal(signals.SIGTERM, signals.SIG_IGN)  # let the teardown finish
+        run.watcher.stop()
         try:
             cluster.close()
         except Exception as e:  # teardown must not hide the verdict; say what was left
             out(f"warning: teardown of {cluster.tmp} incomplete: {e}")
+        if previous is not None:
+            signals.signal(signals.SIGTERM, previous)
     result.passed = ok
     result.seconds = time.monotonic() - t0
     result.acknowledged = len(run.acked)
@@ -211,6 +305,19 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
         f"{len(result.invariants)} invariants, {result.acknowledged} tasks acknowledged, {result.seconds:.1f}s"
         + (f"; failed at {result.failed_step}" if result.failed_step else ""))
     return result
+
+
+def _teardown_on_sigterm(out: Out) -> Any:
+    """SIGTERM (e.g. the test pool giving up on a script) ends the run through its `finally`, so
+    the cluster's processes and containers are still removed; returns the previous handler (None
+    off the main thread, where signal handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: Any) -> None:
+        out("FAIL: terminated (SIGTERM); tearing the cluster down")
+        raise KeyboardInterrupt("SIGTERM")
+    return signals.signal(signals.SIGTERM, stop)
 
 
 def _play(run: Run, result: Result) -> bool:

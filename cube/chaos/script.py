@@ -14,7 +14,7 @@ DEFAULT_IMAGE = "cube-busybox:latest"
 COMMON = {"do", "note"}
 STEP_KEYS: dict[str, set[str]] = {
     "start": {"as", "count", "id", "name", "image", "cmd", "restart", "max_restarts", "cpu", "memory",
-              "ports", "spec", "background", "retries", "expect", "interval", "wait", "timeout"},
+              "ports", "spec", "background", "retries", "expect", "interval", "wait", "timeout", "restarts"},
     "stop": {"task", "expect", "retries"},
     "send": {"to", "type", "body", "from", "identity", "envelope", "omit", "raw", "raw_b64", "frames",
              "times", "expect", "code", "timeout"},
@@ -30,6 +30,7 @@ STEP_KEYS: dict[str, set[str]] = {
     "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state"},
     "check": {"invariants", "settle"},
     "join": {"timeout"},
+    "allow": {"task", "restarts"},
 }
 CLUSTER_KEYS = {"workers", "later", "grace", "heartbeat", "scheduler", "store", "settle", "worker_args", "image"}
 
@@ -46,7 +47,7 @@ class ClusterSpec:
     heartbeat: float = 0.5
     scheduler: str = "roundrobin"
     store: str = "leveldb"
-    settle: float = 30.0  # bound for the desired-state invariants (seconds)
+    settle: float = 30.0  # bound (seconds) for the invariants to hold, see docs/chaos.md
     worker_args: list[str] = field(default_factory=list)
     image: str = DEFAULT_IMAGE
 
@@ -137,9 +138,15 @@ def _step(number: int, raw: Any) -> Step:
         raise ScriptError(f"step {number} ({kind}): unknown key {sorted(bad)[0]!r} "
                           f"(known: {', '.join(sorted(STEP_KEYS[kind]))})")
     need = {"stop": "task", "send": "to", "fault": "action", "kill": "target", "pause": "target",
-            "resume": "target", "restart": "target", "container": "task"}.get(kind)
+            "resume": "target", "restart": "target", "container": "task", "allow": "task"}.get(kind)
     if need and need not in raw:
         raise ScriptError(f"step {number} ({kind}): {need!r} is required")
+    if "restarts" in raw and (kind in ("start", "allow")):
+        n = raw["restarts"]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ScriptError(f"step {number} ({kind}): restarts must be a whole number >= 0")
+    if kind == "allow" and "restarts" not in raw:
+        raise ScriptError(f"step {number} (allow): 'restarts' is required (how many failures to allow)")
     if kind == "send" and not ({"type", "raw", "raw_b64", "frames"} & set(raw)):
         raise ScriptError(f"step {number} (send): give a message type, or raw / raw_b64 / frames")
     if kind == "wait" and not ({"for", "task", "node", "workers_ready"} & set(raw)):

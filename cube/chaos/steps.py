@@ -18,6 +18,7 @@ import docker
 import msgpack
 import zmq
 
+from cube.chaos import invariants
 from cube.chaos.cluster import wait_for
 from cube.chaos.rules import Rule
 from cube.runtime.base import LABEL_TASK
@@ -57,7 +58,8 @@ def _background(run: "Run", step: "Step") -> None:
 def _starts(run: "Run", step: "Step") -> str:
     count, expect = int(step.get("count", 1)), step.get("expect", "ok")
     alias = step.get("as")
-    acked, refused = [], []
+    declared = int(step.get("restarts", 0))  # failures the task's own command causes (docs/chaos.md)
+    acked, refused, unanswered = [], [], []
     for i in range(count):
         spec = dict(run.resolve(step.get("spec", {})))
         spec.setdefault("image", step.get("image", run.script.cluster.image))
@@ -67,15 +69,18 @@ def _starts(run: "Run", step: "Step") -> str:
             if key in step.args:
                 spec[key] = step.args[key]
         spec["id"] = str(run.resolve(step.get("id"))) if step.get("id") else str(uuid.uuid4())
-        try:
-            reply = run.api("task.start", {"task": spec}, retries=int(step.get("retries", 3)),
-                            timeout=float(step.get("timeout", 3.0)))
-        except CubeError as e:
-            refused.append(f"{spec['id'][:8]}: {e.code}: {e.message}")
+        if declared:
+            run.allow(spec["id"], declared)
+        reply, error, tries = run.api_tries("task.start", {"task": spec}, retries=int(step.get("retries", 3)),
+                                            timeout=float(step.get("timeout", 3.0)))
+        outcome = run.record_start(spec["id"], tries, reply["task"]["desired"] if reply else None)
+        if reply is None:
+            assert error is not None
+            (unanswered if outcome == invariants.UNANSWERED else refused).append(
+                f"{spec['id'][:8]}: {error.code}: {error.message}")
             if expect == "ok":
-                raise StepFailed(f"task.start refused: {e.code}: {e.message}") from None
+                raise StepFailed(f"task.start {outcome}: {error.code}: {error.message}") from None
         else:
-            run.acknowledge(reply["task"]["id"], reply["task"]["desired"])
             acked.append(reply["task"]["id"])
             if alias:
                 run.aliases.setdefault(alias, []).append(reply["task"]["id"])
@@ -87,23 +92,38 @@ def _starts(run: "Run", step: "Step") -> str:
         for task_id in acked:
             _wait_task(run, task_id, {"state": step.get("wait")}, float(step.get("timeout", run.script.cluster.settle)))
     shown = ", ".join(t[:8] for t in acked[:4]) + (" ..." if len(acked) > 4 else "")
-    return f"{len(acked)} acknowledged ({shown})" + (f", {len(refused)} refused: {refused[0]}" if refused else "")
+    return (f"{len(acked)} acknowledged ({shown})" + (f", {len(refused)} refused: {refused[0]}" if refused else "")
+            + (f", {len(unanswered)} unanswered: {unanswered[0]}" if unanswered else ""))
 
 
 def stop(run: "Run", step: "Step") -> str:
     expect = step.get("expect", "ok")
     done = []
     for task_id in run.task_ids(step.get("task")):
-        try:
-            reply = run.api("task.stop", {"id": task_id}, retries=int(step.get("retries", 3)))
-        except CubeError as e:
+        reply, error, tries = run.api_tries("task.stop", {"id": task_id}, retries=int(step.get("retries", 3)))
+        if reply is None:
+            assert error is not None
+            if "none" in tries:  # a try got no answer: the stop may still be applied later
+                run.doubt(task_id, "stopped")
+            outcome = "unanswered" if "none" in tries else "refused"
             if expect == "ok":
-                raise StepFailed(f"task.stop {task_id[:8]} refused: {e.code}: {e.message}") from None
-            done.append(f"{task_id[:8]} refused ({e.code})")
+                raise StepFailed(f"task.stop {task_id[:8]} {outcome}: {error.code}: {error.message}") from None
+            done.append(f"{task_id[:8]} {outcome} ({error.code})")
             continue
         run.acknowledge(reply["task"]["id"], reply["task"]["desired"])
         done.append(f"{task_id[:8]} {reply['task']['state']}")
     return "stop acknowledged: " + ", ".join(done)
+
+
+def allow(run: "Run", step: "Step") -> str:
+    """Declare failures the runner cannot see the script cause (docs/chaos.md, restart accounting)."""
+    n = int(step.get("restarts"))
+    if n < 0:
+        raise StepFailed(f"restarts = {n}: an allowance is a number of failures, >= 0")
+    ids = run.task_ids(step.get("task"))
+    for task_id in ids:
+        run.allow(task_id, n)
+    return f"{len(ids)} tasks may fail {n} more times"
 
 
 def container(run: "Run", step: "Step") -> str:
@@ -115,6 +135,7 @@ def container(run: "Run", step: "Step") -> str:
     try:
         for task_id in run.task_ids(step.get("task")):
             for c in client.containers.list(filters={"label": f"{LABEL_TASK}={task_id}"}):
+                run.allow(task_id, 1)  # the script makes this task fail once (restart accounting)
                 {"kill": c.kill, "stop": lambda c=c: c.stop(timeout=1),
                  "remove": lambda c=c: c.remove(force=True)}[action]()
                 hit.append(f"{c.short_id} of {task_id[:8]}")
@@ -136,7 +157,7 @@ def send(run: "Run", step: "Step") -> str:
     to = step.get("to")
     if to not in SOCKET_KIND:
         raise StepFailed(f"send to {to!r}: use one of {', '.join(SOCKET_KIND)}")
-    frames, msg_id = _frames(run, step)
+    frames, msg_id, msg = _frames(run, step)
     kind = SOCKET_KIND[to]
     if kind == zmq.PUB and not step.get("frames"):
         frames = [METRICS_TOPIC, *frames]  # the topic the scheduler subscribes to
@@ -147,6 +168,10 @@ def send(run: "Run", step: "Step") -> str:
     identity = run.resolve(step.get("identity")) if step.get("identity") else f"chaos-{uuid.uuid4().hex[:8]}"
     if kind == zmq.DEALER:
         sock.setsockopt(zmq.IDENTITY, str(identity).encode())
+    said_disrupt = ""
+    if to == "workers" and str(identity) in run.cluster.worker_names.values():
+        # A borrowed worker identity takes that worker's route: it may miss replies and commands.
+        said_disrupt = "; " + run.disrupt(str(identity))
     try:
         sock.connect(run.cluster.endpoints[to])
         if kind != zmq.DEALER:
@@ -156,23 +181,36 @@ def send(run: "Run", step: "Step") -> str:
         replies, other = _replies(sock, times, float(step.get("timeout", 2.0))) if kind == zmq.DEALER else ([], [])
     finally:
         sock.close(linger=0)
+    if to == "api" and msg is not None:
+        _record_api(run, msg, replies, times)
     said = _judge(run, step, to, expect, replies, msg_id, times)
-    return said + (f"; also received {', '.join(other)}" if other else "")
+    return said + (f"; also received {', '.join(other)}" if other else "") + said_disrupt
 
 
-def _frames(run: "Run", step: "Step") -> tuple[list[bytes], str | None]:
+def _record_api(run: "Run", msg: dict[str, Any], replies: list[Any], times: int) -> None:
+    """A task.start or task.stop sent by hand counts like one made by a start or stop step."""
+    body = msg.get("body") if isinstance(msg.get("body"), dict) else {}
+    oks = [r for r in replies if not isinstance(r, str) and r.type == "ok"]
+    tries = ["ok"] * len(oks) + ["error"] * (len(replies) - len(oks)) + ["none"] * max(0, times - len(replies))
+    if msg.get("type") == "task.start" and isinstance(body.get("task"), dict) and isinstance(body["task"].get("id"), str):
+        run.record_start(body["task"]["id"], tries)  # _judge records the acknowledged desired state
+    elif msg.get("type") == "task.stop" and isinstance(body.get("id"), str) and not oks and "none" in tries:
+        run.doubt(body["id"], "stopped")
+
+
+def _frames(run: "Run", step: "Step") -> tuple[list[bytes], str | None, dict[str, Any] | None]:
     if step.get("frames") is not None:
-        return [bytes.fromhex(f) for f in step.get("frames")], None
+        return [bytes.fromhex(f) for f in step.get("frames")], None, None
     if step.get("raw") is not None:
-        return [bytes.fromhex(step.get("raw"))], None
+        return [bytes.fromhex(step.get("raw"))], None, None
     if step.get("raw_b64") is not None:
-        return [base64.b64decode(step.get("raw_b64"))], None
+        return [base64.b64decode(step.get("raw_b64"))], None, None
     msg = {"v": VERSION, "id": uuid.uuid4().hex, "type": step.get("type"), "from": run.resolve(step.get("from", "chaos")),
            "ts": time.time(), "re": None, "body": run.resolve(step.get("body", {}))}
     msg.update(run.resolve(step.get("envelope", {})))
     for key in step.get("omit", []):
         msg.pop(key, None)
-    return [msgpack.packb(msg, use_bin_type=True)], msg.get("id") if isinstance(msg.get("id"), str) else None
+    return [msgpack.packb(msg, use_bin_type=True)], msg.get("id") if isinstance(msg.get("id"), str) else None, msg
 
 
 def _replies(sock: zmq.Socket, times: int, timeout: float) -> tuple[list[Any], list[str]]:
@@ -243,9 +281,15 @@ def fault(run: "Run", step: "Step") -> str:
                 delay=float(step.get("delay", 0.0)), copies=int(step.get("copies", 2)),
                 window=int(step.get("window", 3)), hold=float(step.get("hold", 1.0)),
                 payload=str(step.get("payload", "")))
+    said = ""
+    if rule.action != "duplicate":  # a copy more cannot make a worker look lost; the others can
+        targets = invariants.rule_targets(rule.sender if step.get("from") is not None else None,
+                                          rule.to if step.get("to") is not None else None,
+                                          run.cluster.worker_names.values())
+        said = "".join("; " + run.disrupt(w) for w in sorted(targets))
     run.cluster.rules.add(rule)
     time.sleep(0.2)  # injectors look at the rules file at most every 100 ms
-    return f"rule {rule.id}: {rule.describe()}"
+    return f"rule {rule.id}: {rule.describe()}{said}"
 
 
 def clear(run: "Run", step: "Step") -> str:
@@ -261,24 +305,34 @@ def _signal(name: str) -> int:
     return int(getattr(signals, name if name.startswith("SIG") else "SIG" + name))
 
 
+def _disrupt(run: "Run", target: str) -> str:
+    """A worker about to be signalled: recorded before the signal (restart accounting, and the
+    watcher's excuse for a partition's overlapping containers; docs/chaos.md)."""
+    if target not in run.script.cluster.workers:
+        return ""
+    return "; " + run.disrupt(run.cluster.worker_name(target))
+
+
 def kill(run: "Run", step: "Step") -> str:
     target, sig = run.target_name(step.get("target")), _signal(step.get("signal", "KILL"))
+    said = _disrupt(run, target)
     pid = run.cluster.signal(target, sig)
     if sig in (signals.SIGKILL, signals.SIGTERM) and target in run.process_targets():
         run.down.add("cube-manager" if target == "supervisor" else target)
-    return f"{signals.Signals(sig).name} -> {target} (pid {pid})"
+    return f"{signals.Signals(sig).name} -> {target} (pid {pid}){said}"
 
 
 def pause(run: "Run", step: "Step") -> str:
     target = run.target_name(step.get("target"))
+    said = _disrupt(run, target)
     pid = run.cluster.signal(target, signals.SIGSTOP)
     run.paused.add(target)
     if step.get("for") is None:
-        return f"SIGSTOP -> {target} (pid {pid})"
+        return f"SIGSTOP -> {target} (pid {pid}){said}"
     time.sleep(float(step.get("for")))
     run.cluster.signal(target, signals.SIGCONT)
     run.paused.discard(target)
-    return f"SIGSTOP -> {target} (pid {pid}), SIGCONT after {float(step.get('for')):g}s"
+    return f"SIGSTOP -> {target} (pid {pid}), SIGCONT after {float(step.get('for')):g}s{said}"
 
 
 def resume(run: "Run", step: "Step") -> str:
@@ -316,7 +370,7 @@ def wait(run: "Run", step: "Step") -> str:
         return f"workers ready: {', '.join(run.live_workers())}"
     if step.get("node"):
         name = run.actor_name(step.get("node"))
-        want = step.get("state", "ready")
+        want = step.get("state", "ready")  # exactly: "remembered" is not "ready" (docs/chaos.md)
         t0 = time.monotonic()
         try:
             wait_for(lambda: _node(run, name).get("state") == want, timeout, f"node {name} {want}")
@@ -383,9 +437,14 @@ def check_assert(run: "Run", step: "Step") -> str:
             if not _count_ok(n, count):
                 raise StepFailed(f"task {task_id[:8]}: {n} events say {text!r}, expected {count}")
         if step.get("containers") is not None:
-            live = [c for c in run.cluster.containers(all_=False) if c.labels.get(LABEL_TASK) == task_id]
+            # every container of the task that is not exited/dead: created, paused and restarting
+            # ones count too (docs/chaos.md, `assert`)
+            live = [c for c in run.cluster.containers(all_=True) if c.labels.get(LABEL_TASK) == task_id
+                    and c.status in invariants.LIVE_CONTAINER_STATUSES]
             if len(live) != int(step.get("containers")):
-                raise StepFailed(f"task {task_id[:8]} has {len(live)} live containers, expected {step.get('containers')}")
+                shown = ", ".join(f"{c.short_id} {c.status}" for c in live)
+                raise StepFailed(f"task {task_id[:8]} has {len(live)} live containers ({shown or 'none'}), "
+                                 f"expected {step.get('containers')}")
         said.append(f"{task_id[:8]} ok")
     return "holds: " + ", ".join(said)
 
@@ -417,4 +476,4 @@ def join(run: "Run", step: "Step") -> str:
 
 STEPS = {"start": start, "stop": stop, "send": send, "fault": fault, "clear": clear, "kill": kill,
          "pause": pause, "resume": resume, "restart": restart, "container": container, "wait": wait,
-         "assert": check_assert, "check": check, "join": join}
+         "assert": check_assert, "check": check, "join": join, "allow": allow}

@@ -298,9 +298,14 @@ class ClusterView:
         return [s.name for s in self.nodes(now) if s.alive]
 
     def describe(self, now: float | None = None) -> list[dict[str, Any]]:
-        """One plain row per node for `cube node ls` and friends (JSON-friendly)."""
+        """One plain row per node for `cube node ls` and friends (JSON-friendly).
+
+        `reserved` and `task_ids` are the latest sample's, as the worker reported them (no
+        ledger): what the worker itself holds, which the chaos invariant worker-slots compares
+        with the manager's tasks (docs/chaos.md)."""
         rows = []
         for s in self.nodes(now):
+            sample = self._nodes[s.name].sample  # as the worker reported it, without the ledger
             rows.append({
                 "name": s.name, "address": s.address,
                 "state": "alive" if s.alive else "stale", "age": round(s.age, 3),
@@ -309,6 +314,9 @@ class ClusterView:
                 "memory_used": s.memory_used, "memory_total": s.memory_total,
                 "disk": s.disk, "disk_free": s.free_disk,
                 "tasks": s.task_count, "pending": len(s.pending),
+                "reserved": {"cpu": sample.reserved_cpu, "memory": sample.reserved_memory,
+                             "disk": sample.reserved_disk},
+                "task_ids": sorted(sample.task_ids),
             })
         return rows
 

@@ -484,3 +484,16 @@ def test_a_status_older_than_one_applied_is_ignored(rig, fake_worker):
     late = fake_worker.status(t["id"], 1, "exited", container_id="c2", exit_code=1, clock=[7, 8])
     assert late.body == {"ignored": "older than a report already applied"}
     assert task_of(rig, t["id"])["state"] == "Running"
+
+
+# Regression: a status for an attempt never placed (forged, or corrupt) was answered with a stop
+# for that attempt, which the worker applies to every attempt below it: the running one too.
+def test_a_status_for_an_attempt_never_placed_changes_nothing(rig, fake_worker):
+    t = run_on_fake_worker(rig, fake_worker)
+    reply = fake_worker.status(t["id"], 7, "exited", container_id="forged", exit_code=1)
+    assert "never placed" in reply.body["ignored"]
+    time.sleep(3 * rig.config.command_retry)
+    while fake_worker.sock.poll(0):
+        fake_worker.inbox.append(recv_env(fake_worker.sock))
+    assert not [m for m in fake_worker.inbox if m.type == "worker.stop"]
+    assert task_of(rig, t["id"])["state"] == "Running"
