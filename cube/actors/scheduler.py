@@ -52,12 +52,14 @@ class SchedulerActor(Actor):
         Once a demand fits nowhere, no later demand at least as large is tried (it cannot fit
         either): a long queue of big tasks costs one decision, not one per task."""
         exclude = self._excluded(m.body)
-        refused: list[tuple[Demand, str]] = []
-        out = []
-        for item in m.body["tasks"]:
+        items = []
+        for item in m.body["tasks"]:  # all checked before any is placed: a refusal reserves nothing
             if not isinstance(item, dict) or not isinstance(item.get("task_id"), str):
                 raise CubeError(BAD_REQUEST, "sched.place_many: every task needs a task_id")
-            demand = _demand(item)
+            items.append((item, _demand(item)))
+        refused: list[tuple[Demand, str]] = []
+        out = []
+        for item, demand in items:
             known = next((why for d, why in refused if demand.cpu >= d.cpu and demand.memory >= d.memory
                           and demand.disk >= d.disk), None)
             if known is not None:

@@ -149,7 +149,7 @@ def _in_time(m: Envelope) -> None:
     """
     deadline = m.body.get("deadline")
     if deadline is not None:
-        late = time.time() - deadline
+        late = time.monotonic() - deadline  # the same clock as write_deadline's
         if late > 0:  # (the refusal is logged with the other refusals)
             raise CubeError(UNAVAILABLE, f"{m.type} expired {late:.2f}s before the store got to it: "
                                          f"the write was not applied")

@@ -37,6 +37,7 @@ from cube.wire.loop import Loop
 log = logging.getLogger(__name__)
 
 SLOTS = "slots"
+META = "meta"
 RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, INTERNAL})
 MAX_TOMBSTONES = 10_000
 RUNNING, STOPPED = "running", "stopped"
@@ -93,7 +94,7 @@ class Worker(Actor):
         # A logical clock stamped on every hello and status (docs/protocol.md, "Ordering worker
         # reports"): (boot, n), so the manager can tell a stale snapshot from a newer fact, also
         # across a restart of this worker (a later boot orders after every earlier report).
-        self._boot = time.time_ns()
+        self._boot = self._next_boot()
         self._ticks = 0
         self._stop_events = threading.Event()
         self.link = ManagerLink(self, config.manager_endpoint, config.name, msg.TO_WORKER,
@@ -119,6 +120,14 @@ class Worker(Actor):
 
     def on_stop(self) -> None:
         self._stop_events.set()
+
+    def _next_boot(self) -> int:
+        """Greater than every earlier boot of this worker: the last one + 1 (kept in the local
+        store, so a clock stepped back cannot reorder), or the time if that is greater (a wiped
+        data directory)."""
+        boot = max(int(self.store.get(META, "boot") or 0) + 1, time.time_ns())
+        self.store.put(META, "boot", boot)
+        return boot
 
     def tick(self) -> list[int]:
         """The next value of this worker's report clock."""
@@ -337,14 +346,18 @@ class Worker(Actor):
         self.request(self.manager_sock, Envelope(msg.STATUS, body), retry_every=1.0, tries=60,
                      key=("status", task_id), retry_errors=RETRY_ERRORS)
 
+    def reserved(self) -> tuple[dict[str, Any], list[str]]:
+        """What this worker's wanted tasks reserve, and their ids (published with its metrics)."""
+        live = [s for s in self.slots.values() if s.desired == RUNNING]
+        reserved = {"cpu": float(sum(s.spec.cpu for s in live)), "memory": int(sum(s.spec.memory for s in live)),
+                    "disk": int(sum(s.spec.disk for s in live))}
+        return reserved, sorted(s.task_id for s in live)
+
     def _publish_metrics(self) -> None:
         if self.metrics_sock is None:
             return
-        live = [s for s in self.slots.values() if s.desired == RUNNING]
-        reserved = {"cpu": float(sum(s.spec.cpu for s in live)),
-                    "memory": int(sum(s.spec.memory for s in live)),
-                    "disk": int(sum(s.spec.disk for s in live))}
-        sample = self.sampler.sample(reserved, sorted(s.task_id for s in live))
+        reserved, task_ids = self.reserved()
+        sample = self.sampler.sample(reserved, task_ids)
         self.send(self.metrics_sock, Envelope(node_msg.METRICS, sample))
 
     # ---- local record ----------------------------------------------------------------------------

@@ -113,6 +113,19 @@ def _show(c: Any) -> str:
     return f"{c.short_id} ({c.status}, attempt {_label(c, LABEL_ATTEMPT) or '?'} on {_label(c, LABEL_WORKER) or '?'})"
 
 
+def all_tasks(target: Target, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """Every task the manager knows, finished ones included, through every page of task.ls."""
+    tasks: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        body: dict[str, Any] = {"all": True, "limit": 5000, **({"continue": token} if token else {})}
+        reply = target.call("task.ls", body, timeout=timeout)
+        tasks += reply["tasks"]
+        token = reply.get("continue") or ""
+        if not token:
+            return tasks
+
+
 # ---- the checks ---------------------------------------------------------------------------------
 
 def desired_state(s: Snapshot) -> tuple[list[str], str]:
@@ -404,7 +417,7 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disr
     for attempt in range(tries):
         s = Snapshot({}, expect=expect, workers=list(workers), disrupted=set(disrupted))
         try:
-            first = {t["id"]: t for t in target.call("task.ls", timeout=5.0)["tasks"]}
+            first = {t["id"]: t for t in all_tasks(target)}
         except CubeError as e:
             s.errors.append(f"task.ls failed: {e}")
             break
@@ -429,7 +442,7 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disr
         except CubeError as e:
             s.errors.append(f"node.ls failed: {e}")
         try:
-            second = {t["id"]: t for t in target.call("task.ls", timeout=5.0)["tasks"]}
+            second = {t["id"]: t for t in all_tasks(target)}
         except CubeError as e:
             s.errors.append(f"task.ls failed: {e}")
             break

@@ -24,7 +24,7 @@ from cube.chaos import invariants, steps
 from cube.chaos.cluster import ACTORS, LocalCluster
 from cube.chaos.script import Script, ScriptError, load
 from cube.wire.client import Client
-from cube.wire.errors import UNAVAILABLE, CubeError, Unavailable
+from cube.wire.errors import IN_DOUBT, UNAVAILABLE, CubeError, Unavailable
 
 Out = Callable[[str], None]
 _TEMPLATE = re.compile(r"\$\{([A-Za-z0-9_.\-\[\]]+)\}")
@@ -114,7 +114,7 @@ class Run:
         more, and a container of its may overlap the task's next attempt."""
         self.disrupted.add(worker)
         try:
-            self._last_tasks = self.cluster.call("task.ls", timeout=3.0)["tasks"]
+            self._last_tasks = invariants.all_tasks(self.cluster, timeout=3.0)
             seen = ""
         except CubeError as e:  # the manager is down or frozen: the last list we had
             seen = f" (task.ls failed: {e}; by the last list)"
@@ -128,7 +128,8 @@ class Run:
                   timeout: float = 3.0) -> tuple[dict[str, Any] | None, CubeError | None, list[str]]:
         """Call the manager; an unanswered or `unavailable` request is re-sent as is (idempotent by
         task id). Returns the reply (or None), the last error, and what each try got: "ok",
-        "error" (an error reply) or "none" (no answer at all: the request may still be applied)."""
+        "error" (an error reply: not applied) or "none" (no answer at all, or the manager's own
+        `in_doubt`: the request may still be applied)."""
         tries: list[str] = []
         error: CubeError | None = None
         for attempt in range(retries + 1):
@@ -140,12 +141,12 @@ class Run:
             except Unavailable as e:  # raised by the Client when no answer came at all
                 tries.append("none")
                 error = e
-            except CubeError as e:  # an error reply (the manager may answer `unavailable` too)
-                tries.append("error")
+            except CubeError as e:  # an error reply: `unavailable` = not applied, `in_doubt` = maybe
+                tries.append("none" if e.code == IN_DOUBT else "error")
                 error = e
             finally:
                 client.close()
-            if error.code != UNAVAILABLE:
+            if error.code not in (UNAVAILABLE, IN_DOUBT):
                 break
             if attempt < retries:
                 time.sleep(0.2)

@@ -23,7 +23,7 @@ from cube.messages import node as node_msg
 from cube.messages import task as task_msg
 from cube.model.task import TaskSpecError, new_task_id, task_from_spec
 from cube.wire.client import Client
-from cube.wire.errors import NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
+from cube.wire.errors import IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 DEFAULT_TIMEOUT = 3.0
 LOADING_WAIT = 10.0  # how long a command waits for a manager that is loading its state
@@ -103,7 +103,7 @@ class Task:
                 task = _call(manager, task_msg.START, {"task": spec})["task"]
                 break
             except (CliError, CubeError) as e:  # no answer, or the manager's Store did not answer
-                if isinstance(e, CubeError) and e.code != UNAVAILABLE:
+                if isinstance(e, CubeError) and e.code not in (UNAVAILABLE, IN_DOUBT):
                     raise
                 failure = e
         if task is None:  # did either try create it after all? Ask by id.

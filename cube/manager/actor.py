@@ -41,7 +41,7 @@ from cube.model.task import Task, TaskSpecError, task_from_spec
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class Manager(Actor):
         self.placement = Placement(self, self.sched_sock, self.book, self.registry, self.commands)
         self.health = HealthMonitor(self.loop, self.book, self.registry,
                                     lambda t, why: self.life.ended(t.id, t.attempt, None, why))
-        self.life = TaskLife(self.book, self.registry, self.commands, self.placement, self.health)
+        self.life = TaskLife(self.loop, self.book, self.registry, self.commands, self.placement, self.health)
         self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet
         self._moving: set[str] = set()
         self.serve(self.api, accept=task_msg.API | node_msg.API)
@@ -181,7 +181,7 @@ class Manager(Actor):
                     counts[t.worker] = counts.get(t.worker, 0) + 1
 
             def row(rec: Any) -> dict[str, Any]:
-                return {**rec.to_dict(), "tasks": counts.get(rec.name, 0), "metrics": metrics.get(rec.name)}
+                return {**rec.view(), "tasks": counts.get(rec.name, 0), "metrics": metrics.get(rec.name)}
             try:
                 nodes, token = listing.page(self.registry.workers.values(), lambda r: [r.name], row, m.body)
             except CubeError as e:
@@ -198,12 +198,15 @@ class Manager(Actor):
         name = b["name"]
         if m.route and m.route[0] != name.encode():
             raise CubeError(BAD_REQUEST, f"worker identity {m.route[0]!r} does not match name {name!r}")
+        clock = report_clock(b.get("clock"))
+        if self.registry.stale_hello(name, clock):  # e.g. delayed past a newer one: it must not revive
+            raise CubeError(CONFLICT, f"stale hello from {name}: a newer one was already taken")
         # Pending commands are kept: each is the current intent for one attempt (a newer one
         # replaces it by key), and a late hello must not cancel a stop sent after its snapshot.
-        rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0))
+        rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0),
+                                  clock)
         self._save_node(rec.to_dict())
         log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
-        clock = report_clock(b.get("clock"))
         self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
         self.placement.schedule()
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,

@@ -19,10 +19,13 @@ from cube.manager.taskbook import Done, Skip, TaskBook
 from cube.model.state import State
 from cube.model.task import DESIRED_STOPPED, Task
 from cube.wire.errors import CubeError
+from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
 
 LIVE = (State.SCHEDULED, State.RUNNING)
+RECONCILE_TRIES = 30
+RECONCILE_RETRY = 1.0  # seconds before a snapshot is reconciled again after a refused change
 
 
 def report_clock(value: Any) -> list[int] | None:
@@ -42,8 +45,9 @@ def stop_now(state: State, clock: list[int] | None = None) -> Callable[[Task], N
 
 
 class TaskLife:
-    def __init__(self, book: TaskBook, registry: WorkerRegistry, commands: Commands,
+    def __init__(self, loop: Loop, book: TaskBook, registry: WorkerRegistry, commands: Commands,
                  placement: Placement, health: HealthMonitor):
+        self.loop = loop
         self.book = book
         self.registry = registry
         self.commands = commands
@@ -195,31 +199,41 @@ class TaskLife:
         self.book.commit(task_id, change, "", done=written)
 
     # ---- a worker's hello -------------------------------------------------------------------------------
-    def reconcile(self, worker: str, reported: list[dict[str, Any]], clock: list[int] | None) -> None:
+    def reconcile(self, worker: str, reported: list[dict[str, Any]], clock: list[int] | None,
+                  tries: int = RECONCILE_TRIES) -> None:
+        """Act on a hello's snapshot. A change the Store did not take is retried by reconciling the
+        same snapshot again (safe: the report clock keeps it from undoing anything newer)."""
         if not self.registry.is_ready(worker):
             return
         plan = reconcile.plan(worker, reported, self.book.tasks, clock)
+        failed = [False]
+
+        def noted(_: Task | None, error: CubeError | None) -> None:
+            if error is not None and not failed[0] and tries > 1:
+                failed[0] = True
+                log.warning("manager: reconcile %s: %s; trying again", worker, error)
+                self.loop.call_later(RECONCILE_RETRY, lambda: self.reconcile(worker, reported, clock, tries - 1))
         for task_id, attempt, reason in plan.stop:
             log.info("manager: reconcile %s: stopping %s attempt %s (%s)", worker, task_id[:8], attempt, reason)
             self.commands.stop(worker, task_id, attempt, reason)
             task = self.book.get(task_id)
             if task and task.worker == worker and task.desired == DESIRED_STOPPED and task.state in LIVE:
-                self.book.commit(task_id, self._finish_stop(worker, attempt, clock), "stopped")
+                self.book.commit(task_id, self._finish_stop(worker, attempt, clock), "stopped", done=noted)
         for task, rep in plan.adopt:
-            self.running(task.id, task.attempt, rep, clock)
+            self.running(task.id, task.attempt, rep, clock, done=noted)
         for task, rep in plan.ended:
             if rep.get("state") == "removed":  # a slot whose container is gone
-                self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock)
+                self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock, done=noted)
             else:
                 self.ended(task.id, task.attempt, rep.get("exit_code"),
-                           f"exited with code {rep.get('exit_code')} while apart", clock=clock)
+                           f"exited with code {rep.get('exit_code')} while apart", clock=clock, done=noted)
         for task in plan.resend:
             self.commands.run(task)
         for task in plan.gone:
             self.book.commit(task.id, self._finish_stop(worker, task.attempt, clock),
-                             f"stopped; no container left on {worker}")
+                             f"stopped; no container left on {worker}", done=noted)
         for task in plan.vanished:
-            self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock)
+            self.ended(task.id, task.attempt, None, f"container vanished from {worker}", clock=clock, done=noted)
 
     @staticmethod
     def _finish_stop(worker: str, attempt: int, clock: list[int] | None) -> Callable[[Task], None]:
@@ -254,8 +268,16 @@ class TaskLife:
 
     # ---- a write that got no answer was applied after all -------------------------------------------------
     def adopted(self, previous: Task | None, task: Task) -> None:
+        """A write that got no answer was applied after all: do what its caller left undone."""
+        if (previous is not None and previous.state in LIVE and previous.worker
+                and (task.state not in LIVE or (task.worker, task.attempt) != (previous.worker, previous.attempt))):
+            # the attempt that was live has ended (e.g. a failed health check): remove its container
+            self.commands.stop(previous.worker, task.id, previous.attempt, "task ended")
+            self.health.forget(task.id)
         if task.desired == DESIRED_STOPPED and task.state in LIVE and task.worker:
             self.commands.stop(task.worker, task.id, task.attempt, "stop requested")
         elif task.state == State.SCHEDULED and task.worker:
             self.commands.run(task)
+        elif task.state == State.RUNNING:
+            self.health.started(task.id)
         self.placement.schedule()

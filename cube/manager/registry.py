@@ -27,6 +27,7 @@ class WorkerRecord:
     last_seen_wall: float = field(default_factory=time.time)  # for people
     joined_at: float = field(default_factory=time.time)
     greeted: bool = True  # said hello to this manager process (False: only remembered from the Store)
+    hello_clock: list[int] = field(default_factory=list)  # report clock of the hello that made it ready
 
     @property
     def route(self) -> list[bytes]:
@@ -38,9 +39,14 @@ class WorkerRecord:
         return REMEMBERED if self.state == READY and not self.greeted else self.state
 
     def to_dict(self) -> dict[str, Any]:
+        """The record as stored (its real state)."""
         return {"name": self.name, "address": self.address, "cpus": self.cpus, "memory": self.memory,
-                "disk": self.disk, "state": self.shown_state, "last_seen": self.last_seen_wall,
+                "disk": self.disk, "state": self.state, "last_seen": self.last_seen_wall,
                 "joined_at": self.joined_at, "pid": self.pid}
+
+    def view(self) -> dict[str, Any]:
+        """The record as `node ls` shows it."""
+        return {**self.to_dict(), "state": self.shown_state}
 
 
 class WorkerRegistry:
@@ -48,8 +54,14 @@ class WorkerRegistry:
         self.grace = grace
         self.workers: dict[str, WorkerRecord] = {}
 
-    def hello(self, name: str, address: str, cpus: float, memory: int, disk: int, pid: int = 0) -> WorkerRecord:
-        rec = WorkerRecord(name, address, cpus, memory, disk, pid=pid)
+    def stale_hello(self, name: str, clock: list[int] | None) -> bool:
+        """A hello stamped before the one that last made this worker ready: a late copy."""
+        old = self.workers.get(name)
+        return bool(clock and old is not None and old.hello_clock and clock <= old.hello_clock)
+
+    def hello(self, name: str, address: str, cpus: float, memory: int, disk: int, pid: int = 0,
+              clock: list[int] | None = None) -> WorkerRecord:
+        rec = WorkerRecord(name, address, cpus, memory, disk, pid=pid, hello_clock=list(clock or []))
         old = self.workers.get(name)
         if old:
             rec.joined_at = old.joined_at
@@ -63,7 +75,7 @@ class WorkerRegistry:
         notice the restart must still reconcile, or a command lost with the old process is never
         re-sent and its task stays Scheduled.
         """
-        rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),  # state ready, not greeted
+        rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
                            data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False)
         rec.last_seen_wall = data.get("last_seen", 0.0)
         self.workers.setdefault(rec.name, rec)

@@ -10,8 +10,9 @@ are written concurrently (and the Store commits them together).
 A change that no longer applies to the task as it now is raises `Skip`: nothing is written.
 
 A write the Store refused (an error reply, e.g. `unavailable` for a write past its deadline) was
-not applied: `done` gets the error. A write that got no answer may or may not have been applied
-(the Store may have frozen in the middle of it): the task is *in doubt*; its later changes wait
+not applied: `done` gets the error (`unavailable`: not applied). A write that got no answer may or
+may not have been applied (the Store may have frozen in the middle of it): `done` gets `in_doubt`,
+and the task is *in doubt*; its later changes wait
 while `resolve_doubts` reads it back. If the Store holds the doubtful version it is adopted
 (memory, published event, `on_adopt`); otherwise it is dropped. Event sequence numbers are handed
 out once each and never reused.
@@ -29,7 +30,7 @@ from cube.manager.storage import AsyncStore
 from cube.model.state import State
 from cube.model.task import Task
 from cube.store.base import Op, pack, unpack
-from cube.wire.errors import CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
+from cube.wire.errors import CONFLICT, IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ class TaskBook:
         for d in self.doubts.values():
             if d.previous is None and ref not in self.tasks and (
                     (len(ref) >= 4 and d.task.id.startswith(ref)) or ref == d.task.name):
-                raise CubeError(UNAVAILABLE, f"the store has not confirmed it yet; {d.describe()}")
+                raise CubeError(IN_DOUBT, f"the store has not confirmed it yet; {d.describe()}")
         if ref in self.tasks:
             return self.tasks[ref]
         matches = [t for t in self.tasks.values() if t.id.startswith(ref)] if len(ref) >= 4 else []
@@ -270,11 +271,12 @@ class TaskBook:
                 hint = ("retrying with the same id is safe" if current is None
                         else "it will be known once the store answers")
                 self._done(task_id, change, None, CubeError(
-                    UNAVAILABLE, f"the store did not answer in time; {self.doubts[task_id].describe()} ({hint})"))
+                    IN_DOUBT, f"the store did not answer in time; {self.doubts[task_id].describe()} ({hint})"))
             elif error.code == UNAVAILABLE:  # refused: its deadline had passed, so it was not applied
                 what = ("the task was not created, retry" if current is None
                         else f"the change to task {task_id} was not saved, retry")
-                self._done(task_id, change, None, CubeError(UNAVAILABLE, f"the store did not answer in time; {what}"))
+                self._done(task_id, change, None, CubeError(UNAVAILABLE, f"the store refused the write ({error.message}); "
+                                                                         f"{what}"))
             else:
                 self._done(task_id, change, None, error)
         self.store.batch(ops, written)

@@ -1,4 +1,4 @@
-"""The Store interface (DESIGN.md §6): put, get, delete, list, count and an atomic batch.
+"""The Store interface: put, get, delete, list, count and an atomic batch (docs/architecture.md).
 
 Keys live in namespaces ("tasks", "events", "nodes", ...). A batch is applied all or nothing,
 so a task and its event are never persisted one without the other.
@@ -35,9 +35,11 @@ WRITE_MARGIN = 0.5  # seconds of a client's wait left for the write itself and t
 
 
 def write_deadline(timeout: float, now: float | None = None) -> float:
-    """The deadline (wall clock) to send with a write whose client waits `timeout` seconds: the
-    Store refuses the write after it, while the client is still waiting for an answer."""
-    return (time.time() if now is None else now) + timeout - min(WRITE_MARGIN, timeout / 4)
+    """The deadline to send with a write whose client waits `timeout` seconds: the Store refuses
+    the write after it, while the client is still waiting for an answer. It is read on the
+    system-wide monotonic clock (the Store actor runs on the Manager's host), so a wall clock
+    stepped by NTP cannot let a late write through."""
+    return (time.monotonic() if now is None else now) + timeout - min(WRITE_MARGIN, timeout / 4)
 
 
 class Store(abc.ABC):

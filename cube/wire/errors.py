@@ -8,7 +8,8 @@ BAD_BODY = "bad_body"  # the body does not match the type's schema
 BAD_REQUEST = "bad_request"  # well-formed but wrong (e.g. a bad task file)
 NOT_FOUND = "not_found"
 CONFLICT = "conflict"
-UNAVAILABLE = "unavailable"  # a peer did not answer in time
+UNAVAILABLE = "unavailable"  # a peer did not answer in time, or refused: the request was NOT applied
+IN_DOUBT = "in_doubt"  # no answer from a peer: the request may or may not have been applied
 INTERNAL = "internal"
 
 

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from cube.wire.errors import CubeError
+from cube.store.memory import MemoryStore
 from tests.actors.helpers import FakeNodes, envelope, recv_env, wait_for
 
 
@@ -497,3 +498,61 @@ def test_a_status_for_an_attempt_never_placed_changes_nothing(rig, fake_worker):
         fake_worker.inbox.append(recv_env(fake_worker.sock))
     assert not [m for m in fake_worker.inbox if m.type == "worker.stop"]
     assert task_of(rig, t["id"])["state"] == "Running"
+
+
+# A hello stamped before the one that made the worker ready is a late copy: it must not
+# re-register the worker (it could revive one declared lost, with an old address or pid).
+def test_a_hello_older_than_the_accepted_one_is_refused(rig):
+    w = FakeWorker(rig, "clocked")
+    w.inbox = []
+    body = {"name": "clocked", "address": "127.0.0.1", "cpus": 2.0, "memory": 1 << 30, "disk": 1 << 34,
+            "tasks": [], "clock": [5, 10]}
+    assert w.request("worker.hello", body).type == "ok"
+    late = w.request("worker.hello", {**body, "address": "10.9.9.9", "clock": [5, 4]})
+    assert late.type == "error" and late.body["code"] == "conflict" and "stale hello" in late.body["message"]
+    [node] = [n for n in rig.api.call("node.ls")["nodes"] if n["name"] == "clocked"]
+    assert node["address"] == "127.0.0.1"
+    assert w.request("worker.hello", {**body, "clock": [6, 1]}).type == "ok"  # a restarted worker: later boot
+
+
+class FreezingStore(MemoryStore):
+    """A backend whose next batch, once armed, is applied only after its client stopped waiting."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.freeze_next = 0.0
+
+    def batch(self, ops) -> None:
+        pause, self.freeze_next = self.freeze_next, 0.0
+        if pause:
+            time.sleep(pause)  # frozen in the middle of the write
+        super().batch(ops)
+
+
+# Regression (review of issue 14): a task's end whose write got no answer, adopted once the Store
+# answered, never sent the follow-up stop, so the ended attempt's container stayed on its worker.
+def test_an_end_adopted_after_a_write_in_doubt_still_stops_the_old_container(actors):
+    backend = FreezingStore()
+    sched, sched_ep, metrics_ep = actors.scheduler("roundrobin", stale_after=2.0)
+    manager = actors.manager(store=backend, scheduler_endpoint=sched_ep,
+                             metrics_port=int(metrics_ep.rsplit(":", 1)[1]), grace=30.0)
+    nodes = FakeNodes(metrics_ep)
+    try:
+        class Rig:
+            pass
+        rig = Rig()
+        rig.actors, rig.nodes, rig.config = actors, nodes, manager.config
+        rig.api = actors.client(f"tcp://127.0.0.1:{manager.config.api_port}")
+        rig.workers_ep = f"tcp://127.0.0.1:{manager.config.worker_port}"
+        w = FakeWorker(rig)
+        assert w.hello().type == "ok"
+        t = run_on_fake_worker(rig, w, {"image": "img", "restart": "no"})
+        backend.freeze_next = 3.0  # longer than the manager's 2 s wait for the Store
+        reply = w.request("task.status", {"task_id": t["id"], "attempt": 1, "state": "exited",
+                                          "container_id": "c1", "exit_code": 3}, timeout=5.0)
+        assert reply.type == "error" and reply.body["code"] == "in_doubt"
+        stop = w.next_command("worker.stop", timeout=8.0)  # after the doubt is resolved: adopted
+        assert (stop.body["task_id"], stop.body["attempt"]) == (t["id"], 1)
+        assert task_of(rig, t["id"])["state"] == "Failed"
+    finally:
+        nodes.close()

@@ -291,8 +291,8 @@ def test_a_late_run_during_a_slow_stop_does_not_resurrect_the_slot(actors):
     fm.idle(0.5)
     assert runtime.list() == []
     assert "task-1" not in worker.slots and store.get("slots", "task-1") is None
-    samples_reserve = sum(float(s.task.get("cpu") or 0) for s in worker.slots.values() if s.desired == "running")
-    assert samples_reserve == 0.0
+    reserved, task_ids = worker.reserved()  # what its metrics samples publish
+    assert reserved["cpu"] == 0.0 and task_ids == []
 
 
 def test_reports_carry_an_increasing_clock_and_the_hello_one_from_before_its_listing(setup):

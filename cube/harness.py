@@ -1,0 +1,393 @@
+"""A real local Cube cluster in processes: the one harness of the end-to-end tests, the chaos
+runner and the benchmarks.
+
+It lives in the package (not in tests/) so `cube chaos run` and bench/ can use it without
+importing the test suite. Each Cluster has its own temp dir, free loopback ports and a unique
+worker-name token, so its containers (label cube.worker=<token>-<short>) can be found and removed
+however a run ends. Every process runs in its own session, so `cube-manager` can be killed or
+paused as a whole (its process group: the supervisor and its three actors).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import random
+import shutil
+import signal as signals
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from typing import Any, Callable
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from cube.runtime.base import LABEL_TASK, LABEL_WORKER
+from cube.wire.client import Client
+
+#: The directory holding the `cube` package: put on PYTHONPATH so every process runs this code.
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ACTORS = ("store", "scheduler", "manager")
+BUSYBOX = "cube-busybox:latest"
+_LAUNCH = "import sys; from {module} import main; sys.argv[0] = {name!r}; main()"
+
+
+# ---- ports, polling, teardown -----------------------------------------------------------------
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def free_ports(n: int) -> list[int]:
+    """n bindable loopback ports *below* the kernel's ephemeral range.
+
+    A port the kernel handed out (bind to 0) is in the range it also uses for outgoing
+    connections: between our choice and the manager's bind, another cluster's connection can take
+    it as its local port, and a worker connecting to a not-yet-bound port in that range can even
+    connect to itself. Ports below the range are only ever taken by an explicit bind.
+    """
+    low, _ = _ephemeral_range()
+    rnd = random.Random()
+    ports: list[int] = []
+    for _ in range(2000):
+        if len(ports) == n:
+            return ports
+        port = rnd.randrange(10000, low) if low > 11000 else 0
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = s.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
+    raise RuntimeError(f"could not find {n} free loopback ports")
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = "", interval: float = 0.1) -> Any:
+    """Poll until `predicate()` is truthy and return it; exceptions count as "not yet" (the cluster
+    may be restarting). Raises TimeoutError naming `what` and the last value or exception."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last = value
+        except Exception as e:
+            last = e
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what or predicate} (last: {last!r})")
+        time.sleep(interval)
+
+
+def stop_process_groups(procs: list[subprocess.Popen], grace: float = 8.0) -> None:
+    """SIGTERM each process group (SIGCONT first: a paused group cannot act on it), then SIGKILL."""
+    for p in procs:
+        if p.poll() is None:
+            for sig in (signals.SIGCONT, signals.SIGTERM):
+                try:
+                    os.killpg(p.pid, sig)
+                except ProcessLookupError:
+                    pass
+    for p in procs:
+        try:
+            p.wait(grace)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(p.pid, signals.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait(5)
+
+
+def force_remove(containers: list[Any]) -> int:
+    """Remove containers with their volumes, whatever their state; returns how many went."""
+    removed = 0
+    for c in containers:
+        try:
+            c.remove(v=True, force=True)
+            removed += 1
+        except docker.errors.NotFound:
+            pass
+        except docker.errors.APIError as e:
+            if e.status_code != 409:  # 409: removal already in progress
+                raise
+    return removed
+
+
+# ---- Docker -----------------------------------------------------------------------------------
+
+_built = False
+_build_lock = threading.Lock()
+
+
+def docker_available() -> bool:
+    """True when the local Docker daemon answers a ping."""
+    try:
+        client = docker.from_env(timeout=5)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except (docker.errors.DockerException, requests.exceptions.RequestException):
+        return False
+
+
+def ensure_busybox_image() -> str:
+    """Build BUSYBOX once per process (there is no registry to pull from; the script skips an
+    existing image)."""
+    global _built
+    with _build_lock:
+        if not _built:
+            script = ROOT / "scripts" / "busybox-image.sh"
+            result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=300)
+            if result.returncode != 0:
+                raise RuntimeError(f"building {BUSYBOX} failed: {result.stderr.strip() or result.stdout.strip()}")
+            _built = True
+    return BUSYBOX
+
+
+def remove_containers(label_filter: str | list[str]) -> int:
+    """Force-remove every container matching a label filter such as "cube.worker=t1"; returns count."""
+    client = docker.from_env(timeout=30)
+    try:
+        return force_remove(client.containers.list(all=True, sparse=True, filters={"label": label_filter}))
+    finally:
+        client.close()
+
+
+# ---- the cluster ------------------------------------------------------------------------------
+
+class Cluster:
+    """cube-manager and cube-workers as real processes on real ports against real Docker.
+
+    `chaos=True` turns the fault injector on in every process (CUBE_CHAOS=1) with an empty rules
+    file in the temp dir (`rules`). `stop_timeout` and `worker_args` go to every worker.
+    """
+
+    def __init__(self, scheduler: str = "roundrobin", grace: float = 3.0, heartbeat: float = 0.5,
+                 store: str = "leveldb", worker_args: list[str] | tuple[str, ...] = (),
+                 stop_timeout: float | None = None, chaos: bool = False, log_level: str = "INFO",
+                 prefix: str = "t", keep: bool = False):
+        self.scheduler, self.grace, self.heartbeat, self.store = scheduler, grace, heartbeat, store
+        self.worker_args = list(worker_args)
+        self.stop_timeout = stop_timeout
+        self.keep = keep
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="cube-chaos-" if chaos else "cube-cluster-"))
+        self.token = f"{prefix}{uuid.uuid4().hex[:6]}"
+        self.api_port, self.worker_port, self.metrics_port, self.events_port = free_ports(4)
+        self.data_dir = self.tmp / "manager"
+        # Every flag also reads CUBE_<FLAG>: nothing of the caller's environment may leak in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CUBE_")}
+        self.env = {**env, "PYTHONUNBUFFERED": "1", "CUBE_LOG_LEVEL": log_level,
+                    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+        self.rules = None
+        if chaos:
+            from cube.chaos.rules import RuleFile  # only the chaos runner needs the chaos package
+            self.rules = RuleFile(str(self.tmp / "chaos-rules.json"))
+            self.rules.write()
+            self.env.update(CUBE_CHAOS="1", CUBE_CHAOS_RULES=self.rules.path)
+        self.manager: subprocess.Popen | None = None
+        self.workers: dict[str, subprocess.Popen] = {}  # short name -> its latest process
+        self._logs: list[Any] = []
+
+    @property
+    def endpoints(self) -> dict[str, str]:
+        run = self.data_dir / "run"
+        return {"api": f"tcp://127.0.0.1:{self.api_port}", "workers": f"tcp://127.0.0.1:{self.worker_port}",
+                "metrics": f"tcp://127.0.0.1:{self.metrics_port}", "events": f"tcp://127.0.0.1:{self.events_port}",
+                "store": f"ipc://{run}/store.sock", "scheduler": f"ipc://{run}/scheduler.sock"}
+
+    def worker_name(self, short: str) -> str:
+        return f"{self.token}-{short}"
+
+    # ---- processes ---------------------------------------------------------------------------
+    def _command(self, module: str, prog: str, args: list[str]) -> list[str]:
+        """`python -c` importing `module` (from ROOT, by PYTHONPATH): no dependency on bin/ or on
+        an installed copy of the package."""
+        return [sys.executable, "-c", _LAUNCH.format(module=module, name=prog), *args]
+
+    def _spawn(self, log_name: str, module: str, prog: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.tmp / f"{log_name}.log", "ab")
+        self._logs.append(log)
+        return subprocess.Popen(self._command(module, prog, args), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, env=self.env, cwd=self.tmp, start_new_session=True)
+
+    def start_manager(self, wait: bool = True, timeout: float = 20.0) -> None:
+        self.manager = self._spawn("manager", "cube.actors.supervisor", "cube-manager", [
+            "--host", "127.0.0.1", "--api-port", str(self.api_port), "--worker-port", str(self.worker_port),
+            "--metrics-port", str(self.metrics_port), "--events-port", str(self.events_port),
+            "--data-dir", str(self.data_dir), "--scheduler", self.scheduler, "--store", self.store,
+            "--grace", str(self.grace), "--heartbeat", str(self.heartbeat)])
+        if wait:
+            wait_for(lambda: self.call("manager.ping", timeout=1.0).get("state") == "ready", timeout,
+                     "the manager to load its state")
+
+    def start_worker(self, short: str, *flags: str, wait: bool = True) -> str:
+        """Start (or restart) worker `short`; returns its full name."""
+        name = self.worker_name(short)
+        stop = ["--stop-timeout", str(self.stop_timeout)] if self.stop_timeout is not None else []
+        self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
+            "--manager", f"127.0.0.1:{self.worker_port}", "--name", name, "--address", "127.0.0.1",
+            "--data-dir", str(self.tmp / f"worker-{short}"), *stop, *self.worker_args, *flags])
+        if wait:
+            self.wait_worker_ready(short)
+        return name
+
+    def wait_worker_ready(self, short: str, timeout: float = 30.0) -> None:
+        name = self.worker_name(short)
+
+        def ready() -> bool:
+            # "ready" only: a worker a restarted manager merely remembers has not said hello to
+            # it yet (docs/chaos.md, actors-answer).
+            n = self.nodes(timeout=2.0).get(name)
+            return bool(n and n["state"] == "ready" and n.get("metrics") and n["metrics"].get("state") == "alive")
+        wait_for(ready, timeout, f"worker {name} to be ready with metrics")
+
+    def actor_pids(self) -> dict[str, int]:
+        """The supervisor's actors (store, scheduler, manager) by its actors.json; {} before it is written."""
+        try:
+            return {k: int(v) for k, v in json.loads((self.data_dir / "run" / "actors.json").read_text()).items()}
+        except (OSError, ValueError):
+            return {}
+
+    def pids(self) -> dict[str, int]:
+        """Live pids: the actors, supervisor (= cube-manager, its process group) and each worker."""
+        pids: dict[str, int] = {}
+        if self.manager is not None and self.manager.poll() is None:
+            pids.update(self.actor_pids())
+            pids["supervisor"] = pids["cube-manager"] = self.manager.pid
+        for short, p in self.workers.items():
+            if p.poll() is None:
+                pids[short] = p.pid
+        return pids
+
+    def signal(self, target: str, sig: int, wait: bool | None = None, timeout: float = 10.0) -> int:
+        """Send `sig` to an actor, the supervisor, the whole cube-manager or a worker (by short
+        name; both of those as a process group, like a machine-level crash or freeze); returns the
+        pid. `wait` (default: for SIGKILL) waits for the process to exit; never for an actor, as
+        the supervisor restarts it."""
+        pids = self.pids()
+        pid = pids.get(target)
+        if pid is None:
+            raise LookupError(f"no live process for {target!r} (known: {', '.join(sorted(pids))})")
+        proc = self.manager if target in ("cube-manager", "supervisor") else self.workers.get(target)
+        if target == "cube-manager" or target in self.workers:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+        if proc is not None and (sig == signals.SIGKILL if wait is None else wait):
+            proc.wait(timeout)  # the supervisor's actors follow it (PR_SET_PDEATHSIG)
+        return pid
+
+    def kill_manager(self, sig: int = signals.SIGKILL) -> None:
+        """SIGKILL: the whole cube-manager at once, as a machine crash would; another signal: to
+        the supervisor alone (SIGTERM: an orderly shutdown of its actors). Waits for it to exit."""
+        self.signal("cube-manager" if sig == signals.SIGKILL else "supervisor", sig, wait=True)
+
+    def alive(self, target: str) -> bool:
+        """Whether cube-manager (or "supervisor") or worker `target` is running."""
+        proc = self.manager if target in ("cube-manager", "supervisor") else self.workers.get(target)
+        return proc is not None and proc.poll() is None
+
+    # ---- talking to it -----------------------------------------------------------------------
+    def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float = 3.0,
+             endpoint: str = "api") -> dict[str, Any]:
+        client = Client(self.endpoints[endpoint], name="harness", timeout=timeout)
+        try:
+            return client.call(msg_type, body or {})
+        finally:
+            client.close()
+
+    def _all_pages(self, msg_type: str, key: str, body: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
+        """Lists come in pages with a `continue` token: follow it to the end."""
+        rows: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            reply = self.call(msg_type, {**body, "limit": 5000, **({"continue": token} if token else {})}, timeout)
+            rows += reply[key]
+            token = reply.get("continue") or ""
+            if not token:
+                return rows
+
+    def tasks(self, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
+        """Every task by id, finished ones included (task.ls hides them by default)."""
+        return {t["id"]: t for t in self._all_pages("task.ls", "tasks", {"all": True}, timeout)}
+
+    def nodes(self, timeout: float = 3.0) -> dict[str, dict[str, Any]]:
+        return {n["name"]: n for n in self._all_pages("node.ls", "nodes", {}, timeout)}
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        return self.call("task.inspect", {"id": task_id})["task"]
+
+    def events(self, task_id: str) -> list[dict[str, Any]]:
+        return self.call("task.inspect", {"id": task_id})["events"]
+
+    def wait_state(self, task_id: str, state: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:
+        """Wait for the task to be in `state` with the given field values; returns the task."""
+        def reached() -> dict[str, Any] | None:
+            t = self.task(task_id)
+            if t["state"] == state and all(t.get(k) == v for k, v in match.items()):
+                return t
+            return None
+        return wait_for(reached, timeout, f"task {task_id[:8]} to be {state} {match or ''}")
+
+    def cli_command(self, *args: str) -> list[str]:
+        """The argv of `cube ARGS --manager <this cluster>`, to run it in the background."""
+        return self._command("cube.cli.main", "cube", [*args, "--manager", f"127.0.0.1:{self.api_port}"])
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
+        result = subprocess.run(self.cli_command(*args), capture_output=True, text=True, timeout=timeout,
+                                env=self.env, cwd=self.tmp, stdin=subprocess.DEVNULL)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"cube {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+    def start_task(self, *flags: str) -> str:
+        """`cube task start FLAGS`; returns the new task's id."""
+        return self.cli("task", "start", *flags).stdout.strip()
+
+    def containers(self, all_: bool = True) -> list[Any]:
+        """This cluster's containers: a task's, labelled with one of its workers' names."""
+        client = docker.from_env(timeout=30)
+        try:
+            found = client.containers.list(all=all_, filters={"label": LABEL_TASK}, ignore_removed=True)
+            return [c for c in found if (c.labels.get(LABEL_WORKER) or "").startswith(self.token + "-")]
+        finally:
+            client.close()
+
+    def log(self, name: str) -> str:
+        """The output of process `name`: "manager" or "worker-<short>"."""
+        path = self.tmp / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def log_tail(self, lines: int = 25) -> str:
+        out = []
+        for name in ["manager", *[f"worker-{s}" for s in self.workers]]:
+            tail = self.log(name).splitlines()[-lines:]
+            if tail:
+                out.append(f"---- {name}.log (last {len(tail)} lines) ----\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    # ---- teardown ----------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop every process, remove every container of the cluster, then the temp dir (unless `keep`)."""
+        stop_process_groups([p for p in [*self.workers.values(), self.manager] if p is not None])
+        for f in self._logs:
+            f.close()
+        force_remove(self.containers())
+        if not self.keep:
+            shutil.rmtree(self.tmp, ignore_errors=True)
