@@ -140,7 +140,7 @@ class TaskBook:
         A task whose creation is in doubt is neither found nor not found until the Store says."""
         for d in self.doubts.values():
             if d.previous is None and ref not in self.tasks and (
-                    (len(ref) >= 4 and d.task.id.startswith(ref)) or ref == d.task.name):
+                    ref == d.task.id or (len(ref) >= 4 and d.task.id.startswith(ref)) or ref == d.task.name):
                 raise CubeError(IN_DOUBT, f"the store has not confirmed it yet; {d.describe()}")
         if ref in self.tasks:
             return self.tasks[ref]

@@ -4,6 +4,7 @@ sockets closed by `Actors.close()`, which the `actors` fixture calls."""
 from __future__ import annotations
 
 import os
+import queue
 import random
 import threading
 import time
@@ -17,12 +18,14 @@ from cube.actors.scheduler import SchedulerActor
 from cube.actors.store import StoreActor
 from cube.actors.worker import Worker, WorkerConfig
 from cube.config import ManagerConfig
+from cube.manager.storage import AsyncStore
 from cube.messages import node as node_msg
 from cube.runtime.fake import FakeRuntime
+from cube.store.base import StoreError
 from cube.store.memory import MemoryStore
-from cube.wire import codec
-from cube.chaos.cluster import free_ports  # noqa: F401  (re-exported for the tests)
-from cube.chaos.cluster import wait_for as poll
+from cube.wire import codec, sockets
+from cube.harness import free_ports  # noqa: F401  (re-exported for the tests)
+from cube.harness import wait_for as poll
 from cube.wire.actor import Actor
 from cube.wire.client import Client
 from cube.wire.envelope import Envelope, decode
@@ -125,6 +128,12 @@ class Actors:
         wait_for(lambda: not manager.loading, what="the manager to load its state")
         return manager
 
+    def host(self, store_endpoint: str, timeout: float = 2.0, name: str = "host") -> "Host":
+        """A bare actor with an AsyncStore to the Store actor at `store_endpoint`, running."""
+        h = Host(store_endpoint, timeout, name)
+        self.start(h, h.run)
+        return h
+
     def worker(self, manager_config: ManagerConfig, name: str = "w1", runtime: FakeRuntime | None = None,
                store=None, capacity: Capacity | None = None, manager: str = "",
                wait_connected: bool = True) -> Worker:
@@ -177,6 +186,123 @@ class Actors:
             s.close(linger=0)
         self.ctx.term()
         assert not errors, f"actor threads died: {errors}"
+
+
+# ---- an actor to run the Manager's asynchronous parts on ---------------------------------------
+
+class Host(Actor):
+    """A bare actor whose loop owns an AsyncStore, as the Manager's does. The test runs code on
+    that loop (`on_loop`, `later`, `call`) and waits for the `done` callbacks there."""
+
+    def __init__(self, store_endpoint: str, timeout: float = 2.0, name: str = "host"):
+        super().__init__(name)
+        self.store_sock = sockets.dealer(self.loop.ctx, store_endpoint)
+        self.store = AsyncStore(self, self.store_sock, timeout)
+        self.serve(self.store_sock, accept=set())
+
+    def on_loop(self, fn: Callable[[], Any], wait: float = 10.0) -> Any:
+        """`fn()` on the loop thread; its result (its exception is raised here)."""
+        answers: queue.Queue = queue.Queue()
+
+        def run() -> None:
+            try:
+                answers.put((fn(), None))
+            except BaseException as e:  # handed to the test's thread
+                answers.put((None, e))
+        self.loop.call_soon_threadsafe(run)
+        try:
+            result, error = answers.get(timeout=wait)
+        except queue.Empty:
+            raise AssertionError(f"{self.name}'s loop did not run the call within {wait}s") from None
+        if error is not None:
+            raise error
+        return result
+
+    def later(self, start: Callable[[Callable[..., None]], Any]) -> "Later":
+        """`start(done)` on the loop thread; what `done` gets can be waited for."""
+        answer = Later()
+        self.loop.call_soon_threadsafe(lambda: start(answer))
+        return answer
+
+    def call(self, start: Callable[[Callable[..., None]], Any], wait: float = 10.0) -> tuple:
+        """`start(done)` on the loop thread; the arguments `done` was called with."""
+        return self.later(start).get(wait)
+
+
+class Later:
+    """A `done` callback whose arguments another thread waits for."""
+
+    def __init__(self) -> None:
+        self._answers: queue.Queue = queue.Queue()
+
+    def __call__(self, *args: Any) -> None:
+        self._answers.put(args)
+
+    def get(self, wait: float = 10.0) -> tuple:
+        try:
+            return self._answers.get(timeout=wait)
+        except queue.Empty:
+            raise AssertionError(f"no answer within {wait}s") from None
+
+    def done(self) -> bool:
+        return not self._answers.empty()
+
+
+class GatedStore(MemoryStore):
+    """A MemoryStore whose next `get` (or next `batch`, once entered) hangs until `gate` is set:
+    the Store actor's loop hangs with it, like a frozen process. Counts backend batches, records
+    every write of the event sequence number, and fails (StoreError) a batch putting "poison"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.hang_get = False
+        self.hang_batch = False
+        self.batches = 0
+        self.seq_writes: list[int] = []
+
+    def _hang(self) -> None:
+        self.entered.set()
+        self.gate.wait(10)
+
+    def get(self, ns, key):
+        if self.hang_get:
+            self.hang_get = False
+            self._hang()
+        return super().get(ns, key)
+
+    def batch(self, ops):
+        ops = list(ops)
+        if self.hang_batch:  # the deadline was checked already: this is the residual window
+            self.hang_batch = False
+            self._hang()
+        if any(op == "put" and v == "poison" for op, _, _, v in ops):
+            raise StoreError("the disk refused a poisoned value")
+        super().batch(ops)
+        self.batches += 1
+        self.seq_writes += [v for op, ns, key, v in ops if (op, ns, key) == ("put", "meta", "event_seq")]
+
+
+def freeze_store(backend: GatedStore, endpoint: str, actors: "Actors") -> threading.Thread:
+    """Hang the Store's loop on a get from another client, so what follows queues behind it.
+    Set `backend.gate` to let it go on; join the returned thread then."""
+    backend.gate.clear()
+    backend.entered.clear()
+    backend.hang_get = True
+    other = Client(endpoint, name="other", timeout=10.0, ctx=actors.ctx)
+
+    def read() -> None:
+        try:
+            other.call("store.get", {"ns": "tasks", "key": "anything"})
+        except Exception:  # (not_found, or no answer: either way the freeze is over)
+            pass
+        finally:
+            other.close()
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    assert backend.entered.wait(5), "the Store never started the hanging get"
+    return t
 
 
 # ---- raw frames ---------------------------------------------------------------------------------

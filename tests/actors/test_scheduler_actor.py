@@ -156,3 +156,94 @@ def test_only_registered_workers_are_candidates(sched):
     assert c.call("sched.place", body)["node"] == "real"
     body = {"task_id": "t2", "cpu": 0.5, "memory": 0, "disk": 0, "only": []}
     assert c.call("sched.place", body)["node"] is None
+
+
+# ---- sched.place_many: many decisions in one round trip --------------------------------------------
+
+def item(task_id, cpu=0.1, memory=0, disk=0):
+    return {"task_id": task_id, "cpu": cpu, "memory": memory, "disk": disk}
+
+
+def place_many(client, items, **extra):
+    return client.call("sched.place_many", {"tasks": items, **extra})["placements"]
+
+
+def spy_on_decisions(actor) -> list[str]:
+    tried = []
+    original = actor._place
+
+    def spy(task_id, body, exclude):
+        tried.append(task_id)
+        return original(task_id, body, exclude)
+    actor._place = spy
+    return tried
+
+
+def test_place_many_decides_in_order_and_later_tasks_see_earlier_reservations(sched):
+    _, c, nodes = sched("greedy")
+    nodes.set("n1", cpus=1.0)
+    nodes.set("n2", cpus=1.0)
+    wait_for(lambda: names(c, "alive") == {"n1", "n2"}, what="both nodes alive")
+    out = place_many(c, [item("t1", 0.6), item("t2", 0.6), item("t3", 0.6), item("t4", 0.3), item("t5", 0.3)])
+    assert [p["task_id"] for p in out] == ["t1", "t2", "t3", "t4", "t5"]
+    nodes_of = {p["task_id"]: p["node"] for p in out}
+    assert {nodes_of["t1"], nodes_of["t2"]} == {"n1", "n2"}  # 0.6 + 0.6 fits on no one node
+    assert nodes_of["t3"] is None and "cpu" in out[2]["reason"]
+    assert nodes_of["t4"] is not None and nodes_of["t5"] is not None and nodes_of["t4"] != nodes_of["t5"]
+    # The reservations stay for single decisions too, until released.
+    assert place(c, "t6", cpu=0.2)["node"] is None
+    assert c.call("sched.release", {"task_id": "t1"}) == {"released": True}
+    assert place(c, "t6", cpu=0.6)["node"] == nodes_of["t1"]
+
+
+def test_place_many_a_demand_that_fits_nowhere_short_circuits_larger_ones(sched):
+    actor, c, nodes = sched("greedy")
+    nodes.set("n1", cpus=1.0, memory=GiB)
+    wait_for(lambda: names(c, "alive") == {"n1"}, what="n1 alive")
+    tried = spy_on_decisions(actor)
+    out = place_many(c, [
+        item("big", 2.0),
+        item("bigger", 3.0, memory=GiB // 2),  # at least as large in every resource: not tried
+        item("small", 0.5),
+        item("wider", 1.5, memory=2 * GiB),  # less cpu than "big": tried on its own
+        item("huge", 8.0, memory=GiB, disk=1),  # not tried
+    ])
+    by_id = {p["task_id"]: p for p in out}
+    assert [p["task_id"] for p in out] == ["big", "bigger", "small", "wider", "huge"]
+    reason = by_id["big"]["reason"]
+    assert by_id["big"]["node"] is None and "2.0 cpu" in reason
+    assert by_id["bigger"] == {"task_id": "bigger", "node": None, "reason": reason}
+    assert by_id["huge"] == {"task_id": "huge", "node": None, "reason": reason}
+    assert by_id["small"]["node"] == "n1"
+    assert by_id["wider"]["node"] is None and by_id["wider"]["reason"] != reason
+    assert tried == ["big", "small", "wider"]
+
+
+def test_place_many_applies_exclude_and_only_to_every_task(sched):
+    _, c, nodes = sched("roundrobin")
+    for n in ("n1", "n2", "n3"):
+        nodes.set(n)
+    wait_for(lambda: names(c, "alive") == {"n1", "n2", "n3"}, what="three nodes alive")
+    out = place_many(c, [item(f"t{i}") for i in range(6)], exclude=["n1"], only=["n1", "n2"])
+    assert {p["node"] for p in out} == {"n2"}
+    assert place_many(c, [item("x")], only=[])[0]["node"] is None
+    assert place_many(c, []) == []
+
+
+@pytest.mark.parametrize("bad, code", [
+    ({"cpu": 0.1, "memory": 0, "disk": 0}, "bad_request"),  # no task_id
+    ({"task_id": 7, "cpu": 0.1, "memory": 0, "disk": 0}, "bad_request"),
+    (item("t", cpu=-1.0), "bad_request"),
+    (item("t", cpu="one"), "bad_request"),
+    ({"task_id": "t", "cpu": 0.1}, "bad_request"),  # no memory, disk
+    ("not a map", "bad_body"),
+])
+def test_place_many_refuses_bad_items_and_reserves_nothing(sched, bad, code):
+    _, c, nodes = sched("greedy")
+    nodes.set("n1", cpus=1.0)
+    wait_for(lambda: names(c, "alive") == {"n1"}, what="n1 alive")
+    with pytest.raises(CubeError) as e:
+        place_many(c, [item("good", 1.0), bad])
+    assert e.value.code == code
+    # the good task before the bad one holds no reservation: the whole request was refused
+    assert place(c, "other", cpu=1.0)["node"] == "n1"

@@ -87,18 +87,52 @@ def test_remote_store_implements_the_interface(actors, store_ep):
         rs.close()
 
 
-def test_remote_store_drives_a_taskbook(actors, store_ep):
-    from cube.control.taskbook import TaskBook
+def test_async_store_drives_a_taskbook(actors, store_ep):
+    from cube.manager.taskbook import TaskBook
     from cube.model.task import task_from_spec
-    rs = RemoteStore(store_ep, name="test", timeout=3.0)
-    try:
-        book = TaskBook(rs)
-        t = book.add(task_from_spec({"image": "img", "name": "web"}))
-        again = TaskBook(rs)
-        assert again.load() == 1 and again.get(t.id) == t and again.seq == 1
-        assert [e["state"] for e in again.events(t.id)] == ["Pending"]
-    finally:
-        rs.close()
+    host = actors.host(store_ep, timeout=3.0)
+    book = TaskBook(host.store)
+    t, existing, error = host.call(lambda done: book.add(task_from_spec({"image": "img", "name": "web"}),
+                                                         "submitted", done))
+    assert error is None and not existing
+    again = TaskBook(host.store)
+    assert host.call(again.load) == (1, None)
+    assert again.get(t.id) == t and again.seq == 1
+    events, error = host.call(lambda done: again.events(t.id, done))
+    assert error is None and [e["state"] for e in events] == ["Pending"]
+
+
+def test_async_store_implements_its_interface(actors, store_ep):
+    host = actors.host(store_ep, timeout=3.0)
+    s = host.store
+    assert host.call(lambda done: s.get("tasks", "missing", done)) == (None, None)
+    assert host.call(lambda done: s.put("tasks", "a", {"x": [1, 2]}, done)) == ({"applied": 1}, None)
+    assert host.call(lambda done: s.batch([("put", "tasks", "b", 2), ("put", "events", "a/1", "e"),
+                                           ("put", "events", "ab/1", "f")], done)) == ({"applied": 3}, None)
+    assert host.call(lambda done: s.get("tasks", "a", done)) == ({"x": [1, 2]}, None)
+    assert host.call(lambda done: s.list_all("tasks", done)) == ([("a", {"x": [1, 2]}), ("b", 2)], None)
+    assert host.call(lambda done: s.list_all("events", done, prefix="a/")) == ([("a/1", "e")], None)
+    page, error = host.call(lambda done: s.list_page("tasks", done, limit=1))
+    assert error is None and page == {"items": [["a", {"x": [1, 2]}]], "more": True}
+    page, _ = host.call(lambda done: s.list_page("tasks", done, after="a"))
+    assert page == {"items": [["b", 2]], "more": False}
+    # delete_prefix: a task's events, not those of a task whose id merely starts the same
+    assert host.call(lambda done: s.batch([("delete", "tasks", "a", None),
+                                           ("delete_prefix", "events", "a/", None)], done))[1] is None
+    assert host.call(lambda done: s.list_all("events", done)) == ([("ab/1", "f")], None)
+    _, error = host.call(lambda done: s.batch([("put", "tasks", "c", 3), ("burn", "tasks", "b", None)], done))
+    assert error is not None and error.code == "bad_request"
+    assert host.call(lambda done: s.get("tasks", "c", done)) == (None, None)
+    assert host.call(lambda done: s.get("tasks", "b", done)) == (2, None)
+
+
+def test_async_store_lists_a_namespace_larger_than_a_page(actors):
+    backend = MemoryStore()
+    backend.batch([("put", "tasks", f"t{i:05d}", i) for i in range(2500)])
+    _, endpoint = actors.store(backend)
+    host = actors.host(endpoint, timeout=3.0)
+    items, error = host.call(lambda done: host.store.list_all("tasks", done))
+    assert error is None and [k for k, _ in items] == [f"t{i:05d}" for i in range(2500)]
 
 
 def test_leveldb_store_actor_closes_its_database_on_stop(actors, tmp_path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 import traceback
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from cube.actors.scheduler import SchedulerActor
 from cube.actors.store import StoreActor
 from cube.actors.worker import Worker, WorkerConfig
 from cube.config import ManagerConfig
+from cube.harness import free_ports
 from cube.messages import node as node_msg
 from cube.messages import sched as sched_msg
 from cube.messages import store as store_msg
@@ -50,17 +50,6 @@ from cube.wire.envelope import VERSION
 LONG = os.environ.get("CUBE_FUZZ_LONG", "") not in ("", "0")
 LONG_EXAMPLES = int(os.environ.get("CUBE_FUZZ_EXAMPLES", "100000"))
 IDENTITIES = [b"w1", b"w2", b"fuzz", b"\x00\x01\x02"]  # w1/w2 may also say hello, so deeper paths open
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 @dataclass
@@ -92,11 +81,12 @@ class LastFailure(logging.Handler):
 
 class Rig:
     def __init__(self, tmp: str):
-        tcp = [f"tcp://127.0.0.1:{p}" for p in free_ports(8)]
+        ports = free_ports(12)  # one call: distinct ports
+        tcp = [f"tcp://127.0.0.1:{p}" for p in ports[:8]]
         self.store = StoreActor(MemoryStore(), tcp[0])
         self.scheduler = SchedulerActor(tcp[1], tcp[2], algorithm="epvm", stale_after=5.0)
-        api, workers, events = free_ports(3)
-        config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers, metrics_port=free_ports(1)[0],
+        api, workers, events, metrics = ports[8:]
+        config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers, metrics_port=metrics,
                                events_port=events, data_dir=os.path.join(tmp, "manager"), store="memory",
                                store_endpoint=tcp[5], scheduler_endpoint=tcp[3], grace=5.0)
         self.manager = Manager(config)  # its Store and Scheduler never answer: requests just wait

@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster import Cluster
-from tests.docker_support import docker_available, ensure_busybox_image
-
-
-@pytest.fixture(scope="session")
-def busybox() -> str:
-    if not docker_available():
-        pytest.fail("Docker is not reachable: end-to-end tests need a running dockerd (scripts/setup.sh starts one)")
-    return ensure_busybox_image()
+from cube.harness import Cluster
 
 
 @pytest.fixture
 def make_cluster(busybox, request):
-    """Factory: make_cluster(scheduler=..., grace=...) -> a started manager; closed after the test."""
+    """Factory: make_cluster(scheduler=..., grace=...) -> a started manager; closed after the test,
+    with the processes' logs printed if the test failed."""
     made: list[Cluster] = []
 
     def make(**kw) -> Cluster:
@@ -26,14 +19,7 @@ def make_cluster(busybox, request):
         return c
     yield make
     for c in made:
-        if request.node.rep_call.failed if hasattr(request.node, "rep_call") else False:
-            for name in ["manager", *[f"worker-{s}" for s in c.workers]]:
-                print(f"---- {name} log ----\n{c.log(name)[-4000:]}")
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(c.log_tail(lines=60))
         c.close()
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    rep = outcome.get_result()
-    setattr(item, "rep_" + rep.when, rep)

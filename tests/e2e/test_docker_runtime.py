@@ -11,9 +11,9 @@ import docker
 import docker.errors
 import pytest
 
+from cube.harness import docker_available, ensure_busybox_image, remove_containers
 from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, ContainerSpec, RuntimeFailure
 from cube.runtime.docker import DockerRuntime
-from tests.docker_support import docker_available, ensure_busybox_image, remove_containers
 
 pytestmark = [
     pytest.mark.skipif(not docker_available(), reason="the Docker daemon is not reachable (docker info fails)"),

@@ -8,7 +8,7 @@ import time
 import docker
 import pytest
 
-from tests.cluster import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -32,7 +32,7 @@ def test_lost_worker_tasks_move_and_old_containers_are_removed_on_return(make_cl
     old = {i: c.task(i)["container_id"] for i in moved}
 
     t0 = time.monotonic()
-    c.signal_worker("w1", signal.SIGKILL)
+    c.signal("w1", signal.SIGKILL, wait=True)
     for i in moved:
         c.wait_state(i, "Running", timeout=20, worker=c.worker_name("w2"))
     print(f"worker SIGKILL -> its {len(moved)} tasks Running elsewhere: {time.monotonic() - t0:.2f}s (grace 2s)")
@@ -125,7 +125,7 @@ def test_manager_sigkill_loses_nothing_and_adopts_running_containers(make_cluste
 
     c.kill_manager(signal.SIGKILL)
     c.start_manager()
-    c.wait_node_ready("w1")
+    c.wait_worker_ready("w1")
     time.sleep(1.0)
     tasks = c.tasks()
     assert set(running + [pending]) <= set(tasks)
@@ -147,7 +147,7 @@ def test_each_child_actor_is_restarted_by_the_supervisor(make_cluster, busybox):
         old = c.actor_pids()[actor]
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: c.actor_pids()[actor] != old, 10, what=f"{actor} restarted")
-        c.wait_node_ready("w1")
+        c.wait_worker_ready("w1")
         t = wait_for(lambda: c.start_task("--image", busybox, "--name", f"after-{actor}", "--cmd", "sleep 600"),
                      20, what=f"a task accepted after {actor} restart")
         c.wait_state(t, "Running", timeout=20)
@@ -189,7 +189,7 @@ def test_restarted_worker_adopts_its_containers(make_cluster, busybox):
     c.start_worker("w1")
     task_id = c.start_task("--image", busybox, "--name", "steady", "--cmd", "sleep 600")
     before = c.wait_state(task_id, "Running")["container_id"]
-    c.signal_worker("w1", signal.SIGTERM)  # a worker restart leaves its containers running
+    c.signal("w1", signal.SIGTERM, wait=True)  # a worker restart leaves its containers running
     assert [x.id for x in containers_of(task_id)] == [before]
     c.start_worker("w1")
     time.sleep(1.0)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from tests.cluster import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -9,7 +9,7 @@ import urllib.request
 import docker
 import pytest
 
-from tests.cluster import wait_for
+from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -106,15 +106,12 @@ def test_cli_errors_are_one_line(make_cluster, busybox, tmp_path):
 
 def test_events_stream_follows_a_task(make_cluster, busybox):
     import subprocess
-    import sys
 
-    from tests.cluster import BIN, ROOT
     c = make_cluster()
     c.start_worker("w1")
     follower = subprocess.Popen(
-        [sys.executable, str(BIN / "cube"), "events", "--manager", f"127.0.0.1:{c.api_port}",
-         "--events-port", str(c.events_port), "--count", "3", "--timeout", "20", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        c.cli_command("events", "--events-port", str(c.events_port), "--count", "3", "--timeout", "20", "--json"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.env, cwd=c.tmp)
     time.sleep(1.0)  # let the subscription settle (PUB/SUB drops what is sent before it joins)
     task_id = c.start_task("--image", busybox, "--name", "watched", "--cmd", "sleep 600")
     out, err = follower.communicate(timeout=30)

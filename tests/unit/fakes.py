@@ -12,9 +12,11 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from cube.store.base import Op
-from cube.store.base import StoreError
+import zmq
+
+from cube.store.base import Op, StoreError
 from cube.store.memory import MemoryStore
+from cube.wire.envelope import Envelope, decode
 from cube.wire.errors import BAD_REQUEST, UNAVAILABLE, CubeError, Unavailable
 
 META = "meta"
@@ -187,3 +189,19 @@ def load(book: Any) -> int:
     if error is not None:
         raise error
     return count
+
+
+class FakeSock:
+    """Enough of a ROUTER socket for Actor.receive and Actor.send: what is sent is kept."""
+
+    type = zmq.ROUTER
+    closed = False
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes], flags: int = 0) -> None:
+        self.sent.append(frames)
+
+    def replies(self) -> list[Envelope]:
+        return [decode(f[-1]) for f in self.sent]

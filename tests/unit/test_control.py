@@ -11,6 +11,7 @@ from cube.manager.taskbook import EVENTS, META, TASKS, TaskBook
 from cube.model.state import State
 from cube.model.task import DESIRED_STOPPED, RestartPolicy, Task
 from cube.wire.errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError
+from tests.unit import fakes
 from tests.unit.fakes import Calls, FakeStore
 
 
@@ -201,8 +202,6 @@ def test_registry_remember_gives_a_known_worker_one_grace_period():
 
 
 # ---- TaskBook (asynchronous: the FakeStore answers when the test says) ----------------------------
-
-from tests.unit import fakes  # noqa: E402
 
 
 @pytest.fixture

@@ -164,16 +164,16 @@ def test_rows_added_or_removed_between_pages_are_never_repeated_or_skipped():
 def test_a_page_stays_under_page_bytes():
     blob = "x" * (100 << 10)
     rows = [task(f"t{i:02d}", created=float(i)) for i in range(20)]
-    fat = lambda t: {"id": t.id, "blob": blob}  # noqa: E731
+    fat = lambda t: {"id": t.id, "blob": blob}
     out, token = page(rows, key, fat, {"limit": 100})
     assert token and 1 < len(out) < 20
     assert sum(len(codec.pack(r)) for r in out) <= PAGE_BYTES
-    pages, token = [out], token
+    pages = [out]
     while token:
         out, token = page(rows, key, fat, {"limit": 100, "continue": token})
         pages.append(out)
     assert [r["id"] for p in pages for r in p] == [t.id for t in rows]
-    huge = lambda t: {"id": t.id, "blob": "y" * (PAGE_BYTES + 1)}  # noqa: E731
+    huge = lambda t: {"id": t.id, "blob": "y" * (PAGE_BYTES + 1)}
     out, token = page(rows, key, huge, {})
     assert len(out) == 1 and token  # one row larger than a page still comes, alone
 

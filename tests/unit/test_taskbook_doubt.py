@@ -1,6 +1,6 @@
 """The TaskBook when the Store does not answer a write (issue 14, defect D3).
 
-No answer (Unavailable) does not mean "not applied": the task is in doubt, and its changes wait
+No answer (Unavailable) does not mean "not applied": `done` gets `in_doubt`, the task is in doubt, and its changes wait
 while the TaskBook reads it back (at once, then on `resolve_doubts`): the stored version is
 adopted, or the write is dropped. An error reply with code `unavailable` (the Store refused a
 write past its deadline) is a definite "not applied". Event sequence numbers are never reused.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from cube.manager.taskbook import EVENTS, META, TASKS, MAX_QUEUED, Skip, TaskBook
+from cube.manager.taskbook import EVENTS, MAX_QUEUED, META, TASKS, Skip, TaskBook
 from cube.model.state import State
 from cube.model.task import task_from_spec
-from cube.wire.errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.errors import BAD_REQUEST, CONFLICT, IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError
 from tests.unit import fakes
 from tests.unit.fakes import Calls, FakeStore
 
@@ -46,7 +46,7 @@ def test_no_answer_and_not_applied_is_dropped_on_resolve(book):
     store = book.store
     t = new("a")
     err = lost_add(book, t)
-    assert err.code == UNAVAILABLE
+    assert err.code == IN_DOUBT
     assert "may or may not" in err.message and t.id in err.message and "same id is safe" in err.message
     assert book.get(t.id) is None and t.id in book.doubts and book.seq == 1
     assert store.kinds() == ["get"]  # read back at once
@@ -113,7 +113,7 @@ def test_a_change_queued_behind_a_doubt_is_decided_on_the_adopted_version(book):
     first = Calls()
     book.commit(t.id, place("w1"), "placed", done=first)
     store.next("batch").lose(applied=True)
-    assert first.one()[1].code == UNAVAILABLE and "may or may not" in first.one()[1].message
+    assert first.one()[1].code == IN_DOUBT and "may or may not" in first.one()[1].message
     store.next("get").lose()  # not known yet
     again, note = Calls(), Calls()
     book.commit(t.id, place("w2"), "placed again", done=again)  # decided on the old copy, it would place twice
@@ -146,7 +146,7 @@ def test_while_the_doubt_cannot_be_resolved_that_task_waits_and_others_do_not(bo
     for ref in ("a-0000-0000", "a"):  # the task in doubt: neither found nor not found
         with pytest.raises(CubeError) as err:
             book.find(ref)
-        assert err.value.code == UNAVAILABLE and "may or may not" in err.value.message
+        assert err.value.code == IN_DOUBT and "may or may not" in err.value.message
     assert book.find("first") is first  # others are found as usual ...
     assert fakes.commit(book, first.id, None, "x").reason == "x"  # ... and written: seq 3, not 2
     assert book.seq == 3 and store.seq_writes == [1, 3]
@@ -186,7 +186,7 @@ def test_a_change_to_an_existing_task_that_got_no_answer_says_so(book):
     book.commit(t.id, lambda x: x.transition(State.SCHEDULED), "placed", done=got)
     store.next("batch").lose()
     _, err = got.one()
-    assert err.code == UNAVAILABLE and "may or may not" in err.message and "once the store answers" in err.message
+    assert err.code == IN_DOUBT and "may or may not" in err.message and "once the store answers" in err.message
     assert book.find(t.id) is t  # the version before the change is still the one known
     store.next("get").answer()  # not applied: dropped
     assert not book.doubts and book.get(t.id) is t and book.adopted == []
@@ -273,3 +273,11 @@ def test_changes_piling_up_behind_a_doubt_are_refused_past_max_queued(book):
     store.flush()  # the Store is back: dropped, then every waiting change in order
     assert all(w.one()[1] is None for w in waiting)
     assert book.get(t.id).reason == f"change {MAX_QUEUED - 1}" and not book.busy(t.id)
+
+
+def test_a_task_in_doubt_with_a_short_id_is_not_reported_missing(book):
+    t = task_from_spec({"image": "img", "name": "short", "id": "abc"})
+    lost_add(book, t)
+    with pytest.raises(CubeError) as err:
+        book.find("abc")  # its exact id (shorter than a prefix may be)
+    assert err.value.code == IN_DOUBT
