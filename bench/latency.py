@@ -14,8 +14,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from cube.model.task import new_task_id  # noqa: E402
-from tests.cluster import Cluster, wait_for  # noqa: E402
-from tests.docker_support import ensure_busybox_image  # noqa: E402
+from cube.harness import Cluster, ensure_busybox_image, wait_for  # noqa: E402
 
 
 def submit(c: Cluster, image: str, name: str) -> str:

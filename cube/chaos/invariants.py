@@ -37,7 +37,7 @@ CPU_TOLERANCE = 1e-6
 
 
 class Target(Protocol):
-    """What a snapshot needs of a cluster (LocalCluster provides it)."""
+    """What a snapshot needs of a cluster (cube.harness.Cluster provides it)."""
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float = 3.0,
              endpoint: str = "api") -> dict[str, Any]: ...

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cube.chaos import invariants, steps
-from cube.chaos.cluster import ACTORS, LocalCluster
-from cube.chaos.script import Script, ScriptError, load
+from cube.chaos.script import ClusterSpec, Script, ScriptError, load
+from cube.harness import ACTORS, Cluster
 from cube.wire.client import Client
 from cube.wire.errors import IN_DOUBT, UNAVAILABLE, CubeError, Unavailable
 
@@ -48,7 +48,7 @@ _RANK = {invariants.REFUSED: 0, invariants.UNANSWERED: 1, invariants.ACKED: 2}
 class Run:
     """The state of one script run: the cluster, what the manager promised, aliases, faults."""
 
-    def __init__(self, script: Script, cluster: LocalCluster, out: Out):
+    def __init__(self, script: Script, cluster: Cluster, out: Out):
         self.script = script
         self.cluster = cluster
         self.out = out
@@ -206,6 +206,10 @@ class Run:
         task_id = self.aliases[base][index]
         return self.task(task_id)[attr] if attr else task_id
 
+    def worker_names(self) -> list[str]:
+        """The full names of the script's workers, started yet or not."""
+        return [self.cluster.worker_name(w) for w in self.script.cluster.workers]
+
     def actor_name(self, name: str) -> str:
         """A worker's short name (w1) as the full name it uses on the wire; others unchanged."""
         return self.cluster.worker_name(name) if name in self.script.cluster.workers else name
@@ -220,7 +224,7 @@ class Run:
         return {"cube-manager", "supervisor", *self.script.cluster.workers}
 
     def live_workers(self) -> list[str]:
-        return [w for w in self.script.cluster.workers if w not in self.down and w in self.cluster.ever_started]
+        return [w for w in self.script.cluster.workers if w not in self.down and w in self.cluster.workers]
 
     # ---- background and invariants -----------------------------------------------------------------------
     def join_background(self, timeout: float) -> int:
@@ -255,6 +259,16 @@ class Run:
         return all(not p for p, _ in results.values())
 
 
+def start(cluster: Cluster, spec: ClusterSpec) -> None:
+    """The manager, then the workers not started `later`, all at once, then wait for them."""
+    cluster.start_manager()
+    now = [w for w in spec.workers if w not in spec.later]
+    for short in now:
+        cluster.start_worker(short, wait=False)
+    for short in now:
+        cluster.wait_worker_ready(short)
+
+
 def run_script(path_or_script: str | Script, out: Out = print, keep: bool = False,
                log_level: str = "INFO") -> Result:
     """Start a local cluster for the script, play it, check the invariants, tear it all down."""
@@ -269,7 +283,9 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
     out(f"chaos script: {script.name}" + (f" ({script.path})" if script.path else ""))
     if script.description:
         out(f"  {' '.join(script.description.split())}")
-    cluster = LocalCluster(c, keep=keep, log_level=log_level)
+    cluster = Cluster(scheduler=c.scheduler, grace=c.grace, heartbeat=c.heartbeat, store=c.store,
+                      worker_args=c.worker_args, stop_timeout=2.0, chaos=True, log_level=log_level,
+                      prefix="x", keep=keep)
     out(f"cluster: manager + {len(c.workers)} workers ({', '.join(cluster.worker_name(w) for w in c.workers)}), "
         f"grace {c.grace:g}s, heartbeat {c.heartbeat:g}s, {c.scheduler}, chaos rules {cluster.rules.path}")
     run = Run(script, cluster, out)
@@ -278,7 +294,7 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
     try:
         try:
             run.watcher.start(cluster.containers)  # before the first container can start
-            cluster.start()
+            start(cluster, c)
         except Exception as e:
             out(f"FAIL: the cluster did not start: {e}")
             result.failed_step = "cluster start"

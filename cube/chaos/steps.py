@@ -19,8 +19,8 @@ import msgpack
 import zmq
 
 from cube.chaos import invariants
-from cube.chaos.cluster import wait_for
 from cube.chaos.rules import Rule
+from cube.harness import wait_for
 from cube.runtime.base import LABEL_TASK
 from cube.wire.envelope import VERSION, decode
 from cube.wire.errors import CubeError
@@ -169,7 +169,7 @@ def send(run: "Run", step: "Step") -> str:
     if kind == zmq.DEALER:
         sock.setsockopt(zmq.IDENTITY, str(identity).encode())
     said_disrupt = ""
-    if to == "workers" and str(identity) in run.cluster.worker_names.values():
+    if to == "workers" and str(identity) in run.worker_names():
         # A borrowed worker identity takes that worker's route: it may miss replies and commands.
         said_disrupt = "; " + run.disrupt(str(identity))
     try:
@@ -287,7 +287,7 @@ def fault(run: "Run", step: "Step") -> str:
     if rule.action != "duplicate":  # a copy more cannot make a worker look lost; the others can
         targets = invariants.rule_targets(rule.sender if step.get("from") is not None else None,
                                           rule.to if step.get("to") is not None else None,
-                                          run.cluster.worker_names.values())
+                                          run.worker_names())
         said = "".join("; " + run.disrupt(w) for w in sorted(targets))
     run.cluster.rules.add(rule)
     time.sleep(0.2)  # injectors look at the rules file at most every 100 ms

@@ -30,7 +30,7 @@ RECONCILE_RETRY = 1.0  # seconds before a snapshot is reconciled again after a r
 
 def report_clock(value: Any) -> list[int] | None:
     """A worker's report clock [boot, n] from a message, or None if absent or malformed."""
-    if isinstance(value, list) and len(value) == 2 and all(type(v) is int for v in value):
+    if isinstance(value, list) and len(value) == 2 and type(value[0]) is int and type(value[1]) is int:
         return value
     return None
 

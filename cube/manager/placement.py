@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 SCHEDULER_TIMEOUT = 5.0
 
 
+def may_want_placement(t: Task) -> bool:
+    """Waiting now, or once its restart backoff is over."""
+    return t.desired == DESIRED_RUNNING and (t.state == State.PENDING or (
+        t.state == State.FAILED and t.not_before > 0 and t.restart.allows(t.exit_code, t.restart_count)))
+
+
 def wants_placement(t: Task, now: float) -> bool:
     if t.desired != DESIRED_RUNNING:
         return False
@@ -52,6 +58,14 @@ class Placement:
         self._timer: Any = None
         self._cursor: tuple[float, str] | None = None  # where the last full batch ended
         self.placed = 0
+        self.candidates: dict[str, Task] = {}  # tasks that wait, or will once their backoff ends
+        book.watchers.append(self._watch)
+
+    def _watch(self, task_id: str, task: Task | None) -> None:
+        if task is not None and may_want_placement(task):
+            self.candidates[task_id] = task
+        else:
+            self.candidates.pop(task_id, None)
 
     def schedule(self, delay: float = 0.0) -> None:
         """Ask for a pass (coalesced with any other request for one)."""
@@ -61,8 +75,10 @@ class Placement:
             self._timer = self.actor.loop.call_later(delay, self._pass)
 
     def waiting(self, now: float | None = None) -> list[Task]:
+        """The tasks to place now, oldest first."""
         now = time.time() if now is None else now
-        return self.book.where(lambda t: wants_placement(t, now) and not self.book.busy(t.id))
+        return sorted((t for t in self.candidates.values() if wants_placement(t, now) and not self.book.busy(t.id)),
+                      key=lambda t: (t.created_at, t.id))
 
     def _next_batch(self) -> list[Task]:
         """The oldest waiting tasks; after a full batch, those after it first (then from the

@@ -20,7 +20,6 @@ out once each and never reused.
 from __future__ import annotations
 
 import collections
-import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -97,6 +96,9 @@ class TaskBook:
         # to have been applied: whatever its caller would have done next was not done.
         self.on_adopt = on_adopt
         self.tasks: dict[str, Task] = {}
+        # Called with (task id, the version now in memory or None) whenever memory changes, so
+        # parts such as Placement keep their own indexes instead of scanning every task.
+        self.watchers: list[Callable[[str, Task | None], None]] = []
         self.seq = 0
         self.doubts: dict[str, Doubt] = {}
         self._queues: dict[str, _Queue] = {}
@@ -115,6 +117,8 @@ class TaskBook:
                     return
                 self.tasks = {k: Task.from_dict(v) for k, v in items}
                 self.seq = max(self.seq, int(seq or 0))
+                for task_id, task in self.tasks.items():
+                    self._changed(task_id, task)
                 done(len(self.tasks), None)
             self.store.get(META, "event_seq", got_seq)
         self.store.list_all(TASKS, got_tasks)
@@ -199,6 +203,7 @@ class TaskBook:
                 for i in ids:
                     if not self.busy(i):
                         self.tasks.pop(i, None)
+                        self._changed(i, None)
             done(0 if error else len(ids), error)
         self.store.batch(ops, written)
 
@@ -237,7 +242,7 @@ class TaskBook:
             return
         else:
             base = current
-        new = copy.deepcopy(base)
+        new = base.copy()
         try:
             if change.fn:
                 change.fn(new)
@@ -263,6 +268,7 @@ class TaskBook:
         def written(_: Any, error: CubeError | None) -> None:
             if error is None:
                 self.tasks[new.id] = new
+                self._changed(new.id, new)
                 if ev:
                     self._announce(current, new, ev)
                 self._done(task_id, change, new, None)
@@ -280,6 +286,10 @@ class TaskBook:
             else:
                 self._done(task_id, change, None, error)
         self.store.batch(ops, written)
+
+    def _changed(self, task_id: str, task: Task | None) -> None:
+        for watch in self.watchers:
+            watch(task_id, task)
 
     def _done(self, task_id: str, change: Change, task: Task | None, error: CubeError | None) -> None:
         q = self._queues.get(task_id)
@@ -327,6 +337,7 @@ class TaskBook:
                 log.info("task %s: the write that got no answer %.1fs ago was applied; adopting it",
                          task_id[:8], time.time() - d.since)
                 self.tasks[task_id] = d.task
+                self._changed(task_id, d.task)
                 if d.event:
                     self._announce(d.previous, d.task, d.event)
                 if self.on_adopt:

@@ -5,12 +5,13 @@ conversions, so every actor agrees on the shape.
 """
 from __future__ import annotations
 
+import copy
 import math
 import re
 import shlex
 import time
 import uuid
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cube.model.state import State, check_transition
@@ -100,12 +101,31 @@ class Task:
         return {"cpu": self.cpu, "memory": self.memory, "disk": self.disk}
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """A plain map (what crosses the wire and the Store); written out, as `asdict` is slow."""
+        d = {f: getattr(self, f) for f in _PLAIN_FIELDS}
+        d["command"] = list(self.command) if self.command is not None else None
+        d["env"] = dict(self.env)
+        d["ports"] = list(self.ports)
+        d["host_ports"] = dict(self.host_ports)
+        d["report_clock"] = list(self.report_clock)
+        d["restart"] = dict(self.restart.__dict__)
+        d["health"] = dict(self.health.__dict__) if self.health is not None else None
         d["state"] = self.state.value
         return d
 
+    def copy(self) -> "Task":
+        """An independent copy (what a change is applied to before it is persisted)."""
+        t = copy.copy(self)
+        t.command = list(self.command) if self.command is not None else None
+        t.env, t.ports, t.host_ports = dict(self.env), list(self.ports), dict(self.host_ports)
+        t.report_clock = list(self.report_clock)
+        t.restart = copy.copy(self.restart)
+        t.health = copy.copy(self.health)
+        return t
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Task":
+        """From `to_dict`'s map; unknown keys are ignored, missing ones take their defaults."""
         known = {f.name for f in fields(cls)}
         data = {k: v for k, v in d.items() if k in known}
         data["state"] = State(data.get("state", State.PENDING.value))
@@ -113,6 +133,10 @@ class Task:
         if data.get("health"):
             data["health"] = HealthCheck(**data["health"])
         return cls(**data)
+
+
+_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "restart", "health", "state"}
+_PLAIN_FIELDS = [f.name for f in fields(Task) if f.name not in _NESTED]
 
 
 # ---- user input -------------------------------------------------------------------------------
