@@ -265,9 +265,9 @@ class Manager(Actor):
             "manager: could not record node %s: %s", data["name"], error))
 
     # ---- events -----------------------------------------------------------------------------------
-    def _publish(self, event: TaskEvent, task: Task) -> None:
+    def _publish(self, event: TaskEvent, task: Task, record: dict[str, Any]) -> None:
         body = event.to_dict()
-        body["task"] = task.to_dict()
+        body["task"] = record
         self.send(self.events, Envelope(task_msg.EVENT, body))
         if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
             self.request(self.sched_sock, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)

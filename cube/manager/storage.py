@@ -18,6 +18,7 @@ from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.wire.errors import NOT_FOUND, CubeError, Unavailable
 
 Done = Callable[[Any, CubeError | None], None]
+MAX_COALESCED = 100  # batches per request; with `solo` for large ones, far below the frame limit
 
 
 class AsyncStore:
@@ -25,6 +26,7 @@ class AsyncStore:
         self.actor = actor
         self.sock = sock
         self.timeout = timeout
+        self._queued: list[tuple[list[Op], Done]] = []
 
     def _call(self, msg_type: str, body: dict[str, Any], done: Done, timeout: float | None = None,
               pick: Callable[[dict[str, Any]], Any] = lambda b: b) -> None:
@@ -40,10 +42,30 @@ class AsyncStore:
         self.actor.request(self.sock, Envelope(msg_type, body), on_reply, timeout=wait)
 
     # ---- writes: they carry a deadline a little short of our wait (docs/architecture.md) ----------
-    def batch(self, ops: list[Op], done: Done) -> None:
-        body = {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops],
+    def batch(self, ops: list[Op], done: Done, solo: bool = False) -> None:
+        """Write `ops` atomically. Batches asked for in one turn of the loop go out as one request
+        (one synced write at the Store, one round trip): they succeed or fail together. A `solo`
+        batch (a large one) goes alone, so a request never nears the frame limit."""
+        if solo:
+            self._send([(ops, done)])
+            return
+        self._queued.append((ops, done))
+        if len(self._queued) == 1:
+            self.actor.loop.call_later(0, self._send_queued)
+
+    def _send_queued(self) -> None:
+        queued, self._queued = self._queued, []
+        for i in range(0, len(queued), MAX_COALESCED):
+            self._send(queued[i:i + MAX_COALESCED])
+
+    def _send(self, group: list[tuple[list[Op], Done]]) -> None:
+        body = {"ops": [{"op": o, "ns": n, "key": k, "value": v} for ops, _ in group for o, n, k, v in ops],
                 "deadline": write_deadline(self.timeout)}
-        self._call(msg.BATCH, body, done)
+
+        def answered(result: Any, error: CubeError | None) -> None:
+            for _, done in group:
+                done(result, error)
+        self._call(msg.BATCH, body, answered)
 
     def put(self, ns: str, key: str, value: Any, done: Done) -> None:
         self._call(msg.PUT, {"ns": ns, "key": key, "value": value, "deadline": write_deadline(self.timeout)}, done)

@@ -36,8 +36,14 @@ log = logging.getLogger(__name__)
 TASKS, EVENTS, META = "tasks", "events", "meta"
 MAX_QUEUED = 64  # changes waiting behind one task's write; more are refused (the Store is down)
 MAX_EVENTS = 200  # events returned by `events` (the newest)
+BULKY = 4096  # bytes of env and command past which a task's writes are not coalesced
 
 Done = Callable[[Task | None, CubeError | None], None]
+
+
+def bulky(task: Task) -> bool:
+    """A task whose record may be large (a big env or command): written in a request of its own."""
+    return sum(len(k) + len(v) for k, v in task.env.items()) + sum(len(c) for c in task.command or ()) > BULKY
 
 
 class Skip(Exception):
@@ -88,10 +94,10 @@ class _Queue:
 
 
 class TaskBook:
-    def __init__(self, store: AsyncStore, publish: Callable[[TaskEvent, Task], None] | None = None,
+    def __init__(self, store: AsyncStore, publish: Callable[[TaskEvent, Task, dict[str, Any]], None] | None = None,
                  on_adopt: Callable[[Task | None, Task], None] | None = None):
         self.store = store
-        self.publish = publish or (lambda event, task: None)
+        self.publish = publish or (lambda event, task, record: None)
         # Called with (version before, adopted version) when a write that got no answer turns out
         # to have been applied: whatever its caller would have done next was not done.
         self.on_adopt = on_adopt
@@ -257,7 +263,8 @@ class TaskBook:
         new.updated_at = time.time()
         if change.reason:
             new.reason = change.reason
-        ops: list[Op] = [("put", TASKS, new.id, new.to_dict())]
+        record = new.to_dict()
+        ops: list[Op] = [("put", TASKS, new.id, record)]
         ev = None
         if change.event:
             self.seq += 1  # handed out now, once: a refused write leaves a gap, never a repeat
@@ -270,7 +277,7 @@ class TaskBook:
                 self.tasks[new.id] = new
                 self._changed(new.id, new)
                 if ev:
-                    self._announce(current, new, ev)
+                    self._announce(current, new, ev, record)
                 self._done(task_id, change, new, None)
             elif isinstance(error, Unavailable):  # no answer: applied before its deadline, or never
                 self.doubts[task_id] = Doubt(new, ev, current, time.time())
@@ -306,11 +313,11 @@ class TaskBook:
             except Exception:  # a caller's callback must not wedge the task's queue
                 log.exception("taskbook: callback after a commit failed")
 
-    def _announce(self, old: Task | None, new: Task, ev: TaskEvent) -> None:
+    def _announce(self, old: Task | None, new: Task, ev: TaskEvent, record: dict[str, Any] | None = None) -> None:
         log.info("task %s %s: %s%s%s", new.name, new.id[:8],
                  f"{old.state.value} -> " if old is not None and old.state != new.state else "",
                  new.state.value, f" ({ev.reason})" if ev.reason else "")
-        self.publish(ev, new)
+        self.publish(ev, new, record if record is not None else new.to_dict())
 
     # ---- writes that got no answer --------------------------------------------------------------------
     def resolve_doubts(self) -> None:

@@ -5,6 +5,8 @@ the ROUTER route it came from and, once the dispatcher has seen it, a way to ans
 """
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,8 +20,21 @@ REPLY_OK = "ok"
 REPLY_ERROR = "error"
 
 
+_ID_PREFIX = uuid.uuid4().hex[:12]  # unique to this process: ids never repeat across processes
+_ID_COUNTER = itertools.count(1)
+
+
+def _new_prefix() -> None:
+    global _ID_PREFIX, _ID_COUNTER
+    _ID_PREFIX, _ID_COUNTER = uuid.uuid4().hex[:12], itertools.count(1)
+
+
+os.register_at_fork(after_in_child=_new_prefix)  # a forked actor must not repeat its parent's ids
+
+
 def new_id() -> str:
-    return uuid.uuid4().hex
+    """A unique message id: a random per-process prefix and a counter (a uuid4 each is slow)."""
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):x}"
 
 
 @dataclass

@@ -32,7 +32,7 @@ def rig(actors):
     _, endpoint = actors.store(backend)
     host = actors.host(endpoint, timeout=CLIENT_TIMEOUT)
     published = []
-    book = TaskBook(host.store, lambda ev, t: published.append((ev.seq, t.id)))
+    book = TaskBook(host.store, lambda ev, t, _record: published.append((ev.seq, t.id)))
     yield backend, endpoint, host, book, published
     backend.gate.set()  # never leave the Store's loop hanging at teardown
 

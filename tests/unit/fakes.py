@@ -82,7 +82,7 @@ class FakeStore:
         self.seq_writes: list[int] = []  # every event_seq applied, in order
 
     # ---- the AsyncStore interface ---------------------------------------------------------------
-    def batch(self, ops: list[Op], done: Callable[[Any, CubeError | None], None]) -> None:
+    def batch(self, ops: list[Op], done: Callable[[Any, CubeError | None], None], solo: bool = False) -> None:
         self._ask("batch", (list(ops),), done)
 
     def put(self, ns: str, key: str, value: Any, done: Callable[[Any, CubeError | None], None]) -> None:

@@ -207,7 +207,7 @@ def test_registry_remember_gives_a_known_worker_one_grace_period():
 @pytest.fixture
 def book():
     published = []
-    b = TaskBook(FakeStore(), lambda ev, t: published.append((ev, t)))
+    b = TaskBook(FakeStore(), lambda ev, t, _record: published.append((ev, t)))
     b.published = published
     return b
 

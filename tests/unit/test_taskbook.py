@@ -18,7 +18,7 @@ from tests.unit.fakes import Calls, FakeStore
 @pytest.fixture
 def book():
     published = []
-    b = TaskBook(FakeStore(), lambda ev, t: published.append((ev.seq, t.id, t.state)))
+    b = TaskBook(FakeStore(), lambda ev, t, _record: published.append((ev.seq, t.id, t.state)))
     b.published = published
     return b
 
@@ -133,7 +133,7 @@ def test_persist_then_adopt_then_publish_then_done(book):
     store = book.store
     t = fakes.add(book, new("a"))
     steps: list[tuple] = []
-    book.publish = lambda ev, task: steps.append(
+    book.publish = lambda ev, task, record: steps.append(
         ("publish", ev.seq, book.get(task.id) is task, store.backend.get(TASKS, task.id)["state"]))
     book.commit(t.id, lambda x: x.transition(State.SCHEDULED), "placed",
                 done=lambda task, err: steps.append(("done", book.get(task.id) is task)))

@@ -22,7 +22,7 @@ from tests.unit.fakes import Calls, FakeStore
 @pytest.fixture
 def book():
     published, adopted = [], []
-    b = TaskBook(FakeStore(), lambda ev, t: published.append((ev.seq, t.id, t.state)),
+    b = TaskBook(FakeStore(), lambda ev, t, _record: published.append((ev.seq, t.id, t.state)),
                  on_adopt=lambda old, new: adopted.append((old, new)))
     b.published, b.adopted = published, adopted
     return b
