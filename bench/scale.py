@@ -46,6 +46,14 @@ def manager_rss_mib(c: Cluster) -> float:
     return sum(p.memory_info().rss for p in [root, *root.children(recursive=True)]) / 2**20
 
 
+def cpu_seconds(c: Cluster) -> dict[str, float]:
+    """CPU time used so far by each manager process and by this one (the clients and workers)."""
+    pids = {name: pid for name, pid in c.actor_pids().items() if name in ("manager", "store", "scheduler")}
+    out = {name: sum(psutil.Process(pid).cpu_times()[:2]) for name, pid in pids.items()}
+    out["bench (clients, workers)"] = sum(psutil.Process().cpu_times()[:2])
+    return out
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -148,11 +156,13 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
 
         ids = [new_task_id() for _ in range(n_tasks)]
         watch = RunningWatch(c.endpoints["events"], set(ids))
+        cpu0 = cpu_seconds(c)
         t0 = time.perf_counter()
         submit_s, latencies = submit_all(c.endpoints["api"], ids, n_clients)
         if not watch.done.wait(600):
             raise SystemExit(f"only {len(watch.running)} of {n_tasks} tasks Running after 600 s")
         all_running = watch.last - t0
+        cpu1 = cpu_seconds(c)
         latencies.sort()
         p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000
         rss = manager_rss_mib(c)
@@ -162,6 +172,8 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
               f"from {n_clients} clients; p50 {latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99:.1f} ms")
         print(f"all {n_tasks} Running {all_running:.1f}s after the first submit = {n_tasks / all_running:.0f} tasks/s; "
               f"spread over {len(spread)} workers")
+        print("CPU seconds during the run: " + ", ".join(f"{k} {cpu1[k] - cpu0[k]:.1f}" for k in cpu1)
+              + f" (of {2 * all_running:.1f} on 2 cores)")
         print(f"manager processes RSS: {rss_idle:.0f} MiB idle -> {rss:.0f} MiB with {n_workers} workers and {n_tasks} tasks")
         print(f"RESULT workers={n_workers} tasks={n_tasks} submit_per_s={n_tasks / submit_s:.0f} "
               f"running_per_s={n_tasks / all_running:.0f} p99_submit_ms={p99:.1f} manager_rss_mib={rss:.0f}")

@@ -81,7 +81,7 @@ class SchedulerActor(Actor):
     def _place(self, task_id: str, b: dict[str, Any], exclude: set[str]):
         placement = self.view.place(task_id, _demand(b), self.algorithm, exclude=exclude)
         if placement.node:
-            log.info("scheduler: %s -> %s (%s)", task_id[:8], placement.node, placement.reason)
+            log.debug("scheduler: %s -> %s (%s)", task_id[:8], placement.node, placement.reason)
         return placement
 
     @handles(msg.RELEASE)

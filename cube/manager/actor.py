@@ -64,6 +64,8 @@ class Manager(Actor):
         self.store = AsyncStore(self, self.store_sock)
         self.registry = WorkerRegistry(config.grace)
         self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new))
+        self.task_order = listing.Index()  # task.ls pages walk it: creation order, then id
+        self.book.watchers.append(self._index_task)
         self.commands = Commands(self, self.workers_sock, self.registry, config.command_retry)
         self.placement = Placement(self, self.sched_sock, self.book, self.registry, self.commands)
         self.health = HealthMonitor(self.loop, self.book, self.registry,
@@ -140,10 +142,15 @@ class Manager(Actor):
     @handles(task_msg.LIST)
     def on_list_tasks(self, m: Envelope) -> dict[str, Any]:
         self._ready()
-        keep = listing.task_filter(m.body)
-        tasks, token = listing.page((t for t in self.book.tasks.values() if keep(t)),
-                                    lambda t: [t.created_at, t.id], Task.to_dict, m.body)
+        tasks, token = listing.page_indexed(self.task_order, lambda key: self.book.get(key[1]),
+                                            listing.task_filter(m.body), Task.to_dict, m.body)
         return {"tasks": tasks, "continue": token}
+
+    def _index_task(self, task_id: str, task: Task | None) -> None:
+        if task is None:
+            self.task_order.remove(task_id)
+        else:
+            self.task_order.put(task_id, (task.created_at, task_id))
 
     @handles(task_msg.INSPECT)
     def on_inspect(self, m: Envelope) -> None:

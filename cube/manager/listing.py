@@ -9,6 +9,8 @@ a page repeat or skip a row that stayed. By default only live tasks are listed (
 from __future__ import annotations
 
 import base64
+import bisect
+import itertools
 import json
 from typing import Any, Callable, Iterable
 
@@ -51,9 +53,7 @@ def task_filter(body: dict[str, Any]) -> Callable[[Task], bool]:
 def page(rows: Iterable[Any], key: Callable[[Any], list[Any]], render: Callable[[Any], dict[str, Any]],
          body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """One page of `rows` (already filtered), sorted by `key`, after the body's `continue` token."""
-    limit = body.get("limit") or DEFAULT_LIMIT
-    if not 1 <= limit <= MAX_LIMIT:
-        raise CubeError(BAD_REQUEST, f"limit must be between 1 and {MAX_LIMIT}")
+    limit = _limit(body)
     after = _decode(body.get("continue") or "")
     ordered = sorted(rows, key=key)
     if after is not None:
@@ -70,6 +70,67 @@ def page(rows: Iterable[Any], key: Callable[[Any], list[Any]], render: Callable[
             return out, _encode(key(ordered[len(out) - 1]))
         out.append(row)
     return out, ""
+
+
+class Index:
+    """Keys of the listed rows in order, kept up to date, so a page costs its own size (plus the
+    rows a filter skips), not a sort of every row."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[Any, ...]] = []
+        self._key_of: dict[str, tuple[Any, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def put(self, row_id: str, key: tuple[Any, ...]) -> None:
+        if self._key_of.get(row_id) == key:
+            return
+        self.remove(row_id)
+        self._key_of[row_id] = key
+        if not self.keys or key > self.keys[-1]:
+            self.keys.append(key)  # the common case: the newest row
+        else:
+            bisect.insort(self.keys, key)
+
+    def remove(self, row_id: str) -> None:
+        key = self._key_of.pop(row_id, None)
+        if key is not None:
+            i = bisect.bisect_left(self.keys, key)
+            if i < len(self.keys) and self.keys[i] == key:
+                del self.keys[i]
+
+
+def page_indexed(index: Index, lookup: Callable[[tuple[Any, ...]], Any], keep: Callable[[Any], bool],
+                 render: Callable[[Any], dict[str, Any]], body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
+    """Like `page`, walking an Index from the `continue` token instead of sorting every row."""
+    limit = _limit(body)
+    after = _decode(body.get("continue") or "")
+    try:
+        start = bisect.bisect_right(index.keys, tuple(after)) if after is not None else 0
+    except TypeError:
+        raise CubeError(BAD_REQUEST, "bad continue token: pass back the one a list reply gave") from None
+    out: list[dict[str, Any]] = []
+    size = 0
+    last: tuple[Any, ...] | None = None
+    for key in itertools.islice(index.keys, start, None):
+        row = lookup(key)
+        if row is None or not keep(row):
+            continue
+        rendered = render(row)
+        size += len(codec.pack(rendered))
+        if out and (len(out) >= limit or size > PAGE_BYTES):
+            return out, _encode(list(last))
+        out.append(rendered)
+        last = key
+    return out, ""
+
+
+def _limit(body: dict[str, Any]) -> int:
+    limit = body.get("limit") or DEFAULT_LIMIT
+    if not 1 <= limit <= MAX_LIMIT:
+        raise CubeError(BAD_REQUEST, f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
 
 
 def _list(value: Any) -> list[str]:

@@ -114,7 +114,7 @@ class FakeRuntime:
         try:
             while not stop.is_set():
                 try:
-                    event = q.get(timeout=0.1)
+                    event = q.get(timeout=1.0)  # a stop is noticed within a second
                 except queue.Empty:
                     continue
                 yield event

@@ -202,3 +202,41 @@ def test_a_bad_continue_token_is_refused(token):
     with pytest.raises(CubeError) as err:
         page(rows, key, render, {"continue": token})
     assert err.value.code == BAD_REQUEST and "continue token" in err.value.message
+
+
+# ---- the index task.ls pages walk ----------------------------------------------------------------
+
+def test_index_pages_match_a_full_sort_and_follow_changes():
+    index = listing.Index()
+    rows = {f"t{i:03d}": {"id": f"t{i:03d}", "at": float(i % 7)} for i in range(60)}
+    for rid, r in rows.items():
+        index.put(rid, (r["at"], rid))
+    index.put("t005", (rows["t005"]["at"], "t005"))  # idempotent
+    assert len(index) == 60 and index.keys == sorted(index.keys)
+    seen, token = [], ""
+    while True:
+        page, token = listing.page_indexed(index, lambda k: rows.get(k[1]), lambda r: True,
+                                           lambda r: {"id": r["id"]}, {"limit": 7, "continue": token})
+        seen += [r["id"] for r in page]
+        if not token:
+            break
+        index.remove("t010")  # rows removed between pages never make a page repeat or skip
+        rows.pop("t010", None)
+    expected = [rid for _, rid in sorted((r["at"], rid) for rid, r in rows.items())]
+    assert seen == [s for s in seen if s in expected or s == "t010"] and [s for s in seen if s != "t010"] == expected
+
+
+def test_index_page_filters_and_refuses_foreign_tokens():
+    index = listing.Index()
+    for i in range(10):
+        index.put(f"r{i}", (float(i), f"r{i}"))
+    page, token = listing.page_indexed(index, lambda k: k[1], lambda r: r.endswith(("1", "3", "5")),
+                                       lambda r: {"id": r}, {"limit": 2})
+    assert [r["id"] for r in page] == ["r1", "r3"] and token
+    page, token = listing.page_indexed(index, lambda k: k[1], lambda r: r.endswith(("1", "3", "5")),
+                                       lambda r: {"id": r}, {"limit": 2, "continue": token})
+    assert [r["id"] for r in page] == ["r5"] and token == ""
+    foreign = listing._encode(["a-node-name"])
+    with pytest.raises(CubeError) as e:
+        listing.page_indexed(index, lambda k: k[1], lambda r: True, lambda r: {"id": r}, {"continue": foreign})
+    assert e.value.code == "bad_request"
