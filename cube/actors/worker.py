@@ -156,7 +156,7 @@ class Worker(Actor):
             send({"name": self.name, "address": self.config.address, "cpus": self.capacity.cpus,
                   "memory": self.capacity.memory, "disk": self.capacity.disk, "tasks": report,
                   "pid": os.getpid(), "clock": clock})
-        self.loop.run_blocking(self.runtime.list, self.config.name, done=listed)
+        self.loop.run_blocking(self.runtime.list, self.config.name, done=listed, urgent=True)
 
     def _registered(self, reply: dict[str, Any]) -> None:
         self._use_metrics_endpoint(reply.get("metrics", ""))

@@ -81,11 +81,15 @@ class WorkerRegistry:
         self.workers.setdefault(rec.name, rec)
 
     def seen(self, name: str) -> WorkerRecord | None:
+        """Heard from `name`: the record if it is ready and greeted, else None ("say hello").
+
+        A worker only remembered from before a restart is alive too when it is heard: its grace
+        period restarts, so one slow to say hello (busy starting containers) is not declared lost."""
         rec = self.workers.get(name)
-        if rec and rec.state == READY and rec.greeted:
+        if rec and rec.state == READY:
             rec.last_seen = time.monotonic()
             rec.last_seen_wall = time.time()
-            return rec
+            return rec if rec.greeted else None
         return None
 
     def touch_all(self) -> None:

@@ -51,6 +51,9 @@ class Loop:
         os.set_blocking(self._wake_w, False)
         self.poller.register(self._wake_r, zmq.POLLIN)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
+        # Short blocking calls that must not queue behind long ones (e.g. a worker's container
+        # listing for its hello, behind image pulls and container starts).
+        self._urgent = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name + "-urgent")
         self._running = False
 
     # ---- registration ---------------------------------------------------------------------
@@ -81,8 +84,9 @@ class Loop:
             pass  # the pipe is full, so the loop is already awake
 
     def run_blocking(self, fn: Callable[..., Any], *args: Any,
-                     done: Callable[[Any, BaseException | None], None] | None = None) -> None:
-        """Run `fn(*args)` in the pool; `done(result, error)` then runs on the loop thread."""
+                     done: Callable[[Any, BaseException | None], None] | None = None, urgent: bool = False) -> None:
+        """Run `fn(*args)` in the pool (`urgent`: in a thread of its own that long calls never
+        hold); `done(result, error)` then runs on the loop thread."""
         def work() -> None:
             try:
                 result, error = fn(*args), None
@@ -92,7 +96,7 @@ class Loop:
                 self.call_soon_threadsafe(lambda: done(result, error))
             elif error is not None:
                 log.error("%s: background call %s failed: %s", self.name, getattr(fn, "__name__", fn), error)
-        self._executor.submit(work)
+        (self._urgent if urgent else self._executor).submit(work)
 
     # ---- running ----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -116,9 +120,15 @@ class Loop:
         self._run_calls()
         self._run_timers()
 
+    def drain(self) -> None:
+        """Wait for the blocking calls in flight (so none writes to the wake pipe once closed)."""
+        self._executor.shutdown(wait=True)
+        self._urgent.shutdown(wait=True)
+
     def close(self) -> None:
         self._running = False
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._urgent.shutdown(wait=False, cancel_futures=True)
         for sock in list(self._readers):
             if isinstance(sock, zmq.Socket):
                 sock.close(linger=0)

@@ -69,7 +69,7 @@ class Running:
         stop_events = getattr(self.actor, "_stop_events", None)
         if stop_events is not None:
             stop_events.set()
-        loop._executor.shutdown(wait=True)  # nothing may write to the wake pipe once it is closed
+        loop.drain()  # nothing may write to the wake pipe once it is closed
         loop.close()
         loop.ctx.destroy(linger=0)  # also closes sockets that are not readers (PUB, clients)
 

@@ -151,6 +151,6 @@ def test_a_write_that_expires_while_queued_for_its_group_is_refused():
         actor.flush()  # nothing queued: nothing written
         assert actor.groups == 1
     finally:
-        actor.loop._executor.shutdown(wait=True)
+        actor.loop.drain()
         actor.loop.close()
         actor.loop.ctx.destroy(linger=0)

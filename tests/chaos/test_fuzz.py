@@ -125,7 +125,7 @@ class Rig:
     def close(self) -> None:
         for actor in (self.store, self.scheduler, self.manager, self.worker):
             getattr(actor, "_stop_events", None) and actor._stop_events.set()
-            actor.loop._executor.shutdown(wait=True)
+            actor.loop.drain()
             actor.loop.close()
             actor.loop.ctx.destroy(linger=0)
 

@@ -26,7 +26,7 @@ class Clock:
 
 
 def close(loop: Loop) -> None:
-    loop._executor.shutdown(wait=True)
+    loop.drain()
     loop.close()
     loop.ctx.term()
 

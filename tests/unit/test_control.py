@@ -201,6 +201,19 @@ def test_registry_remember_gives_a_known_worker_one_grace_period():
     assert set(rec.to_dict()) >= {"name", "address", "cpus", "memory", "disk", "state", "last_seen"}
 
 
+# Regression (chaos script 24): a worker remembered after a manager restart, heard from but slow to
+# say hello (its hello waits for a container listing), was declared lost and its tasks moved while
+# they ran: a double run. Hearing from it restarts its grace period; it is still asked to say hello.
+def test_a_remembered_worker_heard_from_is_alive_but_must_still_say_hello():
+    reg = WorkerRegistry(grace=2.0)
+    reg.remember({"name": "old", "address": "x", "cpus": 1.0, "memory": 1, "disk": 1})
+    rec = reg.get("old")
+    rec.last_seen -= 1.5
+    assert reg.seen("old") is None  # "say hello"
+    assert reg.expire(now=rec.last_seen + 1.9) == []  # but its grace period started again
+    assert rec.shown_state == "remembered" and not reg.is_ready("old")
+
+
 # ---- TaskBook (asynchronous: the FakeStore answers when the test says) ----------------------------
 
 
