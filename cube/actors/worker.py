@@ -188,6 +188,7 @@ class Worker(Actor):
         if slot and slot.desired == STOPPED and slot.attempt >= attempt:
             # A late copy of the run of an attempt being stopped: a stop is final for its
             # attempt, or the slot would run (and reserve capacity) for a task that has ended.
+            log.info("worker %s: ignored a run of attempt %d of %s: it is being stopped", self.name, attempt, task_id)
             return {"ignored": "attempt is being stopped"}
         if slot is None:
             slot = self.slots[task_id] = Slot(spec, attempt, RUNNING)

@@ -28,6 +28,7 @@ class Plan:
     resend: list[Task] = field(default_factory=list)  # placed here, never started
     vanished: list[Task] = field(default_factory=list)  # ran here, container gone
     gone: list[Task] = field(default_factory=list)  # being stopped here, and no container is left
+    newer: list[str] = field(default_factory=list)  # ids we know better than the snapshot: left as they are
 
 
 def newer_than(task: Task, clock: list[int] | None) -> bool:
@@ -47,6 +48,7 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task],
         if (task is not None and task.worker == worker and task.attempt == attempt and newer_than(task, clock)
                 and task.desired == DESIRED_RUNNING and task.state in (State.SCHEDULED, State.RUNNING)):
             seen.add(task_id)  # running, by a report newer than this snapshot: the snapshot is stale
+            out.newer.append(task_id)
             continue
         if task is None:
             out.stop.append((task_id, attempt, "unknown task"))
@@ -65,7 +67,8 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task],
         if task.worker != worker or task.id in seen or task.state not in (State.SCHEDULED, State.RUNNING):
             continue
         if newer_than(task, clock):
-            continue  # its last report is newer than the snapshot (and its command is still pending)
+            out.newer.append(task.id)  # its last report is newer than the snapshot
+            continue
         if task.desired != DESIRED_RUNNING:
             out.gone.append(task)
         elif task.state == State.SCHEDULED:

@@ -206,6 +206,9 @@ class TaskLife:
         if not self.registry.is_ready(worker):
             return
         plan = reconcile.plan(worker, reported, self.book.tasks, clock)
+        for task_id in plan.newer:
+            log.info("manager: reconcile %s: hello snapshot older than what is known of %s; left as it is",
+                     worker, task_id)
         failed = [False]
 
         def noted(_: Task | None, error: CubeError | None) -> None:
