@@ -75,7 +75,7 @@ class SchedulerActor(Actor):
         exclude = set(b.get("exclude") or ())
         if b.get("only") is not None:  # metrics alone do not make a worker: only registered ones
             only = set(b["only"])
-            exclude |= {s.name for s in self.view.nodes() if s.name not in only}
+            exclude |= self.view.names() - only
         return exclude
 
     def _place(self, task_id: str, b: dict[str, Any], exclude: set[str]):

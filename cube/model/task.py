@@ -5,7 +5,6 @@ conversions, so every actor agrees on the shape.
 """
 from __future__ import annotations
 
-import copy
 import math
 import re
 import shlex
@@ -115,12 +114,13 @@ class Task:
 
     def copy(self) -> "Task":
         """An independent copy (what a change is applied to before it is persisted)."""
-        t = copy.copy(self)
+        t = object.__new__(Task)  # faster than copy.copy, which goes through __reduce_ex__
+        t.__dict__.update(self.__dict__)
         t.command = list(self.command) if self.command is not None else None
         t.env, t.ports, t.host_ports = dict(self.env), list(self.ports), dict(self.host_ports)
         t.report_clock = list(self.report_clock)
-        t.restart = copy.copy(self.restart)
-        t.health = copy.copy(self.health)
+        t.restart = RestartPolicy(**self.restart.__dict__)
+        t.health = HealthCheck(**self.health.__dict__) if self.health is not None else None
         return t
 
     @classmethod

@@ -279,6 +279,10 @@ class ClusterView:
         t.now = now
         return t
 
+    def names(self) -> set[str]:
+        """Names of every node with a sample (cheap: no state is computed)."""
+        return set(self._nodes)
+
     def nodes(self, now: float | None = None) -> list[NodeState]:
         """Every known node's effective state, in name order."""
         now = self._now(now)
