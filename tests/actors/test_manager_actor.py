@@ -556,3 +556,18 @@ def test_an_end_adopted_after_a_write_in_doubt_still_stops_the_old_container(act
         assert task_of(rig, t["id"])["state"] == "Failed"
     finally:
         nodes.close()
+
+
+def test_finished_tasks_and_their_events_are_pruned_after_the_retention_period(actors):
+    backend = MemoryStore()
+    sched, sched_ep, _ = actors.scheduler("roundrobin")
+    manager = actors.manager(store=backend, scheduler_endpoint=sched_ep, retention=1.0)
+    api = actors.client(f"tcp://127.0.0.1:{manager.config.api_port}")
+    done = api.call("task.start", {"task": {"name": "old", "image": "img"}})["task"]
+    api.call("task.stop", {"id": done["id"]})  # Completed: finished
+    live = api.call("task.start", {"task": {"name": "live", "image": "img"}})["task"]  # Pending: kept
+    assert backend.list("events", prefix=done["id"] + "/")
+    wait_for(lambda: backend.get("tasks", done["id"]) is None, timeout=6, what="the finished task pruned")
+    assert backend.list("events", prefix=done["id"] + "/") == []
+    assert call_err(api, "task.inspect", {"id": done["id"]}).code == "not_found"
+    assert [t["id"] for t in api.call("task.ls", {"all": True})["tasks"]] == [live["id"]]
