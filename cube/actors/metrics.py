@@ -41,18 +41,37 @@ class MetricsSampler:
 
     def sample(self, reserved: dict[str, Any], task_ids: list[str]) -> dict[str, Any]:
         self.seq += 1
-        vm = psutil.virtual_memory()
-        du = psutil.disk_usage(_existing(self.data_dir))
         return {
             "name": self.name, "address": self.address, "ts": time.time(), "seq": self.seq,
             "cpus": self.capacity.cpus, "memory": self.capacity.memory, "disk": self.capacity.disk,
-            "cpu_usage": psutil.cpu_percent(interval=None) / 100.0,
-            "memory_total": int(vm.total), "memory_available": int(vm.available),
-            "memory_used": int(vm.total - vm.available), "memory_percent": float(vm.percent),
-            "disk_total": int(du.total), "disk_free": int(du.free), "disk_used": int(du.used),
-            "load_avg": [float(x) for x in os.getloadavg()],
+            **_machine(_existing(self.data_dir)),
             "task_count": len(task_ids), "reserved": reserved, "task_ids": task_ids,
         }
+
+
+_READINGS: dict[str, tuple[float, dict[str, Any]]] = {}  # disk path -> (monotonic time, readings)
+READING_TTL = 0.5
+
+
+def _machine(disk_path: str) -> dict[str, Any]:
+    """The machine's readings, shared for READING_TTL by every sampler of this process: several
+    workers on one host read one machine (and psutil's cpu_percent measures since its last call,
+    so callers taking turns would each see a sliver)."""
+    now = time.monotonic()
+    cached = _READINGS.get(disk_path)
+    if cached is not None and now - cached[0] < READING_TTL:
+        return cached[1]
+    vm = psutil.virtual_memory()
+    du = psutil.disk_usage(disk_path)
+    readings = {
+        "cpu_usage": psutil.cpu_percent(interval=None) / 100.0,
+        "memory_total": int(vm.total), "memory_available": int(vm.available),
+        "memory_used": int(vm.total - vm.available), "memory_percent": float(vm.percent),
+        "disk_total": int(du.total), "disk_free": int(du.free), "disk_used": int(du.used),
+        "load_avg": [float(x) for x in os.getloadavg()],
+    }
+    _READINGS[disk_path] = (now, readings)
+    return readings
 
 
 def _existing(path: str) -> str:
