@@ -3,8 +3,9 @@
 The runner takes a Snapshot of the cluster from outside (the manager's api, the Store and
 Scheduler endpoints, Docker) together with what it knows from playing the script (which starts
 were acknowledged, refused or unanswered, which stops may have been applied, how many failures
-the script itself caused, which workers it disrupted). Each check is a small pure function of
-that Snapshot returning (problems, summary); no problems means it holds.
+the script declared or caused with `container` steps, and when it disrupted which worker: its
+disruption windows). Each check is a small pure function of that Snapshot returning (problems,
+summary); no problems means it holds.
 
 Most of them are "eventually" properties: after faults, the cluster needs time to converge, so
 `settle` re-takes the snapshot and re-runs the checks until every check holds in two consecutive
@@ -34,6 +35,17 @@ LIVE_CONTAINER_STATUSES = ("created", "running", "paused", "restarting")
 
 ACKED, REFUSED, UNANSWERED = "acked", "refused", "unanswered"
 CPU_TOLERANCE = 1e-6
+#: Seconds a disruption window stays open past the grace period after the disruption ends: the
+#: time the manager may take to notice the worker is back (its hello, a reconcile) or lost.
+NOTICE_MARGIN = 3.0
+#: Messages that keep a worker alive in the manager's eyes, or that end its containers when they
+#: go wrong: (sender, type, routed to) as a fault rule matches them ("W" stands for the worker).
+#: Its hello, heartbeats and statuses, and the manager's `ok` replies to them. A late hello is
+#: only answered late (a hello goes out when the worker (re)connects, for another reason that is
+#: itself a disruption), so a `delay` of hellos alone does not count; `duplicate` never does.
+LIVENESS = (("W", "worker.heartbeat", ""), ("W", "worker.hello", ""), ("W", "task.status", ""),
+            ("manager", "ok", "W"))
+DISRUPTING_ACTIONS = ("drop", "delay", "reorder", "corrupt")
 
 
 class Target(Protocol):
@@ -51,10 +63,85 @@ class Expect:
     start: str = ACKED  # acked | refused (every try got an error reply) | unanswered (a try got none)
     desired: str = "running"  # the last desired state the manager acknowledged
     doubt: set[str] = field(default_factory=set)  # desired states an unanswered stop may have set
-    allowance: int = 0  # failures the script caused or declared for this task
+    allowance: int = 0  # failures declared (restarts, allow) or caused by `container` steps
 
     def acceptable(self) -> set[str]:
         return {self.desired} | self.doubt
+
+
+@dataclass
+class Window:
+    """A disruption window: from `start` to `end` (wall-clock, time.time()) the script did something
+    to `worker` that can make it look lost or end its containers (docs/chaos.md, "Disruption
+    windows"). `end` is None while it lasts (a worker killed and not restarted, a count-only rule:
+    until the end of the run). The window counts until `end + slack` (slack = grace + NOTICE_MARGIN)."""
+
+    worker: str
+    cause: str
+    start: float
+    end: float | None = None
+    key: str = ""  # what ends it: "paused:<worker>", "down:<worker>", "rule:<id>", "borrowed:<n>"
+
+    def until(self, slack: float) -> float:
+        return math.inf if self.end is None else self.end + slack
+
+    def covers(self, at: float, slack: float) -> bool:
+        return self.start <= at <= self.until(slack)
+
+    def overlaps(self, start: float, end: float, slack: float) -> bool:
+        return self.start <= end and start <= self.until(slack)
+
+
+def placements(events: Iterable[dict[str, Any]], now: float) -> list[tuple[str, float, float]]:
+    """The times a task spent placed on a worker, from its task.inspect events: (worker, from, to).
+
+    A placement begins with a Scheduled or Running event naming a worker and lasts until the next
+    event that is not Scheduled/Running on that worker, or a Scheduled one after a Running one (a
+    new attempt); the last one, if the task is still there, lasts until `now`."""
+    out: list[tuple[str, float, float]] = []
+    cur: list[Any] | None = None  # [worker, since, last state]
+    for ev in sorted(events, key=lambda e: e.get("seq") or 0):
+        state, worker, at = ev.get("state"), ev.get("worker") or "", float(ev.get("time") or 0.0)
+        there = state in LIVE_STATES and bool(worker)
+        if cur is not None and (not there or worker != cur[0] or (state == "Scheduled" and cur[2] == "Running")):
+            out.append((cur[0], cur[1], at))
+            cur = None
+        if there:
+            if cur is None:
+                cur = [worker, at, state]
+            else:
+                cur[2] = state
+    if cur is not None:
+        out.append((cur[0], cur[1], now))
+    return out
+
+
+def disrupted_placements(events: Iterable[dict[str, Any]], windows: Iterable[Window], slack: float,
+                         now: float) -> list[str]:
+    """The placements of a task that overlap a disruption window of their worker, described: each
+    may end in one failure the script caused (restart accounting)."""
+    windows = list(windows)
+    hit = []
+    for worker, since, to in placements(events, now):
+        causes = [w.cause for w in windows if w.worker == worker and w.overlaps(since, to, slack)]
+        if causes:
+            hit.append(f"on {worker} during {causes[0]}")
+    return hit
+
+
+def rule_disrupts(rule: Any, worker: str, named: bool = True) -> bool:
+    """Whether a fault rule (cube.chaos.rules.Rule) can make `worker` look lost or end its
+    containers: it names the worker (`named`: its explicit `from` or `to` matches it), its action
+    can lose or hold a message, and it matches one of the worker's LIVENESS messages."""
+    if not named or rule.action not in DISRUPTING_ACTIONS:
+        return False
+    for sender, msg_type, to in LIVENESS:
+        if rule.action == "delay" and msg_type == "worker.hello":
+            continue  # a late hello is answered late, nothing more
+        sender, to = (worker if sender == "W" else sender), (worker if to == "W" else to)
+        if rule.matches(sender, msg_type, to):
+            return True
+    return False
 
 
 @dataclass
@@ -70,10 +157,15 @@ class Snapshot:
     sched: dict[str, dict[str, Any]] = field(default_factory=dict)  # sched.nodes rows by name
     pings: dict[str, str] = field(default_factory=dict)  # actor -> "" when it answered, else why not
     inspect_errors: dict[str, str] = field(default_factory=dict)  # task id -> task.inspect failure
-    disrupted: set[str] = field(default_factory=set)  # full names of workers the script disrupted
+    windows: list[Window] = field(default_factory=list)  # the script's disruption windows so far
+    slack: float = 0.0  # how long a window counts after it ends: grace + NOTICE_MARGIN
+    events: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # task.inspect events by id
+    at: float = field(default_factory=time.time)  # wall clock of the look (open placements end here)
+    taken: float | None = None  # time.monotonic() when the Scheduler's rows were read
+    since_previous: float | None = None  # seconds since the previous round's `taken` (set by settle)
     double_runs: list[str] = field(default_factory=list)  # recorded by the RunWatcher
     watched: set[str] | None = None  # ids of the containers the RunWatcher saw start and not end
-    excused: int = 0  # overlaps the RunWatcher excused (old container on a disrupted worker)
+    excused: int = 0  # overlaps the RunWatcher excused (old container on a worker in a window)
     errors: list[str] = field(default_factory=list)  # the snapshot itself could not be taken whole
 
     def containers_of(self, task_id: str) -> list[Any]:
@@ -83,6 +175,10 @@ class Snapshot:
         """Tasks judged like acknowledged ones: acknowledged, or unanswered but present."""
         return {tid: e for tid, e in self.expect.items()
                 if e.start == ACKED or (e.start == UNANSWERED and tid in self.tasks)}
+
+    def disrupted(self, task_id: str) -> list[str]:
+        """The task's placements that overlap a disruption window of their worker."""
+        return disrupted_placements(self.events.get(task_id) or [], self.windows, self.slack, self.at)
 
 
 def settled(task: dict[str, Any]) -> bool:
@@ -160,14 +256,18 @@ def restarts(s: Snapshot) -> tuple[list[str], str]:
         if t is None:
             continue
         n += 1
+        disrupted = s.disrupted(task_id)
+        allowance = e.allowance + len(disrupted)
         f, attempt = failures(t), int(t.get("attempt") or 0)
-        if f > e.allowance:
+        caused = str(allowance) + (f" ({len(disrupted)} by disruptions: {'; '.join(disrupted[:3])})"
+                                   if disrupted else "")
+        if f > allowance:
             problems.append(f"{_short(task_id)} ({t['name']}): {f} failures (restart_count "
                             f"{t.get('restart_count')}, {t['state']}, desired {t['desired']}) but the script "
-                            f"caused {e.allowance} ({t.get('reason')})")
-        if attempt - 1 > e.allowance:
+                            f"caused {caused} ({t.get('reason')})")
+        if attempt - 1 > allowance:
             problems.append(f"{_short(task_id)} ({t['name']}): placed {attempt} times but the script caused "
-                            f"{e.allowance} failures")
+                            f"{caused} failures")
     return problems, f"{n} tasks failed and were placed no more often than the script caused"
 
 
@@ -314,7 +414,9 @@ def host_ports(s: Snapshot) -> tuple[list[str], str]:
 
 
 def worker_slots(s: Snapshot) -> tuple[list[str], str]:
-    """A live worker holds slots (task_ids, reserved) for exactly its Scheduled/Running tasks."""
+    """A live worker holds slots (task_ids, reserved) for exactly its Scheduled/Running tasks, by a
+    metrics sample that arrived after the previous round's look (two clean rounds never read the
+    same old sample: a sample stays "alive" at the Scheduler for 5 s)."""
     problems = []
     n = 0
     for name, node in sorted(s.nodes.items()):
@@ -322,6 +424,11 @@ def worker_slots(s: Snapshot) -> tuple[list[str], str]:
         if node.get("state") != "ready" or not row or row.get("state") != "alive":
             continue  # not live: actors-answer says so if it should be
         n += 1
+        age = row.get("age")
+        if s.since_previous is not None and (not isinstance(age, (int, float)) or age >= s.since_previous):
+            problems.append(f"worker {name}: no fresh sample yet (the latest is {age}s old, the previous "
+                            f"round looked {s.since_previous:.2f}s ago)")
+            continue
         mine = {tid: t for tid, t in s.tasks.items()
                 if t.get("worker") == name and t["state"] in LIVE_STATES and t["desired"] == "running"}
         if "task_ids" not in row or "reserved" not in row:
@@ -353,7 +460,7 @@ def no_double_run(s: Snapshot) -> tuple[list[str], str]:
         problems += [f"container {_show(c)} of {_short(_label(c, LABEL_TASK))} runs but the Docker watcher "
                      "did not see it start" for c in s.containers if c.status == "running" and c.id not in s.watched]
     return problems, (f"no task ran two containers at once ({s.excused} overlaps with a container on a "
-                      f"disrupted worker excused)")
+                      f"worker in a disruption window excused)")
 
 
 def actors_answer(s: Snapshot) -> tuple[list[str], str]:
@@ -410,12 +517,14 @@ def _store_tasks(target: Target) -> dict[str, dict[str, Any]]:
         after = reply["items"][-1][0]
 
 
-def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disrupted: Iterable[str] = (),
-             watcher: "RunWatcher | None" = None, tries: int = 3) -> Snapshot:
+def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], windows: Iterable[Window] = (),
+             slack: float = 0.0, watcher: "RunWatcher | None" = None, tries: int = 3) -> Snapshot:
     """task.ls, Docker, the Store, the Scheduler's and the manager's nodes, task.ls again; retried
-    while the two task.ls differ (the cluster moved during the look)."""
+    while the two task.ls differ (the cluster moved during the look). Then pings, and task.inspect
+    of every judged task (its events tell where and when it was placed)."""
+    windows = list(windows)
     for attempt in range(tries):
-        s = Snapshot({}, expect=expect, workers=list(workers), disrupted=set(disrupted))
+        s = Snapshot({}, expect=expect, workers=list(workers), windows=windows, slack=slack)
         try:
             first = {t["id"]: t for t in all_tasks(target)}
         except CubeError as e:
@@ -433,6 +542,7 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disr
         except CubeError as e:
             s.errors.append(f"store.list failed: {e}")
         try:
+            s.taken = time.monotonic()  # the rows' `age` is measured when the Scheduler answers this
             s.sched = {n["name"]: n for n in target.call("sched.nodes", timeout=3.0, endpoint="scheduler")["nodes"]}
             s.pings["scheduler"] = ""
         except CubeError as e:
@@ -467,9 +577,10 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], disr
     for tid in s.judged():
         if tid in s.tasks:
             try:
-                target.call("task.inspect", {"id": tid}, timeout=3.0)
+                s.events[tid] = list(target.call("task.inspect", {"id": tid}, timeout=3.0).get("events") or [])
             except CubeError as e:
                 s.inspect_errors[tid] = str(e)
+    s.at = time.time()
     return s
 
 
@@ -480,8 +591,12 @@ def settle(collect: Callable[[], Snapshot], bound: float, names: list[str] | Non
     the last results and the time it took."""
     t0 = time.monotonic()
     clean_at: float | None = None
+    previous: float | None = None
     while True:
         snap = collect()
+        if previous is not None and snap.taken is not None:
+            snap.since_previous = snap.taken - previous  # worker-slots wants a sample newer than that
+        previous = snap.taken if snap.taken is not None else previous
         results = evaluate(snap, names)
         now = time.monotonic()
         failing = [n for n, (problems, _) in results.items() if problems]
@@ -518,13 +633,15 @@ class RunWatcher:
     """Follows Docker's container events for one cluster (containers whose cube.worker label
     starts with its token) and records every moment a task had two running containers.
 
-    An overlap is excused only when the older container's worker is one the script disrupted
-    (paused, killed, fault-targeted: a partition legitimately overlaps the next attempt) and the
-    two containers are of different attempts; two containers of the same attempt never are.
-    `feed` is the pure part (tests call it directly); `start`/`stop` run it on a thread.
+    An overlap is excused only when the new container started while the older container's worker
+    was in one of the script's disruption windows (`disrupted(worker, at)`: paused, killed, cut
+    off by a fault rule, until grace + NOTICE_MARGIN after it ended: a partition legitimately
+    overlaps the next attempt) and the two containers are of different attempts; two containers
+    of the same attempt never are. `feed` is the pure part (tests call it directly);
+    `start`/`stop` run it on a thread.
     """
 
-    def __init__(self, token: str, disrupted: Callable[[str], bool]):
+    def __init__(self, token: str, disrupted: Callable[[str, float], bool]):
         self.prefix = token + "-"
         self.disrupted = disrupted
         self.running: dict[str, dict[str, _Seen]] = {}  # task id -> container id -> seen
@@ -538,7 +655,9 @@ class RunWatcher:
         self._thread: threading.Thread | None = None
         self._stopping = False
 
-    def feed(self, action: str, container_id: str, labels: dict[str, str]) -> None:
+    def feed(self, action: str, container_id: str, labels: dict[str, str], at: float | None = None) -> None:
+        """One Docker event; `at` is its time (wall clock; default now)."""
+        at = time.time() if at is None else at
         worker = labels.get(LABEL_WORKER) or ""
         task_id = labels.get(LABEL_TASK) or ""
         if not task_id or not worker.startswith(self.prefix):
@@ -558,10 +677,10 @@ class RunWatcher:
                         f"started while {old.container[:12]} (attempt {old.attempt} on {old.worker}) was running")
                 if old.attempt == new.attempt:
                     self.violations.append(what + ": two containers of the same attempt")
-                elif self.disrupted(old.worker):
+                elif self.disrupted(old.worker, at):
                     self.excused += 1
                 else:
-                    self.violations.append(what + f"; {old.worker} was not disrupted by the script")
+                    self.violations.append(what + f"; {old.worker} was not in a disruption window then")
             mine[container_id] = new
 
     def seed(self, containers: Iterable[Any]) -> None:
@@ -584,8 +703,9 @@ class RunWatcher:
         try:
             for event in self._stream:
                 actor = event.get("Actor") or {}
+                at = event.get("timeNano") / 1e9 if event.get("timeNano") else event.get("time")
                 self.feed(event.get("Action") or event.get("status") or "", actor.get("ID") or event.get("id") or "",
-                          actor.get("Attributes") or {})
+                          actor.get("Attributes") or {}, float(at) if at else None)
         except Exception as e:  # noqa: BLE001 - the stream ends with an error when closed
             if not self._stopping:
                 with self._lock:
@@ -619,6 +739,6 @@ class RunWatcher:
 
 def rule_targets(sender: str | None, to: str | None, workers: Iterable[str]) -> set[str]:
     """Full worker names a fault rule's explicit `from` / `to` patterns match (as the injector
-    matches them: shell-style, on full names)."""
+    matches them: shell-style, on full names): the workers it names."""
     return {w for w in workers
             if (sender is not None and fnmatch.fnmatchcase(w, sender)) or (to is not None and fnmatch.fnmatchcase(w, to))}

@@ -4,8 +4,9 @@ The runner prints each step as it runs and each invariant as it is checked, then
 summary. It records what it needs to judge the cluster afterwards (docs/chaos.md, "Invariants"):
 every task.start it attempted and its outcome (acknowledged, refused, unanswered) with the
 desired state the manager acknowledged, stops that got no answer (they may still be applied),
-the failures the script itself caused per task (restart accounting) and the workers it
-disrupted. A Docker event watcher runs from before the first step to the end. A failed step
+the failures the script declared or caused with `container` steps, and the disruption windows
+of its workers (when which worker was paused, killed or cut off: restart accounting and the
+overlap rule). A Docker event watcher runs from before the first step to the end. A failed step
 stops the script, but the invariants are still checked and the cluster is always torn down
 (processes, containers, temp dir).
 """
@@ -53,9 +54,9 @@ class Run:
         self.cluster = cluster
         self.out = out
         self.expect: dict[str, invariants.Expect] = {}  # every task id the runner tried to start
-        self.allowance: Counter[str] = Counter()  # task id -> failures the script caused or declared
-        self.disrupted: set[str] = set()  # full names of workers paused, killed or fault-targeted
-        self.watcher = invariants.RunWatcher(cluster.token, lambda worker: worker in self.disrupted)
+        self.allowance: Counter[str] = Counter()  # task id -> failures declared or caused by container steps
+        self.windows: list[invariants.Window] = []  # disruption windows of the script's workers
+        self.watcher = invariants.RunWatcher(cluster.token, self.disrupted_at)
         self.aliases: dict[str, list[str]] = {}
         self.background: list[threading.Thread] = []
         self.background_errors: list[str] = []
@@ -63,7 +64,6 @@ class Run:
         self.down: set[str] = set()  # processes killed on purpose and not started again
         self.rule_seq = 0
         self.last_invariants: dict[str, list[str]] = {}
-        self._last_tasks: list[dict[str, Any]] = []
         self._lock = threading.Lock()
 
     # ---- what the manager promised ----------------------------------------------------------------
@@ -109,20 +109,42 @@ class Run:
             return {tid: invariants.Expect(e.start, e.desired, set(e.doubt), self.allowance[tid])
                     for tid, e in self.expect.items()}
 
-    def disrupt(self, worker: str) -> str:
-        """The script is about to disrupt a worker (full name): every task on it now may fail once
-        more, and a container of its may overlap the task's next attempt."""
-        self.disrupted.add(worker)
-        try:
-            self._last_tasks = invariants.all_tasks(self.cluster, timeout=3.0)
-            seen = ""
-        except CubeError as e:  # the manager is down or frozen: the last list we had
-            seen = f" (task.ls failed: {e}; by the last list)"
-        hit = [t["id"] for t in self._last_tasks
-               if t.get("worker") == worker and t.get("state") in invariants.LIVE_STATES]
-        for task_id in hit:
-            self.allow(task_id, 1)
-        return f"{worker} disrupted: {len(hit)} tasks on it may fail once more{seen}"
+    # ---- disruption windows (docs/chaos.md, "Disruption windows") -----------------------------------
+    @property
+    def slack(self) -> float:
+        """How long a window still counts after its disruption ended: the grace period, plus a
+        margin for the manager to notice the worker came back."""
+        return self.script.cluster.grace + invariants.NOTICE_MARGIN
+
+    def disrupt(self, worker: str, cause: str, key: str, end: float | None = None) -> str:
+        """The script is about to disrupt a worker (full name) until `end_disruption(key)` (or
+        wall-clock `end`): a task placed there meanwhile may fail once, and a container of its
+        may overlap the task's next attempt. Called before the disruption starts."""
+        with self._lock:
+            self.windows.append(invariants.Window(worker, cause, time.time(), end, key))
+        until = f"for {end - time.time():.1f}s" if end is not None else "until it ends"
+        return f"{worker} disrupted ({cause}) {until}, + {self.slack:g}s"
+
+    def end_disruption(self, key: str, prefix: bool = False) -> int:
+        """The disruptions with this key (or key prefix) end now; returns how many were open."""
+        now = time.time()
+        n = 0
+        with self._lock:
+            for w in self.windows:
+                if (w.key.startswith(key) if prefix else w.key == key) and (w.end is None or w.end > now):
+                    w.end = now
+                    n += 1
+        return n
+
+    def disrupted_at(self, worker: str, at: float) -> bool:
+        """Whether `worker` was in a disruption window at wall-clock time `at` (the RunWatcher's
+        excuse for an overlap with the next attempt)."""
+        with self._lock:
+            return any(w.worker == worker and w.covers(at, self.slack) for w in self.windows)
+
+    def window_list(self) -> list[invariants.Window]:
+        with self._lock:
+            return [invariants.Window(w.worker, w.cause, w.start, w.end, w.key) for w in self.windows]
 
     def api_tries(self, msg_type: str, body: dict[str, Any], retries: int = 3,
                   timeout: float = 3.0) -> tuple[dict[str, Any] | None, CubeError | None, list[str]]:
@@ -239,7 +261,7 @@ class Run:
     def collect(self) -> invariants.Snapshot:
         return invariants.snapshot(self.cluster, self.expectations(),
                                    [self.cluster.worker_name(w) for w in self.live_workers()],
-                                   self.disrupted, self.watcher)
+                                   self.window_list(), self.slack, self.watcher)
 
     def check_invariants(self, names: list[str] | None, bound: float) -> bool:
         unknown = [n for n in names or [] if n not in invariants.CHECKS]
@@ -284,7 +306,7 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
     if script.description:
         out(f"  {' '.join(script.description.split())}")
     cluster = Cluster(scheduler=c.scheduler, grace=c.grace, heartbeat=c.heartbeat, store=c.store,
-                      worker_args=c.worker_args, stop_timeout=2.0, chaos=True, log_level=log_level,
+                      worker_args=c.worker_args, stop_timeout=c.stop_timeout, chaos=True, log_level=log_level,
                       prefix="x", keep=keep)
     out(f"cluster: manager + {len(c.workers)} workers ({', '.join(cluster.worker_name(w) for w in c.workers)}), "
         f"grace {c.grace:g}s, heartbeat {c.heartbeat:g}s, {c.scheduler}, chaos rules {cluster.rules.path}")
@@ -365,12 +387,14 @@ def _finish(run: Run, result: Result) -> bool:
         result.failed_step = result.failed_step or "background step"
         ok = False
     run.cluster.rules.remove()
+    run.end_disruption("rule:", prefix=True)
     for target in sorted(run.paused):
         try:
             run.cluster.signal(target, signals.SIGCONT)
             run.out(f"(resumed {target}, still paused at the end)")
         except LookupError:
             pass
+        run.end_disruption(f"paused:{target}")
     run.paused.clear()
     bound = run.script.cluster.settle
     run.out(f"invariants (within {bound:g}s):")

@@ -26,13 +26,15 @@ STEP_KEYS: dict[str, set[str]] = {
     "resume": {"target"},
     "restart": {"target", "wait"},
     "container": {"task", "action"},
-    "wait": {"for", "task", "match", "node", "state", "timeout", "workers_ready"},
-    "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state"},
+    "wait": {"for", "task", "match", "node", "state", "timeout", "workers_ready", "log"},
+    "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state", "log"},
     "check": {"invariants", "settle"},
     "join": {"timeout"},
     "allow": {"task", "restarts"},
 }
-CLUSTER_KEYS = {"workers", "later", "grace", "heartbeat", "scheduler", "store", "settle", "worker_args", "image"}
+CLUSTER_KEYS = {"workers", "later", "grace", "heartbeat", "scheduler", "store", "settle", "worker_args", "image",
+                "stop_timeout"}
+LOG_KEYS = {"target", "contains", "count"}
 
 
 class ScriptError(ValueError):
@@ -48,6 +50,7 @@ class ClusterSpec:
     scheduler: str = "roundrobin"
     store: str = "leveldb"
     settle: float = 30.0  # bound (seconds) for the invariants to hold, see docs/chaos.md
+    stop_timeout: float = 2.0  # workers' --stop-timeout: SIGTERM to SIGKILL when stopping a container
     worker_args: list[str] = field(default_factory=list)
     image: str = DEFAULT_IMAGE
 
@@ -117,7 +120,7 @@ def _cluster(raw: dict[str, Any]) -> ClusterSpec:
     spec.later = [str(w) for w in raw.get("later", [])]
     if set(spec.later) - set(spec.workers):
         raise ScriptError(f"[cluster]: later names a worker not in workers: {sorted(set(spec.later) - set(spec.workers))[0]}")
-    for key in ("grace", "heartbeat", "settle"):
+    for key in ("grace", "heartbeat", "settle", "stop_timeout"):
         if key in raw:
             setattr(spec, key, _number(raw[key], f"[cluster] {key}"))
     for key in ("scheduler", "store", "image"):
@@ -149,9 +152,26 @@ def _step(number: int, raw: Any) -> Step:
         raise ScriptError(f"step {number} (allow): 'restarts' is required (how many failures to allow)")
     if kind == "send" and not ({"type", "raw", "raw_b64", "frames"} & set(raw)):
         raise ScriptError(f"step {number} (send): give a message type, or raw / raw_b64 / frames")
-    if kind == "wait" and not ({"for", "task", "node", "workers_ready"} & set(raw)):
-        raise ScriptError(f"step {number} (wait): wait for what? give for, task, node or workers_ready")
+    if kind == "wait" and not ({"for", "task", "node", "workers_ready", "log"} & set(raw)):
+        raise ScriptError(f"step {number} (wait): wait for what? give for, task, node, workers_ready or log")
+    if "log" in raw:
+        _log_checks(number, kind, raw["log"])
     return Step(number, kind, {k: v for k, v in raw.items() if k != "do"})
+
+
+def _log_checks(number: int, kind: str, value: Any) -> None:
+    """`log` is a table {target, contains, count} or a list of them (docs/chaos.md, `assert`)."""
+    for check in value if isinstance(value, list) else [value]:
+        if not isinstance(check, dict):
+            raise ScriptError(f"step {number} ({kind}): log must be a table {{ target, contains, count }} "
+                              "or a list of them")
+        bad = set(check) - LOG_KEYS
+        if bad:
+            raise ScriptError(f"step {number} ({kind}): log has an unknown key {sorted(bad)[0]!r} "
+                              f"(known: {', '.join(sorted(LOG_KEYS))})")
+        for key in ("target", "contains"):
+            if not isinstance(check.get(key), str) or not check.get(key):
+                raise ScriptError(f"step {number} ({kind}): log needs {key} (a non-empty string)")
 
 
 def _number(value: Any, what: str) -> float:

@@ -168,10 +168,12 @@ def send(run: "Run", step: "Step") -> str:
     identity = run.resolve(step.get("identity")) if step.get("identity") else f"chaos-{uuid.uuid4().hex[:8]}"
     if kind == zmq.DEALER:
         sock.setsockopt(zmq.IDENTITY, str(identity).encode())
-    said_disrupt = ""
+    said_disrupt, borrowed = "", ""
     if to == "workers" and str(identity) in run.worker_names():
-        # A borrowed worker identity takes that worker's route: it may miss replies and commands.
-        said_disrupt = "; " + run.disrupt(str(identity))
+        # A borrowed worker identity takes that worker's route while this socket lives: the worker
+        # may miss replies and commands (a disruption until the socket is closed).
+        borrowed = f"borrowed:{uuid.uuid4().hex[:8]}"
+        said_disrupt = "; " + run.disrupt(str(identity), "identity borrowed by a send step", borrowed)
     try:
         sock.connect(run.cluster.endpoints[to])
         if kind != zmq.DEALER:
@@ -181,6 +183,8 @@ def send(run: "Run", step: "Step") -> str:
         replies, other = _replies(sock, times, float(step.get("timeout", 2.0))) if kind == zmq.DEALER else ([], [])
     finally:
         sock.close(linger=0)
+        if borrowed:
+            run.end_disruption(borrowed)
     if to == "api" and msg is not None:
         _record_api(run, msg, replies, times)
     said = _judge(run, step, to, expect, replies, msg_id, times)
@@ -283,12 +287,13 @@ def fault(run: "Run", step: "Step") -> str:
                 delay=float(step.get("delay", 0.0)), copies=int(step.get("copies", 2)),
                 window=int(step.get("window", 3)), hold=float(step.get("hold", 1.0)),
                 payload=str(step.get("payload", "")))
-    said = ""
-    if rule.action != "duplicate":  # a copy more cannot make a worker look lost; the others can
-        targets = invariants.rule_targets(rule.sender if step.get("from") is not None else None,
-                                          rule.to if step.get("to") is not None else None,
-                                          run.worker_names())
-        said = "".join("; " + run.disrupt(w) for w in sorted(targets))
+    # A rule that can make a worker it names look lost (docs/chaos.md, "Disruption windows")
+    # disrupts it until its `for` ends or it is cleared (a count-only rule: until cleared).
+    run.end_disruption(f"rule:{rule.id}")  # a rule replaced by one with the same id ends
+    named = invariants.rule_targets(rule.sender if step.get("from") is not None else None,
+                                    rule.to if step.get("to") is not None else None, run.worker_names())
+    said = "".join("; " + run.disrupt(w, f"rule {rule.id}", f"rule:{rule.id}", rule.until)
+                   for w in sorted(named) if invariants.rule_disrupts(rule, w))
     run.cluster.rules.add(rule)
     time.sleep(0.2)  # injectors look at the rules file at most every 100 ms
     return f"rule {rule.id}: {rule.describe()}{said}"
@@ -296,6 +301,10 @@ def fault(run: "Run", step: "Step") -> str:
 
 def clear(run: "Run", step: "Step") -> str:
     n = run.cluster.rules.remove(step.get("rule"))
+    if step.get("rule"):
+        run.end_disruption(f"rule:{step.get('rule')}")
+    else:
+        run.end_disruption("rule:", prefix=True)
     time.sleep(0.2)
     return f"{n} rules cleared"
 
@@ -307,18 +316,31 @@ def _signal(name: str) -> int:
     return int(getattr(signals, name if name.startswith("SIG") else "SIG" + name))
 
 
-def _disrupt(run: "Run", target: str) -> str:
-    """A worker about to be signalled: recorded before the signal (restart accounting, and the
-    watcher's excuse for a partition's overlapping containers; docs/chaos.md)."""
+def _disrupt(run: "Run", target: str, sig: int) -> str:
+    """A worker about to be signalled: its disruption window opens before the signal (restart
+    accounting, and the watcher's excuse for a partition's overlapping containers; docs/chaos.md).
+    SIGSTOP: paused until resumed; SIGCONT: the pause ends; any other signal: down until the
+    worker is restarted (or the end of the run, if it survives the signal)."""
     if target not in run.script.cluster.workers:
         return ""
-    return "; " + run.disrupt(run.cluster.worker_name(target))
+    worker = run.cluster.worker_name(target)
+    if sig == signals.SIGCONT:
+        run.end_disruption(f"paused:{target}")
+        return ""
+    if sig == signals.SIGSTOP:
+        return "; " + run.disrupt(worker, "paused", f"paused:{target}")
+    run.end_disruption(f"paused:{target}")  # a paused worker killed: down from now on
+    return "; " + run.disrupt(worker, f"{signals.Signals(sig).name}", f"down:{target}")
 
 
 def kill(run: "Run", step: "Step") -> str:
     target, sig = run.target_name(step.get("target")), _signal(step.get("signal", "KILL"))
-    said = _disrupt(run, target)
+    said = _disrupt(run, target, sig)
     pid = run.cluster.signal(target, sig)
+    if sig == signals.SIGSTOP:
+        run.paused.add(target)
+    elif sig == signals.SIGCONT:
+        run.paused.discard(target)
     if sig in (signals.SIGKILL, signals.SIGTERM) and target in run.process_targets():
         run.down.add("cube-manager" if target == "supervisor" else target)
     return f"{signals.Signals(sig).name} -> {target} (pid {pid}){said}"
@@ -326,7 +348,7 @@ def kill(run: "Run", step: "Step") -> str:
 
 def pause(run: "Run", step: "Step") -> str:
     target = run.target_name(step.get("target"))
-    said = _disrupt(run, target)
+    said = _disrupt(run, target, signals.SIGSTOP)
     pid = run.cluster.signal(target, signals.SIGSTOP)
     run.paused.add(target)
     if step.get("for") is None:
@@ -334,6 +356,7 @@ def pause(run: "Run", step: "Step") -> str:
     time.sleep(float(step.get("for")))
     run.cluster.signal(target, signals.SIGCONT)
     run.paused.discard(target)
+    run.end_disruption(f"paused:{target}")
     return f"SIGSTOP -> {target} (pid {pid}), SIGCONT after {float(step.get('for')):g}s{said}"
 
 
@@ -341,6 +364,7 @@ def resume(run: "Run", step: "Step") -> str:
     target = run.target_name(step.get("target"))
     pid = run.cluster.signal(target, signals.SIGCONT)
     run.paused.discard(target)
+    run.end_disruption(f"paused:{target}")
     return f"SIGCONT -> {target} (pid {pid})"
 
 
@@ -353,6 +377,7 @@ def restart(run: "Run", step: "Step") -> str:
         run.cluster.start_manager(wait=step.get("wait", True))
     elif target in run.script.cluster.workers:
         run.cluster.start_worker(target, wait=step.get("wait", True))
+        run.end_disruption(f"down:{target}")  # back (ready, unless wait = false): + grace + margin
     else:
         raise StepFailed(f"restart {target!r}: only cube-manager or a worker (actors restart by themselves)")
     run.down.discard(target)
@@ -366,6 +391,14 @@ def wait(run: "Run", step: "Step") -> str:
     if step.get("for") is not None:
         time.sleep(float(step.get("for")))
         return f"slept {float(step.get('for')):g}s"
+    if step.get("log") is not None:
+        checks = _log_checks(run, step)
+        t0 = time.monotonic()
+        try:
+            wait_for(lambda: not _log_problems(run, checks), timeout, "log lines")
+        except TimeoutError:
+            raise StepFailed(f"after {timeout:g}s: {'; '.join(_log_problems(run, checks))}") from None
+        return f"log lines found after {time.monotonic() - t0:.1f}s"
     if step.get("workers_ready"):
         for short in run.live_workers():
             run.cluster.wait_worker_ready(short, timeout)
@@ -416,8 +449,37 @@ def _node(run: "Run", name: str) -> dict[str, Any]:
     return {n["name"]: n for n in run.cluster.call("node.ls")["nodes"]}.get(name, {})
 
 
+def _log_checks(run: "Run", step: "Step") -> list[tuple[str, str, Any]]:
+    """The step's `log` table(s) as (log name, text, count), templates resolved once."""
+    raw = step.get("log")
+    checks = []
+    for c in raw if isinstance(raw, list) else [raw]:
+        target = run.target_name(c["target"])
+        # cube-manager's processes (supervisor, store, scheduler, manager) share one log
+        name = f"worker-{target}" if target in run.script.cluster.workers else "manager"
+        checks.append((name, str(run.resolve(c["contains"])), c.get("count", ">=1")))
+    return checks
+
+
+def _log_problems(run: "Run", checks: list[tuple[str, str, Any]]) -> list[str]:
+    """What does not hold of `log` checks: lines of a process's log (in the cluster's temp dir)
+    containing a text, counted."""
+    problems = []
+    for name, text, count in checks:
+        n = sum(text in line for line in run.cluster.log(name).splitlines())
+        if not _count_ok(n, count):
+            problems.append(f"{name}.log has {n} lines containing {text!r}, expected {count}")
+    return problems
+
+
 def check_assert(run: "Run", step: "Step") -> str:
     said = []
+    if step.get("log") is not None:
+        checks = _log_checks(run, step)
+        problems = _log_problems(run, checks)
+        if problems:
+            raise StepFailed("; ".join(problems))
+        said += [f"{name}.log: {text!r} {count}" for name, text, count in checks]
     if step.get("node"):
         name = run.actor_name(step.get("node"))
         state = _node(run, name).get("state")

@@ -16,7 +16,8 @@ from cube.chaos import invariants as inv
 from cube.chaos import runner as chaos_runner
 from cube.chaos import script as chaos_script
 from cube.chaos import steps as chaos_steps
-from cube.chaos.invariants import ACKED, REFUSED, UNANSWERED, Expect, RunWatcher, Snapshot
+from cube.chaos.invariants import ACKED, REFUSED, UNANSWERED, Expect, RunWatcher, Snapshot, Window
+from cube.chaos.rules import Rule
 from cube.scheduling.view import ClusterView
 from cube.wire.errors import CubeError, Unavailable
 
@@ -236,6 +237,37 @@ def test_worker_slots_reads_memory_and_missing_slots_and_skips_workers_that_are_
     assert problems("worker-slots", snap([a], [ca], nodes=nodes, sched=sched)) == []
 
 
+def test_worker_slots_needs_a_sample_newer_than_the_previous_round():
+    # Before: any sample the Scheduler still called alive (up to 5 s old) was read, so both
+    # "clean" rounds of settle could read the same sample, taken before the cluster settled.
+    a, ca = running("a")
+    nodes, sched = node_rows({W1: ["a"]}, {})
+    sched[W1]["age"] = 1.5
+    s = snap([a], [ca], nodes=nodes, sched=sched)
+    assert problems("worker-slots", s) == []  # the first round: nothing to be newer than
+    s.since_previous = 1.2
+    assert problems("worker-slots", s) == [
+        f"worker {W1}: no fresh sample yet (the latest is 1.5s old, the previous round looked 1.20s ago)"]
+    sched[W1]["age"] = 0.3
+    assert problems("worker-slots", s) == []
+
+
+def test_settle_hands_each_round_the_time_since_the_previous_one(monkeypatch):
+    monkeypatch.setattr(inv.time, "sleep", lambda s: None)
+    a, ca = running("a")
+
+    def round_(taken: float, age: float) -> Snapshot:
+        nodes, sched = node_rows({W1: ["a"]}, {})
+        sched[W1]["age"] = age
+        return snap([a], [ca], nodes=nodes, sched=sched, taken=taken)
+    # the same sample read twice (its age grows with the time between the looks), then fresh ones
+    rounds = [round_(10.0, 0.3), round_(11.2, 1.5), round_(11.7, 0.2), round_(12.8, 0.3)]
+    it = iter(rounds)
+    results, _ = inv.settle(lambda: next(it), bound=30, names=["worker-slots"], gap=0.0)
+    assert results["worker-slots"][0] == [] and next(it, None) is None  # all four rounds were needed
+    assert [r.since_previous for r in rounds] == [None, pytest.approx(1.2), pytest.approx(0.5), pytest.approx(1.1)]
+
+
 def test_describe_rows_carry_the_samples_reserved_and_task_ids():
     view = ClusterView()
     view.update({"name": "n1", "ts": 1.0, "seq": 1, "cpus": 4, "memory": 100, "disk": 100,
@@ -320,6 +352,21 @@ def test_a_snapshot_is_bracketed_by_two_task_ls_and_retaken_when_they_differ(mon
     assert inv.evaluate(s, ["desired-state"])["desired-state"][0]  # an inconsistent look never passes
 
 
+def test_a_snapshot_keeps_each_judged_tasks_events_and_when_it_read_the_scheduler(monkeypatch):
+    monkeypatch.setattr(inv.time, "sleep", lambda s: None)
+    events = [ev(1, "Scheduled", 1.0), ev(2, "Running", 2.0)]
+
+    class Inspecting(FakeTarget):
+        def call(self, msg_type, body=None, timeout=3.0, endpoint="api"):
+            if msg_type == "task.inspect":
+                return {"task": task("a"), "events": events}
+            return super().call(msg_type, body, timeout, endpoint)
+    w = [Window(W1, "paused", 1.5, 3.0)]
+    s = inv.snapshot(Inspecting([[task("a")]]), {"a": Expect()}, [], windows=w, slack=5.0)
+    assert s.events == {"a": events} and s.taken is not None and s.windows == w and s.slack == 5.0
+    assert s.disrupted("a") == [f"on {W1} during paused"]
+
+
 def test_settle_needs_two_clean_rounds_a_gap_apart(monkeypatch):
     t, c = running("a")
     clean, dirty = snap([t], [c]), snap([t], [])  # the container flickers away
@@ -353,11 +400,11 @@ def test_settle_stops_waiting_only_for_a_recorded_double_run():
 
 def test_the_watcher_records_two_running_containers_of_one_task():
     disrupted: set[str] = set()
-    w = RunWatcher("xtok", lambda worker: worker in disrupted)
+    w = RunWatcher("xtok", lambda worker, at: worker in disrupted)
     labels = lambda att, wk: {"cube.task_id": "a", "cube.attempt": str(att), "cube.worker": wk}  # noqa: E731
     w.feed("start", "c1", labels(1, W1))
     w.feed("start", "c2", labels(2, W2))  # W1 was not disrupted: a double run
-    assert len(w.recorded()) == 1 and "not disrupted" in w.recorded()[0]
+    assert len(w.recorded()) == 1 and "not in a disruption window" in w.recorded()[0]
     w.feed("die", "c1", labels(1, W1))
     w.feed("die", "c2", labels(2, W2))
     disrupted.add(W1)
@@ -371,8 +418,32 @@ def test_the_watcher_records_two_running_containers_of_one_task():
     assert w.running_ids() == {"c3", "c4", "c5"}
 
 
+def test_an_overlap_is_excused_only_while_the_old_workers_window_lasts():
+    # Before: `disrupted` was a set that only grew, so W1 paused once excused any later overlap.
+    run = fake_run()  # grace 2 s: a window counts until its end + 2 + 3 s
+    run.windows.append(Window(W1, "paused", 100.0, 110.0, "paused:w1"))
+    w = RunWatcher("xtok", run.disrupted_at)
+    labels = lambda att, wk: {"cube.task_id": "a", "cube.attempt": str(att), "cube.worker": wk}  # noqa: E731
+    w.feed("start", "c1", labels(1, W1), at=90.0)
+    w.feed("start", "c2", labels(2, W2), at=114.0)  # inside the window + grace + margin: excused
+    assert w.recorded() == [] and w.excused == 1
+    w.feed("die", "c2", labels(2, W2), at=114.5)
+    w.feed("start", "c3", labels(3, W2), at=116.0)  # after it: the old container should be gone
+    assert w.excused == 1 and len(w.recorded()) == 1 and "not in a disruption window" in w.recorded()[0]
+    w.feed("start", "c4", labels(3, W1), at=105.0)  # same attempt: never excused, window or not
+    assert "same attempt" in w.recorded()[-1]
+    # a window of the NEW container's worker excuses nothing
+    run2 = fake_run()
+    run2.windows.append(Window(W2, "paused", 100.0, None, "paused:w2"))
+    w2 = RunWatcher("xtok", run2.disrupted_at)
+    w2.feed("start", "c1", labels(1, W1), at=90.0)
+    w2.feed("start", "c2", labels(2, W2), at=101.0)
+    assert len(w2.recorded()) == 1 and w2.excused == 0
+    assert run2.disrupted_at(W2, 1e12) and not run2.disrupted_at(W2, 99.0)  # open: until the end of the run
+
+
 def test_pause_and_destroy_end_a_run_and_the_watcher_must_have_seen_every_running_container():
-    w = RunWatcher("xtok", lambda worker: False)
+    w = RunWatcher("xtok", lambda worker, at: False)
     lab = {"cube.task_id": "a", "cube.attempt": "1", "cube.worker": W1}
     w.feed("start", "c1", lab)
     w.feed("pause", "c1", lab)
@@ -437,12 +508,122 @@ def test_the_stop_step_records_doubt_only_when_no_answer_came(monkeypatch):
 
 # ---- the runner's accounting ------------------------------------------------------------------------------
 
-def test_disrupting_a_worker_allows_one_failure_per_task_on_it_now():
-    tasks = [task("a"), task("b", worker=W2), task("c", state="Completed"), task("d", state="Scheduled")]
-    run = fake_run(tasks)
-    said = run.disrupt(W1)
-    assert "2 tasks" in said and W1 in run.disrupted
-    assert dict(run.allowance) == {"a": 1, "d": 1}
+class FakeRules:
+    def __init__(self) -> None:
+        self.rules: list[Rule] = []
+
+    def add(self, rule: Rule) -> None:
+        self.rules = [r for r in self.rules if r.id != rule.id] + [rule]
+
+    def remove(self, rule_id: str | None = None) -> int:
+        before = len(self.rules)
+        self.rules = [] if rule_id is None else [r for r in self.rules if r.id != rule_id]
+        return before - len(self.rules)
+
+
+def steps_run(monkeypatch) -> chaos_runner.Run:
+    """A Run whose cluster takes signals, rules and restarts without processes."""
+    monkeypatch.setattr(chaos_steps.time, "sleep", lambda s: None)
+    run = fake_run()
+    run.cluster.rules = FakeRules()
+    run.cluster.signal = lambda target, sig: 4242
+    run.cluster.alive = lambda target: False
+    run.cluster.start_worker = lambda short, wait=True: f"xtok-{short}"
+    return run
+
+
+def step(do: str, **args: Any) -> chaos_script.Step:
+    return chaos_script.parse({"cluster": {"workers": 2}, "step": [{"do": do, **args}]}).steps[0]
+
+
+def open_windows(run: chaos_runner.Run) -> list[tuple[str, str]]:
+    return [(w.worker, w.key) for w in run.windows if w.end is None]
+
+
+def test_pauses_kills_and_rules_open_windows_that_their_end_closes(monkeypatch):
+    run = steps_run(monkeypatch)
+    chaos_steps.pause(run, step("pause", target="w1"))
+    assert open_windows(run) == [(W1, "paused:w1")]
+    chaos_steps.resume(run, step("resume", target="w1"))
+    chaos_steps.pause(run, step("pause", target="w2", **{"for": 1.0}))  # resumed within the step
+    chaos_steps.pause(run, step("pause", target="store"))  # not a worker: no window
+    assert open_windows(run) == [] and len(run.windows) == 2
+    chaos_steps.kill(run, step("kill", target="w1"))
+    assert open_windows(run) == [(W1, "down:w1")]
+    chaos_steps.restart(run, step("restart", target="w1"))
+    assert open_windows(run) == []
+    chaos_steps.fault(run, step("fault", action="drop", to="w2", type="ok", **{"for": 3.0}))
+    rule_window, until = run.windows[-1], run.cluster.rules.rules[0].until
+    assert rule_window.key == "rule:r1" and rule_window.worker == W2 and rule_window.end == until
+    chaos_steps.fault(run, step("fault", action="drop", **{"from": "w1"}, type="worker.heartbeat", count=5))
+    assert open_windows(run) == [(W1, "rule:r2")]  # count only: until cleared (or the end of the run)
+    chaos_steps.clear(run, step("clear"))
+    assert open_windows(run) == [] and rule_window.end < until  # cleared before its `for` ended
+    n = len(run.windows)
+    chaos_steps.fault(run, step("fault", action="delay", **{"from": "w1"}, type="worker.hello", delay=1.8, count=1))
+    chaos_steps.fault(run, step("fault", action="duplicate", to="w1", type="*", count=1))
+    chaos_steps.fault(run, step("fault", action="drop", **{"from": "manager"}, type="worker.run", count=1))
+    assert len(run.windows) == n  # none of those can make a worker look lost
+    chaos_steps.kill(run, step("kill", target="w2", signal="STOP"))
+    assert open_windows(run) == [(W2, "paused:w2")] and "w2" in run.paused
+    chaos_steps.kill(run, step("kill", target="w2", signal="CONT"))
+    assert open_windows(run) == []
+
+
+@pytest.mark.parametrize("rule,disrupts", [
+    (Rule("r", "delay", sender=W1, type="worker.hello", delay=1.8), False),  # a late hello is answered late
+    (Rule("r", "drop", sender=W1, type="worker.hello"), True),
+    (Rule("r", "delay", sender=W1, type="worker.heartbeat", delay=1.2), True),
+    (Rule("r", "delay", sender=W1, type="worker.*", delay=2.5), True),
+    (Rule("r", "reorder", sender=W1, type="task.status"), True),
+    (Rule("r", "corrupt", sender=W1, type="*"), True),
+    (Rule("r", "duplicate", sender=W1, type="*"), False),  # a copy more never looks like a loss
+    (Rule("r", "drop", sender="manager", to=W1, type="ok"), True),  # replies to its hello, heartbeats, statuses
+    (Rule("r", "delay", sender="*", to=W1, type="ok", delay=0.8), True),
+    (Rule("r", "drop", sender=W1, type="ok"), False),  # the worker's acks of commands: commands are re-sent
+    (Rule("r", "corrupt", sender="manager", to=W1, type="worker.run"), False),
+    (Rule("r", "drop", sender="manager", to=W1, type="task.event"), False),
+    (Rule("r", "drop", sender="store", to=W1, type="ok"), False),  # only the manager talks to workers
+    (Rule("r", "drop", sender=W2, type="*"), False),
+])
+def test_only_rules_that_can_make_a_worker_look_lost_disrupt_it(rule, disrupts):
+    assert inv.rule_disrupts(rule, W1) is disrupts
+    assert inv.rule_disrupts(rule, W1, named=False) is False  # a rule must name the worker
+
+
+def ev(seq: int, state: str, at: float, worker: str = W1) -> dict[str, Any]:
+    return {"seq": seq, "task_id": "a", "state": state, "time": at, "worker": worker, "reason": ""}
+
+
+def test_placements_are_read_from_the_tasks_events():
+    events = [ev(1, "Pending", 1.0, ""), ev(2, "Scheduled", 2.0), ev(3, "Running", 3.0), ev(4, "Failed", 5.0),
+              ev(5, "Scheduled", 6.0, W2), ev(6, "Running", 7.0, W2), ev(7, "Scheduled", 8.0, W2),
+              ev(8, "Running", 9.0, W2)]
+    assert inv.placements(reversed(events), now=20.0) == [(W1, 2.0, 5.0), (W2, 6.0, 8.0), (W2, 8.0, 20.0)]
+
+
+def test_a_task_placed_on_a_worker_during_its_disruption_may_fail_once():
+    # Before: allowances were counted when the step ran, for the tasks on the worker at that
+    # moment: a task placed there a second later got none (a flake), a harmless rule gave one.
+    pause = Window(W1, "paused", 100.0, 104.0, "paused:w1")  # grace 2 + 3: counts until 109
+    moved = task("a", worker=W2, attempt=2, restart_count=1)
+    placed_late = [ev(1, "Pending", 99.0, ""), ev(2, "Scheduled", 101.0), ev(3, "Failed", 103.0),
+                   ev(4, "Scheduled", 103.5, W2), ev(5, "Running", 104.0, W2)]
+    s = snap([moved], windows=[pause], slack=5.0, events={"a": placed_late}, at=200.0)
+    assert problems("restarts", s) == []
+    s.windows = [Window(W2, "paused", 90.0, 95.0)]  # the other worker's, over before it got there
+    assert problems("restarts", s) == [
+        "a (n-a): 1 failures (restart_count 1, Running, desired running) but the script caused 0 ()",
+        "a (n-a): placed 2 times but the script caused 0 failures"]
+    after = [ev(1, "Scheduled", 110.0), ev(2, "Failed", 111.0), ev(3, "Scheduled", 112.0, W2),
+             ev(4, "Running", 112.5, W2)]
+    s = snap([moved], windows=[pause], slack=5.0, events={"a": after}, at=200.0)
+    got = problems("restarts", s)  # placed on W1 after the window (and its slack) closed
+    assert len(got) == 2 and "caused 0" in got[0]
+    twice = [Window(W1, "paused", 100.0, 104.0), Window(W1, "rule r1", 101.0, 102.0)]
+    s = snap([task("a", attempt=3, restart_count=2)], windows=twice, slack=5.0,
+             events={"a": [ev(1, "Scheduled", 101.0), ev(2, "Running", 102.0)]}, at=200.0)
+    assert len(problems("restarts", s)) == 2  # one placement can fail once, however many windows it met
 
 
 def test_fault_targets_are_the_workers_named_in_from_or_to():
@@ -466,6 +647,32 @@ def test_allow_and_start_restarts_are_parsed_and_checked(tmp_path):
     run.aliases["a"] = ["t1", "t2"]
     assert chaos_steps.allow(run, chaos_script.Step(1, "allow", {"task": "a", "restarts": 2})) == "2 tasks may fail 2 more times"
     assert run.expectations() == {} and dict(run.allowance) == {"t1": 2, "t2": 2}
+
+
+def test_log_checks_count_lines_of_a_processs_log(monkeypatch):
+    monkeypatch.setattr(chaos_steps.time, "sleep", lambda s: None)
+    run = fake_run()
+    run.aliases["t"] = ["task-1"]
+    logs = {"worker-w1": "x\nworker xtok-w1: ignored a run of attempt 1 of task-1: it is being stopped\n",
+            "manager": "manager: reconcile xtok-w1: hello snapshot older than what is known of task-1; left as it is\n"}
+    run.cluster.log = lambda name: logs.get(name, "")
+    ok = step("assert", log=[{"target": "w1", "contains": "ignored a run of attempt 1 of ${t}: it is being stopped"},
+                             {"target": "manager", "contains": "older than what is known of", "count": 1},
+                             {"target": "w2", "contains": "ignored", "count": 0}])
+    assert "worker-w1.log" in chaos_steps.check_assert(run, ok)
+    with pytest.raises(chaos_steps.StepFailed) as e:
+        chaos_steps.check_assert(run, step("assert", log={"target": "store", "contains": "older", "count": ">=2"}))
+    assert "manager.log has 1 lines containing 'older', expected >=2" in str(e.value)
+    with pytest.raises(chaos_steps.StepFailed) as e:  # wait polls until the timeout
+        chaos_steps.wait(run, step("wait", log={"target": "w2", "contains": "ignored"}, timeout=0.05))
+    assert "worker-w2.log has 0 lines" in str(e.value)
+    assert "found" in chaos_steps.wait(run, step("wait", log={"target": "w1", "contains": "ignored"}))
+    for bad, needle in (({"target": "w1"}, "needs contains"), ({"target": "w1", "contains": "x", "n": 1}, "unknown key"),
+                        ("text", "must be a table")):
+        with pytest.raises(chaos_script.ScriptError) as e:
+            chaos_script.parse({"step": [{"do": "assert", "log": bad}]})
+        assert needle in str(e.value)
+    assert chaos_script.parse({"cluster": {"stop_timeout": 5}}).cluster.stop_timeout == 5.0
 
 
 def test_assert_containers_counts_every_container_that_is_not_exited_or_dead():
