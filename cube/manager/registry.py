@@ -11,6 +11,7 @@ from typing import Any
 
 READY = "ready"
 LOST = "lost"
+HELLO_ALLOWANCE = 6.0  # seconds, on top of the grace period, for a remembered worker's hello
 REMEMBERED = "remembered"  # known from the Store after a manager restart, no hello yet
 
 
@@ -77,6 +78,9 @@ class WorkerRegistry:
         """
         rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
                            data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False)
+        # ...and the time its hello may take to get through: a hello refused while this manager
+        # was loading is retried after a backoff (cube/wire/link.py).
+        rec.last_seen += HELLO_ALLOWANCE
         rec.last_seen_wall = data.get("last_seen", 0.0)
         self.workers.setdefault(rec.name, rec)
 

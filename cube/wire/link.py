@@ -19,13 +19,14 @@ from cube.messages import worker as msg
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import NOT_FOUND
+from cube.wire.errors import NOT_FOUND, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 4.0
 HELLO_TIMEOUT = 2.0
+LOADING_RETRY = 0.3  # seconds before a hello refused as `unavailable` (manager loading) is sent again
 
 Send = Callable[[dict[str, Any] | None], None]
 
@@ -82,6 +83,11 @@ class ManagerLink:
 
     def _on_hello_reply(self, reply: Envelope | None) -> None:
         self._hello_pending = False
+        if reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") == UNAVAILABLE:
+            # The manager is there but not ready (loading its state): ask again soon, on the
+            # same connection, without backing off.
+            self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self.hello)
+            return
         if reply is None or reply.type == REPLY_ERROR:
             self.connect()
             self._retry_later("no answer" if reply is None else str(reply.body.get("message")))

@@ -188,7 +188,7 @@ def test_registry_seen_refreshes():
     assert reg.seen("ghost") is None
 
 
-def test_registry_remember_gives_a_known_worker_one_grace_period():
+def test_registry_remember_gives_a_known_worker_one_grace_period_and_time_to_say_hello():
     reg = WorkerRegistry(grace=2.0)
     reg.remember({"name": "old", "address": "x", "cpus": 1.0, "memory": 1, "disk": 1, "last_seen": 5.0})
     rec = reg.get("old")
