@@ -30,7 +30,7 @@ from cube.store import Store, StoreError
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
-from cube.wire.errors import BAD_REQUEST, INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
 from cube.wire.link import ManagerLink
 from cube.wire.loop import Loop
 
@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 
 SLOTS = "slots"
 META = "meta"
-RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, INTERNAL})
+RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, IN_DOUBT, INTERNAL})  # not answers: send the status again
 MAX_TOMBSTONES = 10_000
 RUNNING, STOPPED = "running", "stopped"
 

@@ -14,7 +14,7 @@ worker reports").
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable
 
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, Task
@@ -37,7 +37,9 @@ def newer_than(task: Task, clock: list[int] | None) -> bool:
 
 
 def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task],
-         clock: list[int] | None = None) -> Plan:
+         clock: list[int] | None = None, placed: Iterable[Task] | None = None) -> Plan:
+    """`placed`: the tasks the Manager has Scheduled or Running on `worker`, if it keeps them
+    indexed (otherwise every task is looked at)."""
     out = Plan()
     seen: set[str] = set()
     for rep in reported:
@@ -63,7 +65,7 @@ def plan(worker: str, reported: list[dict[str, Any]], tasks: dict[str, Task],
         else:
             out.ended.append((task, rep))
             seen.add(task_id)
-    for task in tasks.values():
+    for task in (tasks.values() if placed is None else placed):
         if task.worker != worker or task.id in seen or task.state not in (State.SCHEDULED, State.RUNNING):
             continue
         if newer_than(task, clock):

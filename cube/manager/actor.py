@@ -72,6 +72,7 @@ class Manager(Actor):
                                     lambda t, why: self.life.ended(t.id, t.attempt, None, why))
         self.life = TaskLife(self.loop, self.book, self.registry, self.commands, self.placement, self.health)
         self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet
+        self._last_check = self.loop.clock()
         self._moving: set[str] = set()
         self.serve(self.api, accept=task_msg.API | node_msg.API)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
@@ -239,6 +240,14 @@ class Manager(Actor):
 
     # ---- timers -------------------------------------------------------------------------------
     def _check_workers(self) -> None:
+        now = self.loop.clock()
+        late, self._last_check = now - self._last_check, now
+        if late > max(1.5, self.config.grace / 2):
+            # This loop did not run for a while (the process was paused or starved of CPU): the
+            # workers' silence proves nothing, and their heartbeats may still be queued unread.
+            log.warning("manager: loop late by %.1fs; not judging worker liveness this round", late)
+            self.registry.touch_all()
+            return
         for rec in self.registry.expire():
             log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
             self.commands.cancel(rec.name)

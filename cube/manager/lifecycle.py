@@ -35,6 +35,14 @@ def report_clock(value: Any) -> list[int] | None:
     return None
 
 
+def host_ports(value: Any) -> dict[str, int]:
+    """The published ports a worker reports, {"8080/tcp": 32768}; anything else is dropped."""
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items()
+            if isinstance(k, str) and len(k) <= 32 and type(v) is int and 0 < v < 65536}
+
+
 def stop_now(state: State, clock: list[int] | None = None) -> Callable[[Task], None]:
     def change(t: Task) -> None:
         t.desired = DESIRED_STOPPED
@@ -149,7 +157,7 @@ class TaskLife:
             t.transition(State.RUNNING)
             t.report_clock = clock or t.report_clock
             t.container_id = report.get("container_id") or t.container_id
-            t.host_ports = {k: int(v) for k, v in (report.get("host_ports") or {}).items()}
+            t.host_ports = host_ports(report.get("host_ports"))
             t.started_at = report.get("time") or time.time()
             t.error = ""
             t.reason = f"running on {t.worker}"
@@ -205,7 +213,7 @@ class TaskLife:
         same snapshot again (safe: the report clock keeps it from undoing anything newer)."""
         if not self.registry.is_ready(worker):
             return
-        plan = reconcile.plan(worker, reported, self.book.tasks, clock)
+        plan = reconcile.plan(worker, reported, self.book.tasks, clock, placed=self.book.on_worker(worker))
         for task_id in plan.newer:
             log.info("manager: reconcile %s: hello snapshot older than what is known of %s; left as it is",
                      worker, task_id)

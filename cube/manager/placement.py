@@ -22,11 +22,12 @@ from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, Task
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import CubeError
+from cube.wire.errors import IN_DOUBT, CubeError
 
 log = logging.getLogger(__name__)
 
 SCHEDULER_TIMEOUT = 5.0
+NOTE_EVERY = 5.0  # seconds between two writes of why a task waits
 
 
 def may_want_placement(t: Task) -> bool:
@@ -68,11 +69,17 @@ class Placement:
             self.candidates.pop(task_id, None)
 
     def schedule(self, delay: float = 0.0) -> None:
-        """Ask for a pass (coalesced with any other request for one)."""
-        if self.in_flight:
+        """Ask for a pass in `delay` seconds, coalesced with the other requests: the earliest wins
+        (a task's restart backoff must not hold back the placement of new tasks)."""
+        if self.in_flight and delay <= 0:
             self._again = True
-        elif self._timer is None:
-            self._timer = self.actor.loop.call_later(delay, self._pass)
+            return
+        due = self.actor.loop.clock() + delay
+        if self._timer is not None and not self._timer.cancelled:
+            if self._timer.when <= due:
+                return
+            self._timer.cancel()
+        self._timer = self.actor.loop.call_later(delay, self._pass)
 
     def waiting(self, now: float | None = None) -> list[Task]:
         """The tasks to place now, oldest first."""
@@ -93,6 +100,9 @@ class Placement:
 
     def _pass(self) -> None:
         self._timer = None
+        if self.in_flight:  # a delayed pass came due while a request is out: after its reply
+            self._again = True
+            return
         tasks = self._next_batch()
         ready = [n for n in self.registry.ready() if self.registry.is_ready(n)]
         if not tasks:
@@ -127,7 +137,11 @@ class Placement:
             self.schedule()
 
     def _note(self, task_id: str, reason: str) -> None:
+        """Record why a task waits; at most every NOTE_EVERY seconds a task (the reason quotes free
+        capacity, which changes with every placement: a write per task per pass otherwise)."""
         task = self.book.get(task_id)
+        if task is not None and task.updated_at > time.time() - NOTE_EVERY and task.reason not in ("", "submitted"):
+            return
         if task is not None and task.reason != reason and not self.book.busy(task_id):
             def note(t: Task) -> None:
                 if t.reason == reason or not wants_placement(t, time.time()):
@@ -155,11 +169,13 @@ class Placement:
             if error is None and task is not None and task.state == State.SCHEDULED and task.worker == node:
                 self.placed += 1
                 self.commands.run(task)
-            else:
-                self._release(task_id)
-                if error is not None:
-                    log.warning("manager: could not assign %s to %s: %s", task_id[:8], node, error)
-                    self.schedule(1.0)
+                return
+            if error is not None and error.code == IN_DOUBT:
+                return  # it may be Scheduled there after all: keep the reservation (adoption runs it)
+            self._release(task_id)
+            if error is not None:
+                log.warning("manager: could not assign %s to %s: %s", task_id[:8], node, error)
+                self.schedule(1.0)
         self.book.commit(task_id, scheduled, "", done=done)
 
     def _release(self, task_id: str) -> None:

@@ -15,7 +15,7 @@ from cube.messages import store as msg
 from cube.store.base import Op, write_deadline
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import NOT_FOUND, CubeError, Unavailable
+from cube.wire.errors import IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 Done = Callable[[Any, CubeError | None], None]
 MAX_COALESCED = 100  # batches per request; with `solo` for large ones, far below the frame limit
@@ -63,6 +63,13 @@ class AsyncStore:
                 "deadline": write_deadline(self.timeout)}
 
         def answered(result: Any, error: CubeError | None) -> None:
+            if (error is not None and len(group) > 1 and not isinstance(error, Unavailable)
+                    and error.code not in (UNAVAILABLE, IN_DOUBT)):
+                # Refused as a whole (a bad key, a value that cannot be encoded, too large):
+                # nothing was applied; each batch is sent alone, so only the bad one fails.
+                for one in group:
+                    self._send([one])
+                return
             for _, done in group:
                 done(result, error)
         self._call(msg.BATCH, body, answered)

@@ -105,6 +105,8 @@ class TaskBook:
         # Called with (task id, the version now in memory or None) whenever memory changes, so
         # parts such as Placement keep their own indexes instead of scanning every task.
         self.watchers: list[Callable[[str, Task | None], None]] = []
+        self._by_worker: dict[str, set[str]] = {}  # worker -> ids of its Scheduled/Running tasks
+        self._placed_on: dict[str, str] = {}  # task id -> that worker
         self.seq = 0
         self.doubts: dict[str, Doubt] = {}
         self._queues: dict[str, _Queue] = {}
@@ -121,7 +123,8 @@ class TaskBook:
                 if error is not None:
                     done(None, error)
                     return
-                self.tasks = {k: Task.from_dict(v) for k, v in items}
+                loaded = sorted((Task.from_dict(v) for _, v in items), key=lambda t: (t.created_at, t.id))
+                self.tasks = {t.id: t for t in loaded}  # in creation order: indexes append
                 self.seq = max(self.seq, int(seq or 0))
                 for task_id, task in self.tasks.items():
                     self._changed(task_id, task)
@@ -142,7 +145,7 @@ class TaskBook:
     def busy(self, task_id: str) -> bool:
         """A write of this task is in flight or waiting (its memory copy is about to change)."""
         q = self._queues.get(task_id)
-        return q is not None and (q.busy or bool(q.waiting))
+        return task_id in self.doubts or (q is not None and (q.busy or bool(q.waiting)))
 
     def find(self, ref: str) -> Task:
         """A task by id, unique id prefix or unique name; errors say which it was.
@@ -170,8 +173,10 @@ class TaskBook:
     def where(self, predicate: Callable[[Task], bool]) -> list[Task]:
         return sorted((t for t in self.tasks.values() if predicate(t)), key=lambda t: (t.created_at, t.id))
 
-    def on_worker(self, worker: str, states: tuple[State, ...] = (State.SCHEDULED, State.RUNNING)) -> list[Task]:
-        return self.where(lambda t: t.worker == worker and t.state in states)
+    def on_worker(self, worker: str) -> list[Task]:
+        """The tasks Scheduled or Running on `worker` (from an index: no scan of every task)."""
+        ids = self._by_worker.get(worker, ())
+        return sorted((self.tasks[i] for i in ids), key=lambda t: (t.created_at, t.id))
 
     def events(self, task_id: str, done: Callable[[list[dict[str, Any]] | None, CubeError | None], None]) -> None:
         """The task's events, oldest first (the newest MAX_EVENTS)."""
@@ -292,9 +297,15 @@ class TaskBook:
                                                                          f"{what}"))
             else:
                 self._done(task_id, change, None, error)
-        self.store.batch(ops, written)
+        self.store.batch(ops, written, solo=bulky(new))
 
     def _changed(self, task_id: str, task: Task | None) -> None:
+        old = self._placed_on.pop(task_id, None)
+        if old is not None:
+            self._by_worker[old].discard(task_id)
+        if task is not None and task.worker and task.state in (State.SCHEDULED, State.RUNNING):
+            self._placed_on[task_id] = task.worker
+            self._by_worker.setdefault(task.worker, set()).add(task_id)
         for watch in self.watchers:
             watch(task_id, task)
 

@@ -25,7 +25,7 @@ import zmq
 
 from cube.wire import codec, schema
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode, reply_id_hint
-from cube.wire.errors import INTERNAL, UNKNOWN_TYPE, CubeError
+from cube.wire.errors import BAD_REQUEST, INTERNAL, UNKNOWN_TYPE, CubeError
 from cube.wire.loop import Loop, Timer
 
 log = logging.getLogger(__name__)
@@ -256,11 +256,24 @@ class Actor:
         """
         if key is not None and key in self._keyed:
             self.cancel(self._keyed[key])
+        if not env.sender:
+            env.sender = self.name
+        try:
+            payload = env.encode()
+            if len(payload) > codec.MAX_FRAME:
+                raise ValueError(f"{len(payload)} bytes, more than a frame ({codec.MAX_FRAME})")
+        except Exception as e:  # a value msgpack cannot carry, or too much: nothing was sent
+            self.stats["unsendable_requests"] += 1
+            log.error("%s: cannot send %s: %s", self.name, env.type, e)
+            if on_reply is not None:
+                refused = env.error(BAD_REQUEST, f"{env.type} could not be sent: {e}", self.name)
+                self.loop.call_later(0, lambda: on_reply(refused))
+            return env.id
         item = Outstanding(env, sock, on_reply, retry_every, tries, key=key, retry_errors=retry_errors)
         self._outstanding[env.id] = item
         if key is not None:
             self._keyed[key] = env.id
-        self.send(sock, env)
+        self.send(sock, env, payload)
         self._arm(item, retry_every or timeout)
         return env.id
 

@@ -571,3 +571,25 @@ def test_finished_tasks_and_their_events_are_pruned_after_the_retention_period(a
     assert backend.list("events", prefix=done["id"] + "/") == []
     assert call_err(api, "task.inspect", {"id": done["id"]}).code == "not_found"
     assert [t["id"] for t in api.call("task.ls", {"all": True})["tasks"]] == [live["id"]]
+
+
+# Review of issue 8: a restart backoff (up to 30 s) used to hold back every placement pass, new
+# tasks included, because a pass already due later was kept over an earlier one.
+def test_a_restart_backoff_does_not_hold_back_new_placements(rig, fake_worker):
+    t = run_on_fake_worker(rig, fake_worker, {"image": "img", "restart": {"name": "on-failure", "backoff": 30}})
+    fake_worker.status(t["id"], 1, "exited", container_id="c1", exit_code=3)  # its restart is 30 s away
+    fake_worker.ack(fake_worker.next_command("worker.stop"))
+    fresh = rig.api.call("task.start", {"task": {"image": "img"}})["task"]
+    run = fake_worker.next_command("worker.run", timeout=3.0)
+    assert run.body["spec"]["task_id"] == fresh["id"]
+
+
+# Review of issue 8: a host port a worker reports must be a port: anything else is dropped
+# (a huge int from a worker could make the write unencodable).
+def test_reported_host_ports_are_checked(rig, fake_worker):
+    t = rig.api.call("task.start", {"task": {"image": "img", "ports": [80]}})["task"]
+    fake_worker.ack(fake_worker.next_command("worker.run"))
+    fake_worker.status(t["id"], 1, "running", container_id="c1",
+                       host_ports={"80/tcp": 31000, "81/tcp": 0, "82/tcp": 2**40, "83/tcp": "x"})
+    wait_for(lambda: task_of(rig, t["id"])["state"] == "Running", what="Running")
+    assert task_of(rig, t["id"])["host_ports"] == {"80/tcp": 31000}

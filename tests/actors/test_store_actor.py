@@ -7,6 +7,7 @@ from cube.store.leveldb import LevelDBStore
 from cube.store.memory import MemoryStore
 from cube.store.remote import RemoteStore
 from cube.wire.errors import CubeError
+from tests.actors.helpers import Later
 
 
 @pytest.fixture(params=["memory", "leveldb"])
@@ -163,3 +164,29 @@ def test_listing_a_namespace_larger_than_one_frame(actors):
         assert len(rs.list("tasks", prefix="t011")) == 100
     finally:
         rs.close()
+
+
+# Review of issue 8: the Manager sends the writes of one loop turn as one request; one bad write
+# (a key the Store refuses) must fail alone, not take the others down with it.
+def test_coalesced_writes_with_one_bad_write_fail_alone(actors):
+    backend = MemoryStore()
+    _, endpoint = actors.store(backend)
+    host = actors.host(endpoint)
+    answers = [Later() for _ in range(3)]
+
+    def three() -> None:
+        host.store.batch([("put", "tasks", "good-1", 1)], answers[0])
+        host.store.batch([("put", "tasks", "bad\x00key", 2)], answers[1])
+        host.store.batch([("put", "tasks", "good-2", 3)], answers[2])
+    host.on_loop(three)
+    results = [a.get(5.0) for a in answers]
+    assert results[0][1] is None and results[2][1] is None
+    assert results[1][1] is not None and results[1][1].code == "bad_request"
+    assert backend.get("tasks", "good-1") == 1 and backend.get("tasks", "good-2") == 3
+
+
+def test_a_request_that_cannot_be_encoded_is_refused_not_left_waiting(actors):
+    _, endpoint = actors.store(MemoryStore())
+    host = actors.host(endpoint)
+    result, error = host.call(lambda done: host.store.batch([("put", "tasks", "k", {1, 2})], done))  # a set
+    assert result is None and error.code == "bad_request" and "could not be sent" in error.message

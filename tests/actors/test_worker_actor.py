@@ -244,14 +244,15 @@ def test_a_repeated_run_finishes_a_start_cut_short_by_a_restart(actors, setup):
     assert len(runtime.list()) == 1
 
 
-def test_a_status_refused_as_unavailable_is_sent_again(setup):
+@pytest.mark.parametrize("code", ["unavailable", "in_doubt"])
+def test_a_status_refused_as_unavailable_is_sent_again(setup, code):
     fm, runtime, _, _ = setup
     fm.answer_statuses = False
     fm.command("worker.run", {"spec": TASK, "attempt": 1})
     st = fm.expect(lambda m: m.type == "task.status", what="a status")
     fm.seen.clear()
     # answer the status with "my store is down": the worker must keep it and send it again
-    fm.send(st.error("unavailable", "store down", "fake"))
+    fm.send(st.error(code, "store down, or its write unconfirmed", "fake"))
     again = fm.expect(lambda m: m.type == "task.status" and m.id == st.id, timeout=3, what="the same status again")
     assert again.body == st.body
     fm.send(again.reply({}, "fake"))  # taken now: no more repeats

@@ -281,3 +281,16 @@ def test_a_task_in_doubt_with_a_short_id_is_not_reported_missing(book):
     with pytest.raises(CubeError) as err:
         book.find("abc")  # its exact id (shorter than a prefix may be)
     assert err.value.code == IN_DOUBT
+
+
+# Review of issue 8: a task whose write is in doubt is busy (Placement must not place it again
+# while its Scheduled write may have been applied).
+def test_a_task_in_doubt_is_busy_until_resolved(book):
+    t = fakes.add(book, new("a"))
+    store = book.store
+    book.commit(t.id, lambda x: x.transition(State.SCHEDULED), "placed")
+    store.next("batch").lose(applied=False)  # no answer: in doubt
+    assert t.id in book.doubts and book.busy(t.id)
+    book.resolve_doubts()
+    store.answer()
+    assert t.id not in book.doubts and not book.busy(t.id)
