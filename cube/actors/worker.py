@@ -53,6 +53,7 @@ class WorkerConfig:
     metrics_interval: float = 1.0
     stop_timeout: float = 5.0
     liveness: int = 3  # missed heartbeat replies before the manager is presumed gone
+    resync_interval: float = 10.0  # how often Docker is listed to catch what its event stream missed
 
     @property
     def manager_endpoint(self) -> str:
@@ -97,6 +98,7 @@ class Worker(Actor):
         self._boot = self._next_boot()
         self._ticks = 0
         self._stop_events = threading.Event()
+        self._resyncing = False
         self.link = ManagerLink(self, config.manager_endpoint, config.name, msg.TO_WORKER,
                                 make_hello=self._hello_body, on_registered=self._registered,
                                 heartbeat=config.heartbeat, liveness=config.liveness)
@@ -113,6 +115,7 @@ class Worker(Actor):
     def on_start(self) -> None:
         threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
         self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
+        self.loop.call_every(self.config.resync_interval, self._resync)
         for task_id, slot in list(self.slots.items()):
             if slot.desired == STOPPED:  # a stop cut short by our own restart: finish it
                 self._converge(task_id)
@@ -333,6 +336,25 @@ class Worker(Actor):
             self.loop.run_blocking(self.runtime.logs, ev.container_id, 5, done=with_reason)
         elif ev.kind == "destroy":
             self._status(ev.task_id, ev.attempt, {"state": "removed", "container_id": ev.container_id})
+
+    def _resync(self) -> None:
+        """A safety net under the event stream: list the containers now and then, and look again
+        at every task that should run but whose container does not (an event that was missed)."""
+        if self._resyncing:
+            return
+        self._resyncing = True
+        self.loop.run_blocking(self.runtime.list, self.config.name, done=self._resynced, urgent=True)
+
+    def _resynced(self, containers: list[ContainerInfo] | None, error: BaseException | None) -> None:
+        self._resyncing = False
+        if error is not None:
+            log.warning("worker %s: cannot list containers: %s", self.name, error)
+            return
+        running = {(c.task_id, c.attempt) for c in containers or [] if c.running}
+        for task_id, slot in list(self.slots.items()):
+            if slot.desired == RUNNING and slot.started and not slot.busy and (task_id, slot.attempt) not in running:
+                log.info("worker %s: %s attempt %d is not running; looking again", self.name, task_id[:8], slot.attempt)
+                self._converge(task_id)
 
     # ---- reporting to the manager ----------------------------------------------------------------
     def _status(self, task_id: str, attempt: int, result: dict[str, Any]) -> None:

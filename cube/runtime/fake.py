@@ -124,11 +124,15 @@ class FakeRuntime:
 
     # -- test helpers ----------------------------------------------------------------------
 
-    def kill(self, container_id: str, exit_code: int = 137, oom: bool = False) -> None:
-        """The process exits on its own (crash, OOM kill): the container stays, exited."""
+    def kill(self, container_id: str, exit_code: int = 137, oom: bool = False, silent: bool = False) -> None:
+        """The process exits on its own (crash, OOM kill): the container stays, exited. `silent`:
+        the event stream misses it (as Docker's can across a reconnect)."""
         with self._lock:
             c = self._containers.get(container_id)
             if c is None or not c.info.running:
+                return
+            if silent:
+                c.info.state, c.info.exit_code, c.info.finished_at = "exited", exit_code, _now_iso()
                 return
             if oom:
                 c.info.error = "killed: out of memory"

@@ -136,12 +136,12 @@ class Actors:
 
     def worker(self, manager_config: ManagerConfig, name: str = "w1", runtime: FakeRuntime | None = None,
                store=None, capacity: Capacity | None = None, manager: str = "",
-               wait_connected: bool = True) -> Worker:
+               wait_connected: bool = True, resync_interval: float = 10.0) -> Worker:
         data_dir = self.tmp_path / f"worker-{name}"
         data_dir.mkdir(exist_ok=True)
         config = WorkerConfig(manager=manager or f"127.0.0.1:{manager_config.worker_port}", name=name,
                               address="127.0.0.1", data_dir=str(data_dir), metrics_interval=0.2,
-                              stop_timeout=0.5)
+                              stop_timeout=0.5, resync_interval=resync_interval)
         w = Worker(config, runtime or FakeRuntime(), store if store is not None else MemoryStore(),
                    capacity or Capacity(2.0, 2 * GiB, 16 * GiB))
         if wait_connected:

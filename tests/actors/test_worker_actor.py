@@ -316,3 +316,17 @@ def test_a_hello_reports_a_started_slot_whose_container_is_gone(actors, setup):
     actors.worker(fm.config, "w1", runtime, store)
     hello = fm.accept_hello()
     assert [(r["task_id"], r["attempt"], r["state"]) for r in hello.body["tasks"]] == [("task-1", 2, "removed")]
+
+
+# A container death the event stream missed (Docker's can lose events across a reconnect; seen
+# once in CI as a task left Running with its container exited) is found by the periodic listing.
+def test_a_death_the_event_stream_missed_is_found_and_reported(actors):
+    fm = FakeManager(actors)
+    runtime = FakeRuntime()
+    actors.worker(fm.config, "w1", runtime, MemoryStore(), resync_interval=0.3)
+    fm.accept_hello()
+    fm.command("worker.run", {"spec": TASK, "attempt": 1})
+    cid = fm.status("task-1", "running").body["container_id"]
+    runtime.kill(cid, exit_code=3, silent=True)
+    st = fm.status("task-1", "exited", timeout=5).body
+    assert (st["container_id"], st["exit_code"], st["attempt"]) == (cid, 3, 1)
