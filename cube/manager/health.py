@@ -28,6 +28,14 @@ class HealthMonitor:
         self.failures: dict[str, int] = {}  # task id -> consecutive failed probes
         self.last_probe: dict[str, float] = {}  # task id -> loop time of the last probe
         self.probing: set[str] = set()
+        self.checked: dict[str, Task] = {}  # Running tasks with a health check (kept by a watcher)
+        book.watchers.append(self._watch)
+
+    def _watch(self, task_id: str, task: Task | None) -> None:
+        if task is not None and task.state == State.RUNNING and task.health is not None:
+            self.checked[task_id] = task
+        else:
+            self.checked.pop(task_id, None)
 
     def started(self, task_id: str) -> None:
         """A task just became Running: its first probe is one interval from now."""
@@ -40,7 +48,7 @@ class HealthMonitor:
 
     def tick(self) -> None:
         now = self.loop.clock()
-        for task in self.book.where(lambda t: t.state == State.RUNNING and t.health is not None):
+        for task in list(self.checked.values()):  # not a scan of every task, twice a second
             if task.id in self.probing or task.desired != DESIRED_RUNNING:
                 continue
             if now - self.last_probe.get(task.id, 0.0) < task.health.interval:

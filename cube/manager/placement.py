@@ -118,6 +118,9 @@ class Placement:
         if reply is None or reply.type == REPLY_ERROR:
             why = "no answer" if reply is None else reply.body.get("message")
             log.warning("manager: scheduler unavailable (%s); %d tasks wait", why, len(tasks))
+            if reply is None:  # it may have decided (and reserved) anyway: give those back
+                for t in tasks:
+                    self._release(t.id)
             self.schedule(1.0)
             return
         placed_any = False
