@@ -183,13 +183,8 @@ class Manager(Actor):
                 metrics = {n["name"]: n for n in reply.body.get("nodes", [])}
             else:
                 log.warning("manager: no node metrics from the scheduler")
-            counts: dict[str, int] = {}
-            for t in self.book.tasks.values():
-                if t.state in (State.SCHEDULED, State.RUNNING):
-                    counts[t.worker] = counts.get(t.worker, 0) + 1
-
             def row(rec: Any) -> dict[str, Any]:
-                return {**rec.view(), "tasks": counts.get(rec.name, 0), "metrics": metrics.get(rec.name)}
+                return {**rec.view(), "tasks": self.book.count_on_worker(rec.name), "metrics": metrics.get(rec.name)}
             try:
                 nodes, token = listing.page(self.registry.workers.values(), lambda r: [r.name], row, m.body)
             except CubeError as e:

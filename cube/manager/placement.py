@@ -37,12 +37,8 @@ def may_want_placement(t: Task) -> bool:
 
 
 def wants_placement(t: Task, now: float) -> bool:
-    if t.desired != DESIRED_RUNNING:
-        return False
-    if t.state == State.PENDING:
-        return True
-    return (t.state == State.FAILED and 0 < t.not_before <= now
-            and t.restart.allows(t.exit_code, t.restart_count))
+    """Waiting now: Pending, or Failed with its restart backoff over."""
+    return may_want_placement(t) and (t.state == State.PENDING or t.not_before <= now)
 
 
 class Placement:

@@ -173,6 +173,10 @@ class TaskBook:
     def where(self, predicate: Callable[[Task], bool]) -> list[Task]:
         return sorted((t for t in self.tasks.values() if predicate(t)), key=lambda t: (t.created_at, t.id))
 
+    def count_on_worker(self, worker: str) -> int:
+        """How many tasks are Scheduled or Running on `worker` (from the same index)."""
+        return len(self._by_worker.get(worker, ()))
+
     def on_worker(self, worker: str) -> list[Task]:
         """The tasks Scheduled or Running on `worker` (from an index: no scan of every task)."""
         ids = self._by_worker.get(worker, ())
