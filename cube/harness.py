@@ -29,7 +29,7 @@ import docker.errors
 import requests.exceptions
 
 from cube.runtime.base import LABEL_TASK, LABEL_WORKER
-from cube.wire.client import Client
+from cube.wire.client import Client, all_pages
 
 #: The directory holding the `cube` package: put on PYTHONPATH so every process runs this code.
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -313,15 +313,7 @@ class Cluster:
             client.close()
 
     def _all_pages(self, msg_type: str, key: str, body: dict[str, Any], timeout: float) -> list[dict[str, Any]]:
-        """Lists come in pages with a `continue` token: follow it to the end."""
-        rows: list[dict[str, Any]] = []
-        token = ""
-        while True:
-            reply = self.call(msg_type, {**body, "limit": 5000, **({"continue": token} if token else {})}, timeout)
-            rows += reply[key]
-            token = reply.get("continue") or ""
-            if not token:
-                return rows
+        return all_pages(lambda t, b: self.call(t, b, timeout), msg_type, {**body, "limit": 5000}, key)
 
     def tasks(self, timeout: float = 5.0) -> dict[str, dict[str, Any]]:
         """Every task by id, finished ones included (task.ls hides them by default)."""

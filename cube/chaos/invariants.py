@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER
+from cube.wire.client import all_pages
 from cube.wire.errors import CubeError
 
 LIVE_STATES = ("Scheduled", "Running")
@@ -211,15 +212,7 @@ def _show(c: Any) -> str:
 
 def all_tasks(target: Target, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Every task the manager knows, finished ones included, through every page of task.ls."""
-    tasks: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        body: dict[str, Any] = {"all": True, "limit": 5000, **({"continue": token} if token else {})}
-        reply = target.call("task.ls", body, timeout=timeout)
-        tasks += reply["tasks"]
-        token = reply.get("continue") or ""
-        if not token:
-            return tasks
+    return all_pages(lambda t, b: target.call(t, b, timeout=timeout), "task.ls", {"all": True, "limit": 5000}, "tasks")
 
 
 # ---- the checks ---------------------------------------------------------------------------------

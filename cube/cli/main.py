@@ -22,7 +22,7 @@ from cube.config import API_PORT, EVENTS_PORT
 from cube.messages import node as node_msg
 from cube.messages import task as task_msg
 from cube.model.task import TaskSpecError, new_task_id, task_from_spec
-from cube.wire.client import Client
+from cube.wire.client import Client, all_pages
 from cube.wire.errors import IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 DEFAULT_TIMEOUT = 3.0
@@ -61,15 +61,7 @@ def _call(manager: str | None, msg_type: str, body: dict[str, Any], timeout: flo
 
 
 def _all_pages(manager: str | None, msg_type: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    """Every item of a paged list: the manager answers one page and a token for the next."""
-    items: list[dict[str, Any]] = []
-    token = ""
-    while True:
-        reply = _call(manager, msg_type, {**body, "continue": token} if token else body)
-        items += reply.get(key, [])
-        token = reply.get("continue") or ""
-        if not token:
-            return items
+    return all_pages(lambda t, b: _call(manager, t, b), msg_type, body, key)
 
 
 def _print_json(obj: Any) -> None:

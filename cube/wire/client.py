@@ -7,7 +7,7 @@ late reply cannot be mistaken for the answer to the next request; replies are al
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -66,3 +66,17 @@ class Client:
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
+
+
+def all_pages(call: Callable[[str, dict[str, Any]], dict[str, Any]], msg_type: str, body: dict[str, Any],
+              key: str) -> list[dict[str, Any]]:
+    """Every row of a paged list (`task.ls`, `node.ls`): each reply holds a page and a `continue`
+    token for the next, empty on the last. `call(msg_type, body)` makes one request."""
+    rows: list[dict[str, Any]] = []
+    token = ""
+    while True:
+        reply = call(msg_type, {**body, "continue": token} if token else body)
+        rows += reply[key]
+        token = reply.get("continue") or ""
+        if not token:
+            return rows
