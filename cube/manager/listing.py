@@ -61,15 +61,7 @@ def page(rows: Iterable[Any], key: Callable[[Any], list[Any]], render: Callable[
             ordered = [r for r in ordered if key(r) > after]
         except TypeError:  # a token of another listing, or made up: not comparable with our keys
             raise CubeError(BAD_REQUEST, "bad continue token: pass back the one a list reply gave") from None
-    out: list[dict[str, Any]] = []
-    size = 0
-    for r in ordered:
-        row = render(r)
-        size += len(codec.pack(row))
-        if out and (len(out) >= limit or size > PAGE_BYTES):
-            return out, _encode(key(ordered[len(out) - 1]))
-        out.append(row)
-    return out, ""
+    return _fill(((key(r), r) for r in ordered), render, limit)
 
 
 class Index:
@@ -110,13 +102,18 @@ def page_indexed(index: Index, lookup: Callable[[tuple[Any, ...]], Any], keep: C
         start = bisect.bisect_right(index.keys, tuple(after)) if after is not None else 0
     except TypeError:
         raise CubeError(BAD_REQUEST, "bad continue token: pass back the one a list reply gave") from None
+    rows = ((key, row) for key in itertools.islice(index.keys, start, None)
+            if (row := lookup(key)) is not None and keep(row))
+    return _fill(rows, render, limit)
+
+
+def _fill(keyed_rows: Iterable[tuple[Any, Any]], render: Callable[[Any], dict[str, Any]],
+          limit: int) -> tuple[list[dict[str, Any]], str]:
+    """Render rows in order until `limit` rows or PAGE_BYTES; the token names the last row given."""
     out: list[dict[str, Any]] = []
     size = 0
-    last: tuple[Any, ...] | None = None
-    for key in itertools.islice(index.keys, start, None):
-        row = lookup(key)
-        if row is None or not keep(row):
-            continue
+    last: Any = None
+    for key, row in keyed_rows:
         rendered = render(row)
         size += len(codec.pack(rendered))
         if out and (len(out) >= limit or size > PAGE_BYTES):
