@@ -44,6 +44,8 @@ class ManagerConfig:
     grace: float = 5.0  # a worker silent this long is lost
     command_retry: float = 1.0  # re-send an unacknowledged command to a worker after this
     retention: float = 24 * 3600.0  # finished tasks (and their events) are forgotten after this
+    max_tasks: int = 100_000  # tasks the cluster keeps (live and finished); starts beyond are refused
+    insecure: bool = False  # no CURVE: only allowed on a loopback address (in-process tests)
     store_endpoint: str = ""  # default: ipc:// in the data directory
     scheduler_endpoint: str = ""
 
@@ -60,6 +62,18 @@ class ManagerConfig:
         return f"tcp://{self.host}:{port}"
 
     @property
+    def advertised_host(self) -> str:
+        return self.advertise or ("127.0.0.1" if self.host in ("0.0.0.0", "*") else self.host)
+
+    @property
     def metrics_advertised(self) -> str:
-        host = self.advertise or ("127.0.0.1" if self.host in ("0.0.0.0", "*") else self.host)
-        return f"tcp://{host}:{self.metrics_port}"
+        return f"tcp://{self.advertised_host}:{self.metrics_port}"
+
+    def check_security(self) -> None:
+        """There is no unauthenticated mode on an address other machines can reach."""
+        if self.insecure and not is_loopback(self.host):
+            raise ValueError(f"--insecure is only allowed on a loopback address, not {self.host!r}")
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"

@@ -181,11 +181,13 @@ class Cluster:
     def __init__(self, scheduler: str = "roundrobin", grace: float = 3.0, heartbeat: float = 0.5,
                  store: str = "leveldb", worker_args: list[str] | tuple[str, ...] = (),
                  stop_timeout: float | None = None, chaos: bool = False, log_level: str = "INFO",
-                 prefix: str = "t", keep: bool = False):
+                 prefix: str = "t", keep: bool = False, insecure: bool = False):
         self.scheduler, self.grace, self.heartbeat, self.store = scheduler, grace, heartbeat, store
         self.worker_args = list(worker_args)
         self.stop_timeout = stop_timeout
         self.keep = keep
+        self.insecure = insecure  # secure (CURVE, join token, credentials) unless asked otherwise
+        self._creds: Any = None
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="cube-chaos-" if chaos else "cube-cluster-"))
         self.token = f"{prefix}{uuid.uuid4().hex[:6]}"
         self.api_port, self.worker_port, self.metrics_port, self.events_port = free_ports(4)
@@ -231,7 +233,10 @@ class Cluster:
             "--host", "127.0.0.1", "--api-port", str(self.api_port), "--worker-port", str(self.worker_port),
             "--metrics-port", str(self.metrics_port), "--events-port", str(self.events_port),
             "--data-dir", str(self.data_dir), "--scheduler", self.scheduler, "--store", self.store,
-            "--grace", str(self.grace), "--heartbeat", str(self.heartbeat)])
+            "--grace", str(self.grace), "--heartbeat", str(self.heartbeat),
+            *(["--insecure"] if self.insecure else [])])
+        if not self.insecure:  # the CLI processes this cluster runs use its admin credentials
+            self.env["CUBE_CREDENTIALS"] = str(self.credentials_path)
         if wait:
             wait_for(lambda: self.call("manager.ping", timeout=1.0).get("state") == "ready", timeout,
                      "the manager to load its state")
@@ -240,9 +245,10 @@ class Cluster:
         """Start (or restart) worker `short`; returns its full name."""
         name = self.worker_name(short)
         stop = ["--stop-timeout", str(self.stop_timeout)] if self.stop_timeout is not None else []
+        join = ["--insecure"] if self.insecure else ["--join", self.join_token()]
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
             "--manager", f"127.0.0.1:{self.worker_port}", "--name", name, "--address", "127.0.0.1",
-            "--data-dir", str(self.tmp / f"worker-{short}"), *stop, *self.worker_args, *flags])
+            "--data-dir", str(self.tmp / f"worker-{short}"), *join, *stop, *self.worker_args, *flags])
         if wait:
             self.wait_worker_ready(short)
         return name
@@ -303,10 +309,32 @@ class Cluster:
         proc = self.manager if target in ("cube-manager", "supervisor") else self.workers.get(target)
         return proc is not None and proc.poll() is None
 
+    # ---- security (docs/security.md) ----------------------------------------------------------
+    @property
+    def credentials_path(self) -> pathlib.Path:
+        return self.data_dir / "admin.credentials"
+
+    def credentials(self) -> Any:
+        """The admin credentials cube-manager wrote (waits for them), or None when insecure."""
+        if self.insecure:
+            return None
+        if self._creds is None:
+            from cube.security.credentials import Credentials
+            wait_for(self.credentials_path.exists, 20.0, "cube-manager to write its admin credentials")
+            self._creds = Credentials.load(str(self.credentials_path))
+        return self._creds
+
+    def join_token(self) -> str:
+        path = self.data_dir / "join-token"
+        wait_for(path.exists, 20.0, "cube-manager to write its join token")
+        return path.read_text().strip()
+
     # ---- talking to it -----------------------------------------------------------------------
     def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float = 3.0,
              endpoint: str = "api") -> dict[str, Any]:
-        client = Client(self.endpoints[endpoint], name="harness", timeout=timeout)
+        creds = self.credentials() if endpoint == "api" else None
+        client = Client(self.endpoints[endpoint], name="harness", timeout=timeout,
+                        curve=creds.curve() if creds else None)
         try:
             return client.call(msg_type, body or {})
         finally:

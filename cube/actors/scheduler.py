@@ -2,13 +2,24 @@
 
 Workers publish samples to its bound SUB socket; it keeps the latest per node (ClusterView) and
 answers `sched.place` from memory: feasibility -> score -> pick, never sampling inside a decision.
+
+With security on (docs/security.md) the metrics socket is a CURVE server holding the manager's
+key: only joined workers' keys complete the handshake (the keyring, which the manager writes),
+and a sample counts for the worker its key is bound to, whatever name its body claims.
 """
 from __future__ import annotations
 
 import logging
+import os
+import time
 from typing import Any
 
 from cube.chaos import hook
+from cube.security import curve as zcurve
+from cube.security import keys
+from cube.security.keyring import FILE as KEYRING_FILE
+from cube.security.keyring import Keyring
+from cube.security.zap import Gate, HandshakeWatch
 from cube.messages import node as node_msg
 from cube.messages import sched as msg
 from cube.scheduling import ClusterView, Demand, make_scheduler
@@ -18,21 +29,60 @@ from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, CubeError
 
 log = logging.getLogger(__name__)
+MAX_CLOCK_AHEAD = 5.0  # seconds a sample may be dated in our future (clock skew) before it is dropped
 
 
 class SchedulerActor(Actor):
     def __init__(self, endpoint: str, metrics_bind: str, algorithm: str = "epvm",
-                 stale_after: float = 5.0, name: str = "scheduler"):
+                 stale_after: float = 5.0, name: str = "scheduler", data_dir: str = ""):
+        """`data_dir`: the manager's, whose keypair and keyring secure the metrics socket; ""
+        means no security (loopback tests)."""
         super().__init__(name)
         self.algorithm = make_scheduler(algorithm)  # fail fast on an unknown name
         self.view = ClusterView(stale_after=stale_after)
         self.sock = sockets.router(self.loop.ctx, endpoint)
-        self.metrics = sockets.subscriber(self.loop.ctx, bind=metrics_bind, topics=(node_msg.METRICS.encode(),))
+        self.keyring: Keyring | None = None
+        self.gate: Gate | None = None
+        server = None
+        if data_dir:
+            self.keyring = Keyring(os.path.join(data_dir, KEYRING_FILE))
+            self.gate = Gate(self.loop.ctx, {zcurve.METRICS: self._may_publish})
+            server = zcurve.CurveServer(keys.load_or_create(data_dir, "manager"), zcurve.METRICS)
+        self.metrics = sockets.subscriber(self.loop.ctx, bind=metrics_bind, topics=(node_msg.METRICS.encode(),),
+                                          curve=server)
+        if server is not None:
+            HandshakeWatch(self.loop, self.metrics, "metrics", self.stats)
         self.serve(self.sock, accept=msg.ALL)
-        self.serve(self.metrics, accept={node_msg.METRICS}, replies=False)
+        self.serve(self.metrics, accept={node_msg.METRICS}, replies=False, authenticated=server is not None)
+
+    def _may_publish(self, key: str) -> bool:
+        """ZAP (on its own thread): a joined worker's key; a worker that just joined is in the
+        file the manager wrote a moment ago, so read it again first."""
+        self.keyring.reload()
+        return self.keyring.is_worker(key)
+
+    def on_start(self) -> None:
+        if self.keyring is not None:
+            self.loop.call_every(1.0, self.keyring.reload)  # joins and removals by the manager
+
+    def on_stop(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
 
     @handles(node_msg.METRICS)
     def on_metrics(self, m: Envelope) -> None:
+        if m.body["ts"] > time.time() + MAX_CLOCK_AHEAD:  # would stay "fresh" for ever
+            self.stats["samples_from_future"] += 1
+            self._throttled.warning("future", "scheduler: dropped a sample from %s dated %.0fs ahead",
+                                    m.body.get("name"), m.body["ts"] - time.time())
+            return
+        if self.keyring is not None:
+            name = self.keyring.worker_for(m.peer)
+            if name is None:  # joined once, removed since (its connection outlived its key)
+                self.stats["samples_unknown_key"] += 1
+                return
+            m.body["name"] = name  # who the key is, not what the body says
+            m.body["address"] = self.keyring.addresses.get(name) or m.body["address"]
         try:
             self.view.update(m.body)
         except (ValueError, TypeError, KeyError, OverflowError) as e:
@@ -100,9 +150,9 @@ def _demand(b: dict[str, Any]) -> Demand:
         raise CubeError(BAD_REQUEST, f"sched.place: bad demand: {e}") from None
 
 
-def run_scheduler(endpoint: str, metrics_bind: str, algorithm: str, stale_after: float) -> None:
+def run_scheduler(endpoint: str, metrics_bind: str, algorithm: str, stale_after: float, data_dir: str = "") -> None:
     """Process entry point."""
-    actor = SchedulerActor(endpoint, metrics_bind, algorithm, stale_after)
+    actor = SchedulerActor(endpoint, metrics_bind, algorithm, stale_after, data_dir=data_dir)
     hook.attach(actor)
     actor.stop_on_signals()
     actor.run()

@@ -71,7 +71,8 @@ class Supervisor:
         self.children = [
             Child("store", run_store, (config.store_endpoint, config.store, os.path.join(config.data_dir, "db"))),
             Child("scheduler", run_scheduler, (config.scheduler_endpoint, config.bind(config.metrics_port),
-                                               config.scheduler, config.grace)),
+                                               config.scheduler, config.grace,
+                                               "" if config.insecure else config.data_dir)),
             Child("manager", run_manager, (config,)),
         ]
         self.pidfile = os.path.join(config.data_dir, "run", "actors.json")
@@ -92,9 +93,24 @@ class Supervisor:
             json.dump(pids, f)
         os.replace(tmp, self.pidfile)
 
+    def prepare_security(self) -> None:
+        """Keys, join token, keyring and admin credentials exist before any actor starts (the
+        Scheduler needs them too); the operator is told how to join workers and where the
+        credentials are (docs/security.md)."""
+        from cube.security.authority import Authority, addresses
+        if self.config.insecure:
+            log.warning("running WITHOUT security (--insecure, loopback only): anyone on this machine "
+                        "can use this cluster")
+            return
+        authority = Authority(self.config.data_dir, addresses(self.config))
+        creds = authority.ensure_admin()
+        log.info("admin credentials: %s (export CUBE_CREDENTIALS=%s)", creds, creds)
+        log.info("join workers with: %s", authority.join_command())
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
+        self.prepare_security()
         for child in self.children:
             self._start(child)
         log.info("cube-manager up: api %s, workers %s, metrics %s, events %s, scheduler %s, data %s",
@@ -151,15 +167,21 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             store: str = cfg.env("store", "leveldb"), advertise: str = cfg.env("advertise", ""),
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
             retention: float = cfg.env("retention", 24 * 3600.0),
+            max_tasks: int = cfg.env("max_tasks", 100_000), insecure: bool = cfg.env("insecure", False),
             log_level: str = cfg.env("log_level", "INFO")) -> None:
     """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
 
     Every flag also reads CUBE_<FLAG> (e.g. CUBE_API_PORT, CUBE_DATA_DIR, CUBE_SCHEDULER).
     --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb or memory;
-    --retention is how long (seconds) finished tasks and their events are kept.
+    --retention is how long (seconds) finished tasks and their events are kept, --max-tasks how
+    many tasks (live and finished) the cluster keeps at most; --insecure turns CURVE off and is
+    only allowed on a loopback --host.
     """
+    from cube import hardening
     from cube.scheduling import ALGORITHMS
     logs.setup("supervisor", log_level)
+    hardening.secure_umask()  # the store, keys and sockets: this user's only
+    hardening.raise_fd_limit()
     if scheduler not in ALGORITHMS:
         print(f"cube-manager: unknown scheduler {scheduler!r}; use one of {', '.join(sorted(ALGORITHMS))}",
               file=sys.stderr)
@@ -167,9 +189,17 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     config = ManagerConfig(host=str(host), api_port=int(api_port), worker_port=int(worker_port),
                            metrics_port=int(metrics_port), events_port=int(events_port),
                            scheduler=scheduler, store=store, advertise=str(advertise),
-                           heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention))
+                           heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention),
+                           max_tasks=int(max_tasks), insecure=bool(insecure))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))
+    try:
+        config.check_security()
+        hardening.ensure_private_dir(config.data_dir)
+        hardening.tighten(config.data_dir)  # data written before the umask (an older Cube)
+    except (ValueError, OSError) as e:
+        print(f"cube-manager: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(Supervisor(config, log_level).run())
 
 

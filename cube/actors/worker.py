@@ -31,6 +31,7 @@ from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.security.membership import Membership
 from cube.wire.link import ManagerLink
 from cube.wire.loop import Loop
 
@@ -54,6 +55,8 @@ class WorkerConfig:
     stop_timeout: float = 5.0
     liveness: int = 3  # missed heartbeat replies before the manager is presumed gone
     resync_interval: float = 10.0  # how often Docker is listed to catch what its event stream missed
+    join: str = ""  # join token (docs/security.md); needed once, until the manager knows our key
+    insecure: bool = False  # no CURVE: loopback tests only
 
     @property
     def manager_endpoint(self) -> str:
@@ -99,9 +102,13 @@ class Worker(Actor):
         self._ticks = 0
         self._stop_events = threading.Event()
         self._resyncing = False
+        # Raises MembershipError (a clear line for the operator) when it has never joined.
+        self.membership = None if config.insecure else Membership(config.data_dir, config.join)
+        self.fatal = ""  # why this worker gave up (a refused join): its process exits non-zero
         self.link = ManagerLink(self, config.manager_endpoint, config.name, msg.TO_WORKER,
                                 make_hello=self._hello_body, on_registered=self._registered,
-                                heartbeat=config.heartbeat, liveness=config.liveness)
+                                heartbeat=config.heartbeat, liveness=config.liveness,
+                                membership=self.membership, address=config.address, on_fatal=self._give_up)
 
     # ---- link to the manager (cube/wire/link.py) -------------------------------------------
     @property
@@ -161,6 +168,11 @@ class Worker(Actor):
                   "pid": os.getpid(), "clock": clock})
         self.loop.run_blocking(self.runtime.list, self.config.name, done=listed, urgent=True)
 
+    def _give_up(self, why: str) -> None:
+        log.error("worker %s: %s", self.name, why)
+        self.fatal = why
+        self.stop()
+
     def _registered(self, reply: dict[str, Any]) -> None:
         self._use_metrics_endpoint(reply.get("metrics", ""))
         self._publish_metrics()
@@ -170,7 +182,9 @@ class Worker(Actor):
             return
         if self.metrics_sock is not None:
             self.metrics_sock.close(linger=0)
-        self.metrics_sock = sockets.publisher(self.loop.ctx, connect=endpoint)
+        # Metrics go to the Scheduler, which holds the manager's key: the same pin, our own key.
+        curve = self.membership.curve() if self.membership is not None else None
+        self.metrics_sock = sockets.publisher(self.loop.ctx, connect=endpoint, curve=curve)
         self.metrics_endpoint = endpoint
 
     # ---- commands -----------------------------------------------------------------------------
@@ -420,16 +434,18 @@ def _report(c: ContainerInfo) -> dict[str, Any]:
 
 def worker(manager: str = "", name: str = "", address: str = "", data_dir: str = "",
            cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
-           stop_timeout: float = 0.0, log_level: str = "") -> None:
+           stop_timeout: float = 0.0, join: str = "", insecure: bool = False, log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
     --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556);
     --address is the host on which this node's published ports are reachable;
-    --cpus/--memory/--disk override the capacity offered (default: what the machine has).
+    --cpus/--memory/--disk override the capacity offered (default: what the machine has);
+    --join TOKEN joins the cluster the first time (`cube join-token` on the manager prints it;
+    afterwards the worker remembers the manager's key); --insecure (loopback only) turns CURVE off.
     Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
     """
     from cube import config as cfg
-    from cube import logs
+    from cube import hardening, logs
     from cube.actors.metrics import machine_capacity
     from cube.model.units import parse_size
     from cube.runtime.docker import DockerRuntime
@@ -442,20 +458,26 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
                         name=str(opt(name, "name", pysocket.gethostname())),
                         address=str(opt(address, "address", "127.0.0.1")),
                         metrics_interval=float(opt(metrics_interval, "metrics_interval", 1.0)),
-                        stop_timeout=float(opt(stop_timeout, "stop_timeout", 5.0)))
+                        stop_timeout=float(opt(stop_timeout, "stop_timeout", 5.0)),
+                        join=str(opt(join, "join", "")), insecure=bool(opt(insecure, "insecure", False)))
     logs.setup(f"worker:{conf.name}", str(opt(log_level, "log_level", "INFO")))
+    hardening.secure_umask()  # keys, slots and logs: readable by this user only
+    hardening.raise_fd_limit()
     conf.data_dir = os.path.abspath(str(opt(data_dir, "data_dir", cfg.default_data_dir(f"worker-{conf.name}"))))
-    os.makedirs(conf.data_dir, exist_ok=True)
+    if conf.insecure and not cfg.is_loopback(conf.manager_endpoint.split("://")[-1].rsplit(":", 1)[0]):
+        print("cube-worker: --insecure is only allowed with a manager on a loopback address", file=sys.stderr)
+        sys.exit(2)
     try:
+        hardening.ensure_private_dir(conf.data_dir)
         capacity = machine_capacity(conf.data_dir, float(opt(cpus, "cpus", 0.0)) or None,
                                     parse_size(opt(memory, "memory", "0")) or None,
                                     parse_size(opt(disk, "disk", "0")) or None)
         runtime = DockerRuntime()
         store = LevelDBStore(os.path.join(conf.data_dir, "db"))
+        w = Worker(conf, runtime, store, capacity)
     except Exception as e:  # a clear line for the operator, not a traceback
         print(f"cube-worker: {e}", file=sys.stderr)
         sys.exit(1)
-    w = Worker(conf, runtime, store, capacity)
     hook.attach(w)
     w.stop_on_signals()
     log.info("worker %s: %.1f cpus, %d MiB, %d GiB disk offered; manager %s; data %s", conf.name,
@@ -464,9 +486,11 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
         w.run()
     finally:
         store.close()
+    if w.fatal:
+        print(f"cube-worker: {w.fatal}", file=sys.stderr)
     log.info("worker %s stopped; its containers keep running and will be adopted", conf.name)
     logging.shutdown()
-    os._exit(0)  # do not wait for a Docker call (e.g. an image pull) still running in the pool
+    os._exit(2 if w.fatal else 0)  # do not wait for a Docker call (e.g. an image pull) still running in the pool
 
 
 def main() -> None:

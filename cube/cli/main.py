@@ -2,11 +2,14 @@
 
     cube task start [FILE] [--image ... --name ... --cmd ... --port ... --memory ...]
     cube task stop ID | ls | inspect ID | logs ID
-    cube node ls
+    cube node ls | rm NAME
     cube events
+    cube join-token [--rotate]
+    cube credentials create NAME [--role admin|read-only] [--output FILE]
 
-Every command takes --manager HOST:PORT (default: $CUBE_MANAGER or 127.0.0.1:5555) and most
-take --json. Failures print one line on stderr and exit non-zero; no tracebacks.
+Every command takes --credentials FILE (default: $CUBE_CREDENTIALS, else ~/.config/cube/credentials)
+and --manager HOST:PORT (default: $CUBE_MANAGER, else the credentials' manager, else
+127.0.0.1:5555); most take --json. Failures print one line on stderr and exit non-zero.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import json as jsonlib
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from cube.cli import render
@@ -22,7 +26,9 @@ from cube.config import API_PORT, EVENTS_PORT
 from cube.messages import node as node_msg
 from cube.messages import task as task_msg
 from cube.model.task import TaskSpecError, new_task_id, task_from_spec
-from cube.wire.client import Client, all_pages
+from cube.security.credentials import ENV as CREDENTIALS_ENV
+from cube.security.credentials import Credentials, CredentialsError, locate
+from cube.wire.client import Client, Refused, all_pages
 from cube.wire.errors import IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavailable
 
 DEFAULT_TIMEOUT = 3.0
@@ -38,15 +44,45 @@ def _manager(manager: str | None) -> str:
     return address if "://" in address else f"tcp://{address}"
 
 
-def _call(manager: str | None, msg_type: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
-    address = _manager(manager)
-    client = Client(address, name="cli", timeout=timeout)
+@dataclass(frozen=True)
+class Conn:
+    """Where the manager is and how to prove who we are (docs/security.md, "Credentials")."""
+
+    address: str  # tcp://host:port of the API
+    creds: Credentials | None
+
+    @property
+    def curve(self) -> Any:
+        return self.creds.curve() if self.creds else None
+
+
+def _conn(manager: str | None, credentials: str | None) -> Conn:
+    """--manager, else $CUBE_MANAGER, else the credentials' manager, else 127.0.0.1:5555."""
+    path = locate(credentials or "")
+    try:
+        creds = Credentials.load(path) if path else None
+    except CredentialsError as e:
+        raise CliError(str(e)) from None
+    if manager or os.environ.get("CUBE_MANAGER") or creds is None:
+        return Conn(_manager(manager), creds)
+    return Conn(_manager(creds.manager), creds)
+
+
+def _call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
+    address = conn.address
+    client = Client(address, name="cli", timeout=timeout, curve=conn.curve)
     deadline = time.monotonic() + LOADING_WAIT
     try:
         while True:
             try:
                 return client.call(msg_type, body)
             except Unavailable:
+                raise
+            except Refused:
+                if conn.creds is None:
+                    raise CliError(f"the manager at {address.removeprefix('tcp://')} needs credentials: "
+                                   f"set --credentials or {CREDENTIALS_ENV} (cube-manager writes "
+                                   f"DATA_DIR/admin.credentials)") from None
                 raise
             except CubeError as e:  # a manager that just started is still loading: wait a little
                 if e.code != UNAVAILABLE or "loading" not in e.message or time.monotonic() > deadline:
@@ -60,8 +96,8 @@ def _call(manager: str | None, msg_type: str, body: dict[str, Any], timeout: flo
         client.close()
 
 
-def _all_pages(manager: str | None, msg_type: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
-    return all_pages(lambda t, b: _call(manager, t, b), msg_type, body, key)
+def _all_pages(conn: Conn, msg_type: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    return all_pages(lambda t, b: _call(conn, t, b), msg_type, body, key)
 
 
 def _print_json(obj: Any) -> None:
@@ -75,7 +111,7 @@ class Task:
               cmd: Any = None, env: Any = None, cpu: float | None = None, memory: Any = None,
               disk: Any = None, port: Any = None, restart: str | None = None,
               max_restarts: int | None = None, health: str | None = None,
-              manager: str | None = None, json: bool = False) -> None:
+              manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """Submit a task from a JSON file (or '-' for stdin) and/or flags; prints its id."""
         spec: dict[str, Any] = _read_spec(file) if file else {}
         flags = {"image": image, "name": name, "command": cmd, "env": env, "cpu": cpu, "memory": memory,
@@ -92,7 +128,7 @@ class Task:
         task, failure = None, None
         for _ in range(2):  # one more try with the same id: idempotent on the manager
             try:
-                task = _call(manager, task_msg.START, {"task": spec})["task"]
+                task = _call(_conn(manager, credentials), task_msg.START, {"task": spec})["task"]
                 break
             except (CliError, CubeError) as e:  # no answer, or the manager's Store did not answer
                 if isinstance(e, CubeError) and e.code not in (UNAVAILABLE, IN_DOUBT):
@@ -100,7 +136,7 @@ class Task:
                 failure = e
         if task is None:  # did either try create it after all? Ask by id.
             try:
-                task = _call(manager, task_msg.INSPECT, {"id": tid})["task"]
+                task = _call(_conn(manager, credentials), task_msg.INSPECT, {"id": tid})["task"]
             except (CliError, CubeError) as e:
                 if isinstance(e, CubeError) and e.code == NOT_FOUND:
                     raise CliError(f"task {tid} was not created (the manager or its store did not answer "
@@ -112,16 +148,16 @@ class Task:
         else:
             print(task["id"])
 
-    def stop(self, id: str, manager: str | None = None, json: bool = False) -> None:
+    def stop(self, id: str, manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """Stop a task (any state); its container is stopped and removed."""
-        task = _call(manager, task_msg.STOP, {"id": str(id)})["task"]
+        task = _call(_conn(manager, credentials), task_msg.STOP, {"id": str(id)})["task"]
         if json:
             _print_json(task)
         else:
             print(task["id"])
 
     def ls(self, all: bool = False, state: str | None = None, worker: str | None = None,
-           name: str | None = None, manager: str | None = None, json: bool = False) -> None:
+           name: str | None = None, manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """List tasks: ID, NAME, STATE, WORKER, IMAGE, PORTS, CREATED.
 
         Live tasks only unless -a/--all (like `docker ps`); --state, --worker, --name filter
@@ -130,7 +166,7 @@ class Task:
         for key, value in (("state", state), ("worker", worker), ("name", name)):
             if value not in (None, ""):
                 body[key] = [v for v in str(value).split(",") if v]
-        tasks = _all_pages(manager, task_msg.LIST, body, "tasks")
+        tasks = _all_pages(_conn(manager, credentials), task_msg.LIST, body, "tasks")
         if json:
             _print_json(tasks)
             return
@@ -141,9 +177,9 @@ class Task:
                 for t in tasks]
         print(render.table(["ID", "NAME", "STATE", "WORKER", "IMAGE", "PORTS", "CREATED", "RESTARTS", "REASON"], rows))
 
-    def inspect(self, id: str, manager: str | None = None, json: bool = False) -> None:
+    def inspect(self, id: str, manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """Show a task and its event history (state, time, worker, reason)."""
-        reply = _call(manager, task_msg.INSPECT, {"id": str(id)})
+        reply = _call(_conn(manager, credentials), task_msg.INSPECT, {"id": str(id)})
         if json:
             _print_json(reply)
             return
@@ -164,17 +200,22 @@ class Task:
                  e["state"], e.get("worker") or "-", e.get("reason", "")] for e in reply["events"]]
         print(render.table(["SEQ", "TIME", "STATE", "WORKER", "REASON"], rows))
 
-    def logs(self, id: str, tail: int = 100, manager: str | None = None) -> None:
+    def logs(self, id: str, tail: int = 100, manager: str | None = None, credentials: str | None = None) -> None:
         """Print the last lines of the task's container output."""
-        print(_call(manager, task_msg.LOGS, {"id": str(id), "tail": int(tail)}, timeout=8.0)["logs"], end="")
+        print(_call(_conn(manager, credentials), task_msg.LOGS, {"id": str(id), "tail": int(tail)}, timeout=8.0)["logs"], end="")
 
 
 class Node:
-    """Inspect the workers."""
+    """Inspect and remove workers."""
 
-    def ls(self, manager: str | None = None, json: bool = False) -> None:
+    def rm(self, name: str, manager: str | None = None, credentials: str | None = None) -> None:
+        """Remove a worker: its key is revoked (it cannot connect again) and its tasks move."""
+        reply = _call(_conn(manager, credentials), node_msg.REMOVE, {"name": str(name)})
+        print(f"removed {reply['name']}" + ("; its key is revoked" if reply.get("revoked") else ""))
+
+    def ls(self, manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """List nodes: NAME, ADDRESS, STATE, CPU, MEMORY, DISK, TASKS, LAST SEEN."""
-        nodes = _all_pages(manager, node_msg.LIST, {}, "nodes")
+        nodes = _all_pages(_conn(manager, credentials), node_msg.LIST, {}, "nodes")
         if json:
             _print_json(nodes)
             return
@@ -193,16 +234,19 @@ class Node:
                             "DISK FREE(GiB)", "TASKS", "LAST SEEN"], rows))
 
 
-def events(manager: str | None = None, events_port: int = EVENTS_PORT, count: int = 0,
+def events(manager: str | None = None, credentials: str | None = None, events_port: int = 0, count: int = 0,
            timeout: float = 0.0, json: bool = False) -> None:
     """Follow the live stream of task events (until Ctrl-C, --count events or --timeout seconds)."""
     import zmq
 
     from cube.wire import sockets
     from cube.wire.envelope import decode
-    host = _manager(manager).removeprefix("tcp://").rsplit(":", 1)[0]
+    conn = _conn(manager, credentials)
+    host = conn.address.removeprefix("tcp://").rsplit(":", 1)[0]
+    if not events_port:
+        events_port = int(conn.creds.events.rsplit(":", 1)[1]) if conn.creds else EVENTS_PORT
     sub = sockets.subscriber(zmq.Context.instance(), connect=f"tcp://{host}:{events_port}",
-                             topics=(task_msg.EVENT.encode(),))
+                             topics=(task_msg.EVENT.encode(),), curve=conn.curve)
     seen, last_seq = 0, None
     deadline = time.monotonic() + timeout if timeout else None
     try:
@@ -234,6 +278,28 @@ def events(manager: str | None = None, events_port: int = EVENTS_PORT, count: in
         sub.close(linger=0)
 
 
+def join_token(rotate: bool = False, manager: str | None = None, credentials: str | None = None) -> None:
+    """Print the command that joins a worker to this cluster; --rotate makes a new token first
+    (workers that already joined are not affected)."""
+    reply = _call(_conn(manager, credentials), node_msg.JOIN_TOKEN, {"rotate": bool(rotate)})
+    print(reply["command"])
+
+
+class CredentialsCmd:
+    """Issue client credentials."""
+
+    def create(self, name: str, role: str = "admin", output: str | None = None,
+               manager: str | None = None, credentials: str | None = None) -> None:
+        """Issue credentials NAME with --role admin|read-only; written to --output FILE (0600), else printed."""
+        reply = _call(_conn(manager, credentials), node_msg.CREDENTIALS, {"name": str(name), "role": str(role)})
+        creds = Credentials.from_dict(reply["credentials"])
+        if output:
+            creds.save(str(output))
+            print(f"{creds.role} credentials {creds.name!r} written to {output}")
+        else:
+            _print_json(creds.to_dict())
+
+
 def _state(t: dict[str, Any]) -> str:
     if t["desired"] == "stopped" and t["state"] in ("Scheduled", "Running"):
         return t["state"] + " (stopping)"
@@ -255,13 +321,15 @@ def _read_spec(path: str) -> dict[str, Any]:
 
 
 class Cube:
-    """Cube: a container orchestrator. Commands: task, node, events, chaos."""
+    """Cube: a container orchestrator. Commands: task, node, events, join-token, credentials, chaos."""
 
     def __init__(self) -> None:
         self.task = Task()
         self.node = Node()
         self.events = events
         self.chaos = Chaos()
+        self.join_token = join_token  # `cube join-token` (fire reads - as _)
+        self.credentials = CredentialsCmd()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,11 +41,17 @@ from cube.model.task import Task, TaskSpecError, task_from_spec
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import BAD_REQUEST, CONFLICT, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.security import curve as zcurve
+from cube.security.authority import Authority, JoinRefused, addresses
+from cube.security.keyring import ADMIN, ROLES
+from cube.security.zap import Gate, HandshakeWatch
+from cube.wire.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE, CubeError
 
 log = logging.getLogger(__name__)
 
 NODES = "nodes"
+API_SNDHWM = 100  # replies queued per client: one that never reads cannot pin the manager's memory
+ADMIN_ONLY = task_msg.ADMIN_ONLY | node_msg.ADMIN_ONLY
 
 
 class Manager(Actor):
@@ -55,10 +61,20 @@ class Manager(Actor):
         self.started = time.time()
         self.loading = True
         ctx = self.loop.ctx
-        self.api = sockets.router(ctx, config.bind(config.api_port))
-        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port))
-        self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)  # a restarted worker takes its name back
-        self.events = sockets.publisher(ctx, bind=config.bind(config.events_port))
+        # Security first: the ZAP gate must answer before any CURVE socket binds, or libzmq lets
+        # every key in (docs/security.md). Insecure mode exists for loopback tests only.
+        config.check_security()
+        self.authority = None if config.insecure else Authority(config.data_dir, addresses(config))
+        self.gate = Gate(ctx, self.authority.policies()) if self.authority else None
+        curve = self.authority.server if self.authority else (lambda domain: None)
+        self.api = sockets.router(ctx, config.bind(config.api_port), curve=curve(zcurve.API), sndhwm=API_SNDHWM)
+        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port), curve=curve(zcurve.WORKERS))
+        if self.authority is None:  # workers name their connection: a restarted one takes its name back
+            self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        self.events = sockets.publisher(ctx, bind=config.bind(config.events_port), curve=curve(zcurve.EVENTS))
+        if self.authority:
+            for label, sock in (("api", self.api), ("workers", self.workers_sock), ("events", self.events)):
+                HandshakeWatch(self.loop, sock, label, self.stats)
         self.store_sock = sockets.dealer(ctx, config.store_endpoint)
         self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
         self.store = AsyncStore(self, self.store_sock)
@@ -72,12 +88,41 @@ class Manager(Actor):
                                     lambda t, why: self.life.ended(t.id, t.attempt, None, why))
         self.life = TaskLife(self.loop, self.book, self.registry, self.commands, self.placement, self.health)
         self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet
+        self._removed: set[str] = set()  # workers removed by `node rm`: forgotten once their tasks moved
         self._last_check = self.loop.clock()
         self._moving: set[str] = set()
-        self.serve(self.api, accept=task_msg.API | node_msg.API)
-        self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER)
+        secure = self.authority is not None
+        self.serve(self.api, accept=task_msg.API | node_msg.API, authenticated=secure)
+        self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER, authenticated=secure)
         self.serve(self.store_sock, accept=set())
         self.serve(self.sched_sock, accept=set())
+
+    def on_stop(self) -> None:
+        if self.gate is not None:
+            self.gate.stop()
+
+    # ---- who may do what (docs/security.md) ---------------------------------------------------
+    def admit(self, sock: zmq.Socket, env: Envelope) -> None:
+        if self.authority is None:  # insecure (loopback tests): a worker is who its connection says
+            if sock is self.workers_sock and env.route:
+                env.principal = env.route[0].decode(errors="replace")
+            else:
+                env.principal = ADMIN
+            return
+        ring = self.authority.keyring
+        if sock is self.api:
+            role = ring.role_of(env.peer)
+            if role is None:
+                raise CubeError(FORBIDDEN, "these credentials are not (or no longer) valid")
+            if role != ADMIN and env.type in ADMIN_ONLY:
+                raise CubeError(FORBIDDEN, f"{role} credentials may not {env.type}")
+            env.principal = role
+        elif sock is self.workers_sock and env.type != worker_msg.JOIN:
+            name = ring.worker_for(env.peer)
+            if name is None:
+                raise CubeError(NOT_JOINED, "this worker's key has not joined the cluster (or was removed): "
+                                            "start it with --join TOKEN")
+            env.principal = name
 
     # ---- start-up: load, then arm the timers -------------------------------------------------
     def on_start(self) -> None:
@@ -124,6 +169,9 @@ class Manager(Actor):
             task = task_from_spec(m.body["task"])
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
+        if len(self.book) >= self.config.max_tasks and self.book.get(task.id) is None:
+            raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks); "
+                                      f"stop some, or let finished ones be pruned (--retention)")
 
         def added(t: Task | None, existing: bool, error: CubeError | None) -> None:
             if error is not None:
@@ -144,7 +192,7 @@ class Manager(Actor):
     def on_list_tasks(self, m: Envelope) -> dict[str, Any]:
         self._ready()
         tasks, token = listing.page_indexed(self.task_order, lambda key: self.book.get(key[1]),
-                                            listing.task_filter(m.body), Task.to_dict, m.body)
+                                            listing.task_filter(m.body), listing.public_view, m.body)
         return {"tasks": tasks, "continue": token}
 
     def _index_task(self, task_id: str, task: Task | None) -> None:
@@ -157,8 +205,10 @@ class Manager(Actor):
     def on_inspect(self, m: Envelope) -> None:
         self._ready()
         task = self.book.find(m.body["id"])
+        shown = Task.to_dict if m.principal == ADMIN else listing.public_view  # env values: admins only
         self.book.events(task.id, lambda events, error: m.respond(error=error) if error else
-                         m.respond({"task": (self.book.get(task.id) or task).to_dict(), "events": events}))
+                         m.respond({"task": shown(self.book.get(task.id) or task),
+                                    "events": events}))
 
     @handles(task_msg.LOGS)
     def on_logs(self, m: Envelope) -> None:
@@ -172,6 +222,48 @@ class Manager(Actor):
                        route=self.registry.get(task.worker).route)
         self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {task.worker}",
                                                                    lambda b: {"logs": b.get("logs", "")}), timeout=5.0)
+
+    # ---- administration (docs/security.md) ------------------------------------------------------
+    def _secure(self) -> Authority:
+        if self.authority is None:
+            raise CubeError(BAD_REQUEST, "this manager runs without security (--insecure): no tokens or credentials")
+        return self.authority
+
+    @handles(node_msg.JOIN_TOKEN)
+    def on_join_token(self, m: Envelope) -> dict[str, Any]:
+        authority = self._secure()
+        if m.body.get("rotate"):
+            authority.rotate_token()
+            log.info("manager: join token rotated (workers that joined keep their keys)")
+        return {"token": str(authority.token), "command": authority.join_command()}
+
+    @handles(node_msg.CREDENTIALS)
+    def on_credentials(self, m: Envelope) -> dict[str, Any]:
+        authority = self._secure()
+        if m.body["role"] not in ROLES:
+            raise CubeError(BAD_REQUEST, f"field 'role': use one of {', '.join(ROLES)}, not {m.body['role']!r}")
+        creds = authority.issue(m.body["name"], m.body["role"])
+        log.info("manager: issued %s credentials %r", creds.role, creds.name)
+        return {"credentials": creds.to_dict()}
+
+    @handles(node_msg.REMOVE)
+    def on_remove_node(self, m: Envelope) -> dict[str, Any]:
+        """Revoke a worker: its key may not speak again, it is lost now, and its tasks move."""
+        self._ready()
+        name = m.body["name"]
+        known = self.registry.get(name) is not None
+        revoked = self.authority.keyring.revoke_worker(name) if self.authority else None
+        if not known and revoked is None:
+            raise CubeError(NOT_FOUND, f"no worker named {name!r}")
+        rec = self.registry.get(name)
+        if rec is not None:
+            self.registry.lose(name)
+            self.commands.cancel(name)
+            self._save_node(rec.to_dict())
+            self._unmoved.add(name)
+            self._removed.add(name)
+        log.warning("manager: worker %s removed%s; its tasks move", name, " and its key revoked" if revoked else "")
+        return {"name": name, "revoked": revoked is not None}
 
     @handles(node_msg.LIST)
     def on_list_nodes(self, m: Envelope) -> None:
@@ -199,8 +291,12 @@ class Manager(Actor):
         self._ready()
         b = m.body
         name = b["name"]
-        if m.route and m.route[0] != name.encode():
-            raise CubeError(BAD_REQUEST, f"worker identity {m.route[0]!r} does not match name {name!r}")
+        if name != m.principal:
+            raise CubeError(BAD_REQUEST, f"this connection speaks for worker {m.principal!r}, not {name!r}")
+        admitted = self._admitted_address(name)
+        if admitted and b["address"] != admitted:
+            raise CubeError(FORBIDDEN, f"worker {name} joined with address {admitted}, not {b['address']}; "
+                                       f"to move it, `cube node rm {name}` and join again")
         clock = report_clock(b.get("clock"))
         if self.registry.stale_hello(name, clock):  # e.g. delayed past a newer one: it must not revive
             raise CubeError(CONFLICT, f"stale hello from {name}: a newer one was already taken")
@@ -208,6 +304,7 @@ class Manager(Actor):
         # replaces it by key), and a late hello must not cancel a stop sent after its snapshot.
         rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0),
                                   clock)
+        self._follow(name, m.route)
         self._save_node(rec.to_dict())
         log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
         self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
@@ -216,11 +313,36 @@ class Manager(Actor):
                 "grace": self.config.grace}
 
     def _known_worker(self, m: Envelope) -> str:
-        """The worker behind a message: its connection's identity, never what the body claims."""
-        worker = m.route[0].decode(errors="replace") if m.route else ""
+        """The worker behind a message: the name its key is bound to (`admit`), never what the
+        body claims; its commands follow the connection it spoke on."""
+        worker = m.principal
         if self.registry.seen(worker) is None:
             raise CubeError(NOT_FOUND, "unknown worker: say hello")
+        self._follow(worker, m.route)
         return worker
+
+    def _follow(self, worker: str, route: list[bytes]) -> None:
+        if self.registry.track_route(worker, route):
+            self.commands.reroute(worker)
+
+    def _admitted_address(self, name: str) -> str:
+        return self.authority.keyring.addresses.get(name, "") if self.authority else ""
+
+    @handles(worker_msg.JOIN)
+    def on_join(self, m: Envelope) -> dict[str, Any]:
+        """A new worker proves the join token once; from then on its key speaks for its name."""
+        if self.authority is None:
+            return {"name": m.body["name"]}
+        b = m.body
+        try:
+            new = self.authority.join(b["name"], m.peer, b["secret"], b["address"])
+        except JoinRefused as e:
+            self.stats["joins_refused"] += 1
+            self._throttled.warning("join", "manager: refused a join as %r: %s", b["name"], e)
+            raise CubeError(FORBIDDEN, str(e)) from None
+        if new:
+            log.info("manager: worker %s joined (key %s…)", b["name"], m.peer[:8])
+        return {"name": b["name"]}
 
     @handles(worker_msg.HEARTBEAT)
     def on_heartbeat(self, m: Envelope) -> dict[str, Any]:
@@ -258,6 +380,8 @@ class Manager(Actor):
                 self._moving.discard(name)
                 if ok:
                     self._unmoved.discard(name)
+                    if name in self._removed:
+                        self._forget_node(name)
                     self.placement.schedule()
                 else:
                     log.warning("manager: tasks of lost worker %s not all moved yet; retrying", name)
@@ -271,6 +395,12 @@ class Manager(Actor):
         if old:
             self.book.prune(old, lambda n, error: log.info("manager: pruned %d finished tasks", n) if n else None)
 
+    def _forget_node(self, name: str) -> None:
+        self._removed.discard(name)
+        self.registry.forget(name)
+        self.store.delete(NODES, name, lambda _, error: error and log.warning(
+            "manager: could not forget node %s: %s", name, error))
+
     def _save_node(self, data: dict[str, Any]) -> None:
         self.store.put(NODES, data["name"], data, lambda _, error: error and log.warning(
             "manager: could not record node %s: %s", data["name"], error))
@@ -278,7 +408,7 @@ class Manager(Actor):
     # ---- events -----------------------------------------------------------------------------------
     def _publish(self, event: TaskEvent, task: Task, record: dict[str, Any]) -> None:
         body = event.to_dict()
-        body["task"] = record
+        body["task"] = listing.redact(record)  # subscribers never see env values
         self.send(self.events, Envelope(task_msg.EVENT, body))
         if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
             self.request(self.sched_sock, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)

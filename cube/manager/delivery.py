@@ -38,6 +38,12 @@ class Commands:
         """Forget every command to a worker (it is lost: its hello will reconcile)."""
         self.actor.cancel_where(lambda key: key[0] == "cmd" and key[1] == worker)
 
+    def reroute(self, worker: str) -> None:
+        """The worker came back on another connection: its pending commands follow it."""
+        rec = self.registry.get(worker)
+        if rec is not None:
+            self.actor.reroute(lambda key: key[0] == "cmd" and key[1] == worker, rec.route)
+
     def _send(self, worker: str, task_id: str, msg_type: str, body: dict[str, Any]) -> None:
         rec = self.registry.get(worker)
         if rec is None or rec.state == LOST:

@@ -24,6 +24,21 @@ MAX_LIMIT = 5000
 PAGE_BYTES = 512 << 10  # half the frame limit: room for the envelope and the token
 
 
+HIDDEN = "<hidden>"
+
+
+def redact(record: dict[str, Any]) -> dict[str, Any]:
+    """A task record without its env values (they may be secrets): for lists, events and
+    read-only clients; only `task inspect` by an admin shows them (docs/security.md)."""
+    if record.get("env"):
+        return {**record, "env": {k: HIDDEN for k in record["env"]}}
+    return record
+
+
+def public_view(t: Task) -> dict[str, Any]:
+    return redact(t.to_dict())
+
+
 def finished(t: Task) -> bool:
     """Done for good: nothing more will happen to it (what `task ls` hides without --all)."""
     if t.state == State.COMPLETED:

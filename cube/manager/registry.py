@@ -29,10 +29,14 @@ class WorkerRecord:
     joined_at: float = field(default_factory=time.time)
     greeted: bool = True  # said hello to this manager process (False: only remembered from the Store)
     hello_clock: list[int] = field(default_factory=list)  # report clock of the hello that made it ready
+    route_id: bytes = b""  # the connection its last authenticated message came on
 
     @property
     def route(self) -> list[bytes]:
-        return [self.name.encode()]
+        """Where commands to it go: the connection it last spoke on (never a name a peer can
+        claim; docs/security.md, "Identity"), or its name where workers name their connection
+        (insecure mode)."""
+        return [self.route_id or self.name.encode()]
 
     @property
     def shown_state(self) -> str:
@@ -66,6 +70,7 @@ class WorkerRegistry:
         old = self.workers.get(name)
         if old:
             rec.joined_at = old.joined_at
+            rec.route_id = old.route_id
         self.workers[name] = rec
         return rec
 
@@ -96,6 +101,17 @@ class WorkerRegistry:
             return rec if rec.greeted else None
         return None
 
+    def track_route(self, name: str, route: list[bytes]) -> bool:
+        """Remember the connection `name` spoke on; True if it changed (commands must follow)."""
+        rec = self.workers.get(name)
+        if rec is None or not route or rec.route_id == route[0]:
+            return False
+        rec.route_id = route[0]
+        return True
+
+    def forget(self, name: str) -> None:
+        self.workers.pop(name, None)
+
     def touch_all(self) -> None:
         """Count every ready worker as just heard from (after the manager itself was deaf)."""
         now = time.monotonic()
@@ -112,6 +128,13 @@ class WorkerRegistry:
                 rec.state = LOST
                 lost.append(rec)
         return lost
+
+    def lose(self, name: str) -> WorkerRecord | None:
+        """Mark a worker lost now (removed by an operator), whatever its heartbeats say."""
+        rec = self.workers.get(name)
+        if rec is not None:
+            rec.state = LOST
+        return rec
 
     def ready(self) -> list[str]:
         return sorted(n for n, r in self.workers.items() if r.state == READY)

@@ -77,6 +77,9 @@ class AsyncStore:
     def put(self, ns: str, key: str, value: Any, done: Done) -> None:
         self._call(msg.PUT, {"ns": ns, "key": key, "value": value, "deadline": write_deadline(self.timeout)}, done)
 
+    def delete(self, ns: str, key: str, done: Done) -> None:
+        self._call(msg.DELETE, {"ns": ns, "key": key, "deadline": write_deadline(self.timeout)}, done)
+
     # ---- reads ------------------------------------------------------------------------------------
     def get(self, ns: str, key: str, done: Done) -> None:
         def got(body: Any, error: CubeError | None) -> None:

@@ -4,9 +4,15 @@ from cube.wire.schema import NUMBER, Field, opt, register
 LIST = "node.ls"
 PING = "manager.ping"
 METRICS = "node.metrics"  # PUB stream, worker -> scheduler
+REMOVE = "node.rm"  # revoke a worker's key; its tasks move (docs/security.md)
+JOIN_TOKEN = "cluster.join_token"  # print or rotate the join token
+CREDENTIALS = "cluster.credentials"  # issue client credentials with a role
 
 register(LIST, {"limit": opt(int), "continue": opt(str, max_len=1024)})
 register(PING, {})
+register(REMOVE, {"name": Field(str, max_len=128)})
+register(JOIN_TOKEN, {"rotate": opt(bool)})
+register(CREDENTIALS, {"name": Field(str, max_len=128), "role": Field(str, max_len=32)})
 register(METRICS, {
     "name": Field(str, max_len=128), "address": Field(str), "ts": Field(NUMBER), "seq": Field(int),
     "cpus": Field(NUMBER), "memory": Field(int), "disk": Field(int), "cpu_usage": Field(NUMBER),
@@ -16,4 +22,5 @@ register(METRICS, {
     "reserved": Field(dict), "task_ids": Field(list, items=str),
 })
 
-API = {LIST, PING}
+API = {LIST, PING, REMOVE, JOIN_TOKEN, CREDENTIALS}
+ADMIN_ONLY = {REMOVE, JOIN_TOKEN, CREDENTIALS}

@@ -19,3 +19,4 @@ register(EVENT, {"seq": Field(int), "task_id": Field(str), "state": Field(str), 
                  "worker": opt(str), "reason": opt(str), "task": opt(dict)})
 
 API = {START, STOP, LIST, INSPECT, LOGS}
+ADMIN_ONLY = {START, STOP}  # read-only credentials may list, inspect (without env) and read logs

@@ -12,10 +12,12 @@ STATUS = "task.status"  # worker -> manager: what happened to a container
 RUN = "worker.run"  # manager -> worker
 STOP = "worker.stop"  # manager -> worker
 LOGS = "worker.logs"  # manager -> worker
+JOIN = "worker.join"  # a new worker's key proves the join token once (docs/security.md)
 
 register(HELLO, {"name": Field(str, max_len=128), "address": Field(str, max_len=256),
                  "cpus": Field(NUMBER), "memory": Field(int), "disk": Field(int),
                  "tasks": Field(list, items=dict), "pid": opt(int), "clock": opt(list, items=int, max_len=2)})
+register(JOIN, {"name": Field(str, max_len=128), "address": Field(str, max_len=256), "secret": Field(str, max_len=128)})
 register(HEARTBEAT, {"name": Field(str, max_len=128), "tasks": opt(list, items=dict)})
 register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "state": Field(str),
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
@@ -24,5 +26,5 @@ register(RUN, {"spec": Field(dict), "attempt": Field(int)})  # cube.model.runspe
 register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str)})
 register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int)})
 
-FROM_WORKER = {HELLO, HEARTBEAT, STATUS}
+FROM_WORKER = {JOIN, HELLO, HEARTBEAT, STATUS}
 TO_WORKER = {RUN, STOP, LOGS}

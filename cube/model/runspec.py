@@ -28,17 +28,20 @@ class RunSpec:
     memory: int = 0  # bytes reserved; 0 means no limit
     disk: int = 0  # bytes reserved
     ports: list[str] = field(default_factory=list)  # container ports such as "8080/tcp"
+    pids_limit: int = 0  # most processes in the container; 0 means the worker's default
 
     @classmethod
     def of(cls, task: Task) -> "RunSpec":
         return cls(task.id, task.name, task.image, list(task.command) if task.command else None,
-                   dict(task.env), float(task.cpu), int(task.memory), int(task.disk), list(task.ports))
+                   dict(task.env), float(task.cpu), int(task.memory), int(task.disk), list(task.ports),
+                   int(task.pids_limit))
 
     def to_dict(self) -> dict[str, Any]:
         """A plain map (written out: `asdict` recurses and is slow on a busy worker)."""
         return {"task_id": self.task_id, "name": self.name, "image": self.image,
                 "command": list(self.command) if self.command is not None else None, "env": dict(self.env),
-                "cpu": self.cpu, "memory": self.memory, "disk": self.disk, "ports": list(self.ports)}
+                "cpu": self.cpu, "memory": self.memory, "disk": self.disk, "ports": list(self.ports),
+                "pids_limit": self.pids_limit}
 
     @classmethod
     def from_dict(cls, d: Any) -> "RunSpec":
@@ -60,10 +63,10 @@ class RunSpec:
         if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not math.isfinite(cpu) or cpu < 0:
             raise RunSpecError("spec field 'cpu' must be a finite number >= 0")
         sizes = {}
-        for key in ("memory", "disk"):
+        for key in ("memory", "disk", "pids_limit"):  # pids_limit is absent in an older manager's spec
             value = d.get(key) or 0
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise RunSpecError(f"spec field {key!r} must be an integer >= 0")
             sizes[key] = value
         return cls(d["task_id"], d["name"], d["image"], command, dict(env), float(cpu), sizes["memory"],
-                   sizes["disk"], list(ports))
+                   sizes["disk"], list(ports), sizes["pids_limit"])

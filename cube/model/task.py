@@ -14,11 +14,14 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cube.model.state import State, check_transition
-from cube.model.units import parse_size
+from cube.model.units import MAX_SIZE, describe_size, parse_size
 
 DESIRED_RUNNING = "running"
 DESIRED_STOPPED = "stopped"
 RESTART_POLICIES = ("no", "on-failure", "always")
+# Docker refuses a memory limit below 6 MiB when the container is created; refusing it at submit
+# names the field instead of failing on a worker after the task was placed.
+MIN_MEMORY = 6 * 1024**2
 
 
 class TaskSpecError(ValueError):
@@ -65,6 +68,7 @@ class Task:
     memory: int = 0
     disk: int = 0
     ports: list[str] = field(default_factory=list)
+    pids_limit: int = 0  # most processes the container may have; 0 means the worker's default
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     health: HealthCheck | None = None
     # what Cube wants and what it has seen
@@ -146,9 +150,10 @@ _ALIASES = {  # the book's capitalised task-file keys, and a few friendly synony
     "ExposedPorts": "ports", "RestartPolicy": "restart", "HealthCheck": "health",
     "Env": "env", "Cmd": "cmd", "cmd": "command", "Command": "command",
     "restart_policy": "restart", "port": "ports", "PortBindings": "port_bindings",
+    "PidsLimit": "pids_limit",
 }
 _SPEC_FIELDS = {"name", "image", "command", "env", "cpu", "memory", "disk", "ports", "restart",
-                "health", "max_restarts", "id", "ID"}
+                "health", "max_restarts", "pids_limit", "id", "ID"}
 # Accepted for the book's task files but not used: Cube always publishes to free host ports, and
 # the file's state is ignored (every task starts Pending).
 _IGNORED_FIELDS = {"port_bindings", "state", "State"}
@@ -196,9 +201,10 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         command=_command(spec.get("command")),
         env=_env(spec.get("env")),
         cpu=_number(spec, "cpu"),
-        memory=_size(spec, "memory"),
+        memory=_memory(spec),
         disk=_size(spec, "disk"),
         ports=_ports(spec.get("ports")),
+        pids_limit=_pids_limit(spec.get("pids_limit")),
         restart=_restart(spec.get("restart"), spec.get("max_restarts")),
         health=_health(spec.get("health")),
         created_at=now,
@@ -255,6 +261,26 @@ def _size(spec: dict[str, Any], key: str) -> int:
         return parse_size(spec.get(key, 0) or 0)
     except ValueError as e:
         raise TaskSpecError(f"field {key!r}: {e}") from None
+
+
+def _memory(spec: dict[str, Any]) -> int:
+    """A size of at least Docker's minimum; 0 (or absent) keeps meaning "no limit"."""
+    memory = _size(spec, "memory")
+    if 0 < memory < MIN_MEMORY:
+        raise TaskSpecError(f"field 'memory': {describe_size(memory)} is below Docker's minimum of "
+                            f"{describe_size(MIN_MEMORY)}")
+    return memory
+
+
+def _pids_limit(value: Any) -> int:
+    """A whole number >= 1 (a fork bomb stops there); absent means the worker's default."""
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdecimal():
+        value = int(value.strip())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= MAX_SIZE:
+        raise TaskSpecError(f"field 'pids_limit' must be a whole number >= 1, got {value!r}")
+    return value
 
 
 def _ports(value: Any) -> list[str]:

@@ -37,3 +37,14 @@ def parse_size(value: int | float | str) -> int:
 def format_size(n: int, unit: str = "MiB") -> str:
     div = {"KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
     return f"{n / div:.0f}" if n >= div * 10 or n == 0 else f"{n / div:.1f}"
+
+
+def describe_size(n: int) -> str:
+    """A size for an error message, exact rather than rounded: "4MiB", "512KiB", "1000 bytes".
+
+    Rounding would make 6291455 bytes read as "6.0MiB" next to a 6MiB minimum it is below.
+    """
+    for unit, div in (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= div and n % div == 0:
+            return f"{n // div}{unit}"
+    return f"{n} bytes"

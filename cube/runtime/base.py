@@ -32,6 +32,7 @@ class ContainerSpec:
     cpu: float = 0.0  # cores; 0 means no limit
     memory: int = 0  # bytes; 0 means no limit
     ports: list[str] = field(default_factory=list)  # container ports such as "8080/tcp"
+    pids_limit: int = 0  # most processes in the container; 0 means the runtime's default
     labels: dict[str, str] = field(default_factory=dict)  # extra labels, e.g. cube.worker
 
 

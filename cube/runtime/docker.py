@@ -6,10 +6,12 @@ never depend on docker.errors and users see messages about their task, not HTTP 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import math
 import os
 import re
+import socket
 import threading
 import time
 from typing import Any, Iterator
@@ -31,6 +33,13 @@ from cube.runtime.base import (
 log = logging.getLogger(__name__)
 
 EVENT_ACTIONS = ("start", "die", "destroy", "oom")
+# Hardening every task container gets ("hardened tasks by default"). A task cannot turn
+# these off: no setuid/file-capability escalation inside the container, no raw sockets (ARP and
+# ICMP spoofing on the bridge), and a process ceiling so a fork bomb stays inside its container.
+SECURITY_OPT = ["no-new-privileges"]
+CAP_DROP = ["NET_RAW"]
+DEFAULT_PIDS_LIMIT = 1024
+ANY_ADDRESS = "0.0.0.0"
 _NEVER = "0001-01-01T00:00:00Z"  # docker's zero time for "not started/finished yet"
 
 
@@ -43,6 +52,38 @@ def container_name(spec: ContainerSpec) -> str:
 
 def _port_key(port: str) -> str:
     return port if "/" in port else f"{port}/tcp"
+
+
+def bind_ip(address: str) -> str:
+    """The IP literal Docker needs for published ports; a host name is resolved once, here.
+
+    Docker only takes an IP as HostIp, and resolving at construction makes a misspelt
+    --address fail when the worker starts rather than on every task it is given.
+    """
+    address = (address or "").strip().strip("[]")
+    if address in ("", "*", ANY_ADDRESS):
+        return ANY_ADDRESS
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(address, None, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise RuntimeFailure(f"cannot publish ports on {address!r}: the name does not resolve ({exc})") from exc
+    ipv4 = [i[4][0] for i in infos if i[0] == socket.AF_INET]  # _host_ports prefers IPv4 too
+    return (ipv4 or [i[4][0] for i in infos])[0]
+
+
+def _is_local(ip: str) -> bool:
+    """Whether this host can bind `ip` (Docker can publish on it only if so)."""
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.bind((ip, 0))
+        return True
+    except OSError:
+        return False
 
 
 def _explain(exc: Exception) -> str:
@@ -111,10 +152,26 @@ def _since_param(nanos: int) -> str:
 
 
 class DockerRuntime:
-    """Runs task containers on the local Docker engine; safe to share between threads."""
+    """Runs task containers on the local Docker engine; safe to share between threads.
+
+    `bind_address` is where published ports listen: the worker's advertised address, so a task's
+    port is reachable where Cube says it is and not on every interface of the host (0.0.0.0,
+    the default, keeps Docker's publish-everywhere behaviour). `pids_limit` applies to tasks
+    that do not set their own.
+    """
 
     def __init__(self, client: docker.DockerClient | None = None, timeout: int = 30,
-                 reconnect_max: float = 5.0) -> None:
+                 reconnect_max: float = 5.0, bind_address: str = ANY_ADDRESS,
+                 pids_limit: int = DEFAULT_PIDS_LIMIT) -> None:
+        self.bind_address = bind_ip(bind_address)
+        if self.bind_address != ANY_ADDRESS and not _is_local(self.bind_address):
+            # Not fatal: the daemon may see other interfaces than we do (a worker in a container).
+            log.warning("published ports bind to %s, which is not an address of this host; "
+                        "Docker will refuse to start tasks with ports unless it is one of the daemon's",
+                        self.bind_address)
+        if isinstance(pids_limit, bool) or not isinstance(pids_limit, int) or pids_limit < 1:
+            raise ValueError(f"pids_limit must be a whole number >= 1, got {pids_limit!r}")
+        self.pids_limit = pids_limit
         if client is None:
             with _translated("cannot connect to the Docker daemon"):
                 client = docker.from_env(timeout=timeout)
@@ -181,11 +238,15 @@ class DockerRuntime:
             labels=labels,
             detach=True,
             tty=False,
-            ports={_port_key(p): None for p in spec.ports},
+            # A free host port on the bind address; (ip,) is the SDK's "HostIp only" form.
+            ports={_port_key(p): self._binding for p in spec.ports},
             restart_policy={"Name": "no"},
             # A tiny init as PID 1 forwards SIGTERM: many programs (busybox httpd, sh) ignore it
             # as PID 1, which would turn every stop into a full timeout and a SIGKILL.
             init=True,
+            security_opt=list(SECURITY_OPT),
+            cap_drop=list(CAP_DROP),
+            pids_limit=spec.pids_limit if spec.pids_limit > 0 else self.pids_limit,
         )
         if spec.memory > 0:
             kwargs["mem_limit"] = int(spec.memory)
@@ -194,6 +255,11 @@ class DockerRuntime:
             # than it has (over-commit), so the limit is capped rather than the task refused.
             kwargs["nano_cpus"] = int(min(spec.cpu, os.cpu_count() or 1) * 1e9)
         return kwargs
+
+    @property
+    def _binding(self) -> tuple[str] | None:
+        """None publishes on every address (IPv4 and IPv6), as Docker does without a HostIp."""
+        return None if self.bind_address == ANY_ADDRESS else (self.bind_address,)
 
     def _start(self, container: Any, spec: ContainerSpec) -> ContainerInfo:
         try:

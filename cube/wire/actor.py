@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 import zmq
 
+from cube.logs import Throttled
 from cube.wire import codec, schema
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode, reply_id_hint
 from cube.wire.errors import BAD_REQUEST, INTERNAL, UNKNOWN_TYPE, CubeError
@@ -78,6 +79,7 @@ class Actor:
         self.outbox: Outbox | None = None
         self._outstanding: dict[str, Outstanding] = {}
         self._keyed: dict[Any, str] = {}  # request key -> id of the latest request with it
+        self._throttled = Throttled(log)  # a flood of bad messages must not flood the log
 
     # ---- life cycle -------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -114,21 +116,34 @@ class Actor:
             signal.signal(sig, lambda *_: self.stop())
 
     # ---- receiving --------------------------------------------------------------------------
-    def serve(self, sock: zmq.Socket, accept: set[str] | None = None, replies: bool = True) -> None:
-        """Dispatch every message arriving on `sock`; `accept` limits the types it may carry."""
+    def serve(self, sock: zmq.Socket, accept: set[str] | None = None, replies: bool = True,
+              authenticated: bool = False) -> None:
+        """Dispatch every message arriving on `sock`; `accept` limits the types it may carry.
+
+        `authenticated`: a CURVE server socket; each message is stamped with the key of the
+        connection it came on (the ZAP User-Id, see cube/security/zap.py) for `admit` to judge."""
         def on_readable(s: zmq.Socket) -> None:
             for _ in range(100):  # bounded batch keeps timers and other sockets fair
                 if s.closed:  # a handler replaced it (e.g. a worker reconnecting)
                     return
                 try:
-                    frames = s.recv_multipart(zmq.NOBLOCK)
+                    if authenticated:
+                        parts = s.recv_multipart(zmq.NOBLOCK, copy=False)
+                        peer = _user_id(parts[-1])
+                        frames = [p.bytes for p in parts]
+                    else:
+                        frames, peer = s.recv_multipart(zmq.NOBLOCK), ""
                 except zmq.Again:
                     return
-                self.receive(s, frames, accept, replies)
+                self.receive(s, frames, accept, replies, peer)
         self.loop.add_reader(sock, on_readable)
 
+    def admit(self, sock: zmq.Socket, env: Envelope) -> None:
+        """May this message be handled? Raise CubeError to refuse it before any handler runs;
+        may set `env.principal`. Every message is admitted unless an actor says otherwise."""
+
     def receive(self, sock: zmq.Socket, frames: list[bytes], accept: set[str] | None = None,
-                replies: bool = True) -> None:
+                replies: bool = True, peer: str = "") -> None:
         """Handle one multipart message; never raises."""
         self.stats["received"] += 1
         route, payload = list(frames[:-1]), frames[-1] if frames else b""
@@ -140,6 +155,7 @@ class Actor:
             self._refuse(sock, route, e, reply_id_hint(payload), replies)
             return
         env.route = route
+        env.peer = peer
         if env.is_reply:
             self._on_reply(env)
             return
@@ -151,6 +167,7 @@ class Actor:
             if method is None:
                 raise CubeError(UNKNOWN_TYPE, f"{self.name} does not handle {env.type!r}")
             handler = getattr(self, method)
+            self.admit(sock, env)
         except CubeError as e:
             self._refuse(sock, route, e, env.id, replies, env.type)
             return
@@ -192,7 +209,7 @@ class Actor:
     def _refuse(self, sock: zmq.Socket, route: list[bytes], err: CubeError, re: str | None,
                 replies: bool, msg_type: str = "") -> None:
         self.stats["refused." + err.code] += 1
-        log.warning("%s: refused %s message: %s", self.name, msg_type or "a", err.message)
+        self._throttled.warning(err.code, "%s: refused %s message: %s", self.name, msg_type or "a", err.message)
         if replies and sock.type in (zmq.ROUTER, zmq.DEALER):
             out = Envelope(REPLY_ERROR, {"code": err.code, "message": err.message},
                            sender=self.name, re=re, route=route)
@@ -290,6 +307,14 @@ class Actor:
         for key in [k for k in self._keyed if predicate(k)]:
             self.cancel(self._keyed[key])
 
+    def reroute(self, predicate: Callable[[Any], bool], route: list[bytes]) -> None:
+        """Keyed requests whose key matches are re-sent to `route` from now on (a peer that came
+        back on a new connection, e.g. a worker after a reconnect)."""
+        for key, request_id in self._keyed.items():
+            item = self._outstanding.get(request_id)
+            if item is not None and predicate(key):
+                item.env.route = list(route)
+
     def retarget(self, old: zmq.Socket, new: zmq.Socket) -> None:
         """Outstanding requests follow a reconnect instead of retrying on a closed socket."""
         for item in self._outstanding.values():
@@ -331,6 +356,14 @@ def tune_gc() -> None:
     many long-lived objects (tasks, timers), and each young collection of a busy loop would
     otherwise rescan them; reference counting frees almost everything anyway."""
     gc.set_threshold(20_000, 20, 20)
+
+
+def _user_id(frame: zmq.Frame) -> str:
+    """The ZAP User-Id of the connection a frame came on ("" where there is none)."""
+    try:
+        return frame.get("User-Id") or ""
+    except zmq.ZMQError:
+        return ""
 
 
 def _peer(env: Envelope) -> str:

@@ -2,7 +2,8 @@
 
 A request that gets no answer in time raises Unavailable, and the socket is thrown away so a
 late reply cannot be mistaken for the answer to the next request; replies are also matched on
-`re`, so a stray one is ignored.
+`re`, so a stray one is ignored. With CURVE (`curve`, cube/security/curve.py) a handshake the
+server turns down raises Refused at once: "refused these credentials" is not "cannot reach".
 """
 from __future__ import annotations
 
@@ -13,17 +14,30 @@ import zmq
 
 from cube.wire import sockets
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode
-from cube.wire.errors import CubeError, Unavailable
+from cube.wire.errors import FORBIDDEN, CubeError, Unavailable
+
+_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
+class Refused(CubeError):
+    """The server would not complete the handshake: an unknown or revoked key, a wrong server key,
+    or no CURVE at all against a server that requires it."""
+
+    def __init__(self, message: str):
+        super().__init__(FORBIDDEN, message)
 
 
 class Client:
     def __init__(self, address: str, name: str = "client", timeout: float = 3.0,
-                 ctx: zmq.Context | None = None):
+                 ctx: zmq.Context | None = None, curve: sockets.Security | None = None):
         self.address = address
         self.name = name
         self.timeout = timeout
         self.ctx = ctx or zmq.Context.instance()
+        self.curve = curve
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None,
              timeout: float | None = None) -> dict[str, Any]:
@@ -36,9 +50,18 @@ class Client:
             self.close()
             raise Unavailable(f"cannot reach {self.address}: not connected") from None
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        if self._monitor is not None:
+            poller.register(self._monitor, zmq.POLLIN)
         while True:
             left = deadline - time.monotonic()
-            if left <= 0 or not sock.poll(left * 1000, zmq.POLLIN):
+            ready = dict(poller.poll(left * 1000)) if left > 0 else {}
+            if self._monitor is not None and self._monitor in ready:
+                self._check_handshake()
+                if sock not in ready:
+                    continue
+            if sock not in ready:
                 self.close()
                 raise Unavailable(f"no answer from {self.address} within "
                                   f"{self.timeout if timeout is None else timeout:g}s")
@@ -56,14 +79,33 @@ class Client:
         """Send frames as they are (chaos scripts and tests use this to send garbage)."""
         self._socket().send_multipart(frames)
 
+    def _check_handshake(self) -> None:
+        from zmq.utils.monitor import recv_monitor_message
+        while True:
+            try:
+                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
+            except (zmq.Again, zmq.ZMQError):
+                return
+            if event["event"] & _HANDSHAKE_FAILED:
+                self.close()
+                raise Refused(f"the manager at {self.address.removeprefix('tcp://')} refused these credentials")
+
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
             # Not `immediate`: the first request must wait for the connect in progress.
-            self._sock = sockets.dealer(self.ctx, self.address)
+            self._sock = sockets.dealer(self.ctx, self.address, curve=self.curve)
+            self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
         return self._sock
 
     def close(self) -> None:
+        if self._monitor is not None:
+            self._monitor.close(linger=0)
+            self._monitor = None
         if self._sock is not None:
+            try:
+                self._sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
             self._sock.close(linger=0)
             self._sock = None
 

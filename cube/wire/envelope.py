@@ -1,7 +1,8 @@
 """The envelope every Cube message travels in (docs/protocol.md).
 
 On the wire it is one msgpack map: v, id, type, from, ts, re, body. In memory it also carries
-the ROUTER route it came from and, once the dispatcher has seen it, a way to answer it.
+the ROUTER route it came from, who sent it (on an authenticated socket) and, once the dispatcher
+has seen it, a way to answer it.
 """
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class Envelope:
     re: str | None = None
     v: int = VERSION
     route: list[bytes] = field(default_factory=list, compare=False, repr=False)
+    # Who sent it, as the receiving actor established (never from the frame): the CURVE key of its
+    # connection (ZAP User-Id), and what that key is allowed to be (a worker's name, a client's role).
+    peer: str = field(default="", compare=False, repr=False)
+    principal: str = field(default="", compare=False, repr=False)
     respond: Callable[..., None] | None = field(default=None, compare=False, repr=False)
 
     @property

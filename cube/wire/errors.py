@@ -11,6 +11,8 @@ CONFLICT = "conflict"
 UNAVAILABLE = "unavailable"  # a peer did not answer in time, or refused: the request was NOT applied
 IN_DOUBT = "in_doubt"  # no answer from a peer: the request may or may not have been applied
 INTERNAL = "internal"
+FORBIDDEN = "forbidden"  # these credentials may not do this (e.g. a read-only client starting a task)
+NOT_JOINED = "not_joined"  # a worker key that is not (or no longer) bound to a worker name
 
 
 class CubeError(Exception):

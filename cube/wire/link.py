@@ -6,6 +6,11 @@ A refused or unanswered hello is retried on a fresh connection after a backoff t
 MAX_BACKOFF, with jitter so that many workers cut off together do not come back in lockstep.
 What goes into a hello is the owner's business: `make_hello(send)` builds the body, possibly off
 the loop, and calls `send(body)`, or `send(None)` when it cannot (the link retries later).
+
+With a `membership` (cube/security/membership.py) the link speaks CURVE to the pinned manager key,
+names no connection identity (the manager routes by the key that spoke; docs/security.md), and,
+before its first hello, proves the join token with `worker.join`. A join the manager refuses, or
+a manager that no longer knows our key when we hold no token, is fatal: `on_fatal(message)`.
 """
 from __future__ import annotations
 
@@ -19,7 +24,7 @@ from cube.messages import worker as msg
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import NOT_FOUND, UNAVAILABLE
+from cube.wire.errors import FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +39,8 @@ Send = Callable[[dict[str, Any] | None], None]
 class ManagerLink:
     def __init__(self, actor: Actor, endpoint: str, identity: str, accept: set[str],
                  make_hello: Callable[[Send], None], on_registered: Callable[[dict[str, Any]], None],
-                 heartbeat: float = 1.0, liveness: int = 3, jitter: Callable[[], float] = random.random):
+                 heartbeat: float = 1.0, liveness: int = 3, jitter: Callable[[], float] = random.random,
+                 membership: Any = None, address: str = "", on_fatal: Callable[[str], None] | None = None):
         self.actor = actor
         self.endpoint = endpoint
         self.identity = identity
@@ -44,6 +50,9 @@ class ManagerLink:
         self.heartbeat = heartbeat
         self.liveness = liveness  # missed heartbeat replies before the manager is presumed gone
         self.jitter = jitter
+        self.membership = membership
+        self.address = address  # the address this worker joins with
+        self.on_fatal = on_fatal or (lambda why: log.error("%s: %s", actor.name, why))
         self.sock: zmq.Socket | None = None
         self.registered = False
         self.missed = 0
@@ -56,7 +65,10 @@ class ManagerLink:
         """A fresh connection; requests still waiting for an answer move to it."""
         old = self.sock
         # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
-        self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, identity=self.identity)
+        if self.membership is not None:
+            self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, curve=self.membership.curve())
+        else:
+            self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, identity=self.identity)
         self.actor.serve(self.sock, accept=self.accept)
         if old is not None:
             self.actor.retarget(old, self.sock)
@@ -72,7 +84,35 @@ class ManagerLink:
         if self._hello_pending:
             return
         self._hello_pending = True
+        if self.membership is not None and self.membership.needs_join(self.identity):
+            self._join()
+            return
         self.make_hello(self._send_hello)
+
+    # ---- joining (docs/security.md) -----------------------------------------------------------
+    def _join(self) -> None:
+        secret = self.membership.join_secret()
+        if secret is None:
+            self._hello_pending = False
+            self.on_fatal("the manager does not know this worker's key (it was removed, or the manager's data "
+                          "was reset): start the worker again with --join TOKEN")
+            return
+        body = {"name": self.identity, "address": self.address, "secret": secret}
+        self.actor.request(self.sock, Envelope(msg.JOIN, body), self._on_join_reply, timeout=HELLO_TIMEOUT)
+
+    def _on_join_reply(self, reply: Envelope | None) -> None:
+        self._hello_pending = False
+        if reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") == FORBIDDEN:
+            self.on_fatal(f"the manager at {self.endpoint} refused to let this worker join: "
+                          f"{reply.body.get('message')}")
+            return
+        if reply is None or reply.type == REPLY_ERROR:
+            self.connect()
+            self._retry_later("no answer to join" if reply is None else str(reply.body.get("message")))
+            return
+        log.info("%s: joined the cluster of manager %s", self.actor.name, self.endpoint)
+        self.membership.joined(self.identity)
+        self.hello()
 
     def _send_hello(self, body: dict[str, Any] | None) -> None:
         if body is None:  # the owner could not say what it has: try again later
@@ -87,6 +127,9 @@ class ManagerLink:
             # The manager is there but not ready (loading its state): ask again soon, on the
             # same connection, without backing off.
             self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self.hello)
+            return
+        if reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") in (NOT_JOINED, FORBIDDEN):
+            self._not_member(reply)
             return
         if reply is None or reply.type == REPLY_ERROR:
             self.connect()
@@ -125,8 +168,20 @@ class ManagerLink:
         self.actor.request(self.sock, Envelope(msg.HEARTBEAT, {"name": self.identity}), self._on_beat_reply,
                            timeout=self.heartbeat * 3)
 
+    def _not_member(self, reply: Envelope) -> None:
+        """The manager refused who we are: join again if we can, or give up with its reason."""
+        self.registered = False
+        if reply.body.get("code") == NOT_JOINED and self.membership is not None:
+            self.membership.forgotten()
+            self.hello()  # joins first, or reports that it cannot
+            return
+        self.on_fatal(f"the manager at {self.endpoint} refused this worker: {reply.body.get('message')}")
+
     def _on_beat_reply(self, reply: Envelope | None) -> None:
         if reply is None:
+            return
+        if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_JOINED:
+            self._not_member(reply)
             return
         self.missed = 0
         if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:

@@ -6,14 +6,24 @@ and logs it (see Actor.send). LINGER is 0 everywhere: an actor that stops must n
 """
 from __future__ import annotations
 
+from typing import Protocol
+
 import zmq
+
+
+class Security(Protocol):
+    """CURVE settings (cube/security/curve.py), applied before the socket binds or connects."""
+
+    def apply(self, sock: zmq.Socket) -> None: ...
 
 SNDHWM = 10_000
 RCVHWM = 10_000
 MAXMSGSIZE = 4 << 20  # a peer sending more is disconnected by ZeroMQ before it costs us memory
 
 
-def _common(sock: zmq.Socket) -> zmq.Socket:
+def _common(sock: zmq.Socket, curve: Security | None = None) -> zmq.Socket:
+    if curve is not None:
+        curve.apply(sock)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, SNDHWM)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
@@ -21,17 +31,19 @@ def _common(sock: zmq.Socket) -> zmq.Socket:
     return sock
 
 
-def router(ctx: zmq.Context, bind: str) -> zmq.Socket:
-    sock = _common(ctx.socket(zmq.ROUTER))
+def router(ctx: zmq.Context, bind: str, curve: Security | None = None, sndhwm: int = SNDHWM) -> zmq.Socket:
+    """`sndhwm` bounds the replies queued for each peer: one that does not read cannot pin memory."""
+    sock = _common(ctx.socket(zmq.ROUTER), curve)
+    sock.setsockopt(zmq.SNDHWM, sndhwm)
     sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.bind(bind)
     return sock
 
 
 def dealer(ctx: zmq.Context, connect: str, identity: str | None = None,
-           immediate: bool = False) -> zmq.Socket:
+           immediate: bool = False, curve: Security | None = None) -> zmq.Socket:
     """`immediate`: refuse to queue while not connected (for peers that retry on their own)."""
-    sock = _common(ctx.socket(zmq.DEALER))
+    sock = _common(ctx.socket(zmq.DEALER), curve)
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if immediate:
@@ -40,8 +52,9 @@ def dealer(ctx: zmq.Context, connect: str, identity: str | None = None,
     return sock
 
 
-def publisher(ctx: zmq.Context, bind: str | None = None, connect: str | None = None) -> zmq.Socket:
-    sock = _common(ctx.socket(zmq.PUB))
+def publisher(ctx: zmq.Context, bind: str | None = None, connect: str | None = None,
+              curve: Security | None = None) -> zmq.Socket:
+    sock = _common(ctx.socket(zmq.PUB), curve)
     if bind:
         sock.bind(bind)
     if connect:
@@ -50,8 +63,8 @@ def publisher(ctx: zmq.Context, bind: str | None = None, connect: str | None = N
 
 
 def subscriber(ctx: zmq.Context, bind: str | None = None, connect: str | None = None,
-               topics: tuple[bytes, ...] = (b"",)) -> zmq.Socket:
-    sock = _common(ctx.socket(zmq.SUB))
+               topics: tuple[bytes, ...] = (b"",), curve: Security | None = None) -> zmq.Socket:
+    sock = _common(ctx.socket(zmq.SUB), curve)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic)
     if bind:

@@ -120,7 +120,8 @@ class Actors:
                                data_dir=str(self.tmp_path / "manager"), store="memory",
                                store_endpoint=store_endpoint,
                                scheduler_endpoint=scheduler_endpoint or tcp(free_ports(1)[0]),
-                               heartbeat_interval=0.2, grace=2.0, command_retry=0.3)
+                               heartbeat_interval=0.2, grace=2.0, command_retry=0.3,
+                               insecure=True)  # security has its own tests (test_security.py)
         for k, v in overrides.items():
             setattr(config, k, v)
         manager = Manager(config)
@@ -141,7 +142,7 @@ class Actors:
         data_dir.mkdir(exist_ok=True)
         config = WorkerConfig(manager=manager or f"127.0.0.1:{manager_config.worker_port}", name=name,
                               address="127.0.0.1", data_dir=str(data_dir), metrics_interval=0.2,
-                              stop_timeout=0.5, resync_interval=resync_interval)
+                              stop_timeout=0.5, resync_interval=resync_interval, insecure=True)
         w = Worker(config, runtime or FakeRuntime(), store if store is not None else MemoryStore(),
                    capacity or Capacity(2.0, 2 * GiB, 16 * GiB))
         if wait_connected:

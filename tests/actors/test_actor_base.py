@@ -33,9 +33,9 @@ def test_every_actor_handles_exactly_what_its_sockets_accept(actors, monkeypatch
     served: dict[type, list] = {}
     original = Actor.serve
 
-    def recording(self, sock, accept=None, replies=True):
+    def recording(self, sock, accept=None, replies=True, authenticated=False):
         served.setdefault(type(self), []).append(accept)
-        return original(self, sock, accept, replies)
+        return original(self, sock, accept, replies, authenticated)
     monkeypatch.setattr(Actor, "serve", recording)
 
     _, sched_ep, _ = actors.scheduler()

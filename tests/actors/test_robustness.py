@@ -62,13 +62,14 @@ def test_extra_frames_and_a_flood(actors, endpoints, which):
     sock.send_multipart([b"extra", b"\xc1"])
     frames = sock.recv_multipart() if sock.poll(3000) else []
     assert frames[:1] == [b"extra"] and len(frames) == 2
-    # many bad messages in a row, then a good one: all answered, in order
-    for i in range(300):
+    # many bad messages in a row, then a good one: all answered, in order (fewer than the replies
+    # a socket queues for one peer, see API_SNDHWM)
+    for i in range(80):
         sock.send(codec.pack({"v": 1, "id": f"bad{i}", "type": "no.such", "from": "x", "ts": 0, "body": {}}))
     valid = envelope(ok_type, ok_body, sender="rw")
     sock.send(valid.encode())
-    seen = [recv_env(sock) for _ in range(301)]
-    assert [m.re for m in seen[:300]] == [f"bad{i}" for i in range(300)]
+    seen = [recv_env(sock) for _ in range(81)]
+    assert [m.re for m in seen[:80]] == [f"bad{i}" for i in range(80)]
     assert seen[-1].type == "ok" and seen[-1].re == valid.id
 
 

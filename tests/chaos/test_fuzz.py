@@ -88,11 +88,12 @@ class Rig:
         api, workers, events, metrics = ports[8:]
         config = ManagerConfig(host="127.0.0.1", api_port=api, worker_port=workers, metrics_port=metrics,
                                events_port=events, data_dir=os.path.join(tmp, "manager"), store="memory",
-                               store_endpoint=tcp[5], scheduler_endpoint=tcp[3], grace=5.0)
+                               store_endpoint=tcp[5], scheduler_endpoint=tcp[3], grace=5.0,
+                               insecure=True)  # fuzz the handlers; the gate in front has its own tests
         self.manager = Manager(config)  # its Store and Scheduler never answer: requests just wait
         self.manager.loading = False
         wconf = WorkerConfig(manager=tcp[4].removeprefix("tcp://"), name="w1", address="127.0.0.1",
-                             data_dir=os.path.join(tmp, "worker"), stop_timeout=0.1)
+                             data_dir=os.path.join(tmp, "worker"), stop_timeout=0.1, insecure=True)
         os.makedirs(wconf.data_dir, exist_ok=True)
         self.runtime = FakeRuntime()
         self.worker = Worker(wconf, self.runtime, MemoryStore(), Capacity(2.0, 1 << 30, 1 << 34))
@@ -281,7 +282,7 @@ def _frame(msg_type: str, body: dict[str, Any]) -> bytes:
 
 def test_absurd_metrics_sample_does_not_break_placement(rig):
     """A sample claiming 2^62 tasks made LIEB ** x overflow in every later sched.place (fixed in view.py)."""
-    sample = {"name": "absurd", "address": "x", "ts": 1e12, "seq": 1, "cpus": 64.0, "memory": 1 << 36,
+    sample = {"name": "absurd", "address": "x", "ts": time.time(), "seq": 1, "cpus": 64.0, "memory": 1 << 36,
               "disk": 1 << 40, "cpu_usage": 0.0, "memory_total": 1 << 36, "memory_available": 1 << 36,
               "memory_used": 0, "memory_percent": 0.0, "disk_total": 1 << 40, "disk_free": 1 << 40,
               "disk_used": 0, "load_avg": [0.0, 0.0, 0.0], "task_count": 1 << 62,

@@ -81,11 +81,12 @@ def test_the_books_task1_json_is_accepted():
     ("512k", 512 * 1024), ("1g", GiB), ("1.5g", int(1.5 * GiB)), ("2t", 2 << 40), (" 10 mb ", 10 * MiB), ("m", None), ("1.2.3m", None),
 ])
 def test_sizes(text, expected):
+    # disk: memory has a floor (Docker's minimum, tests/unit/test_task_spec_security.py)
     if expected is None:
-        with pytest.raises(TaskSpecError, match="'memory'"):
-            task_from_spec({"image": "x", "memory": text})
+        with pytest.raises(TaskSpecError, match="'disk'"):
+            task_from_spec({"image": "x", "disk": text})
     else:
-        assert task_from_spec({"image": "x", "memory": text}).memory == expected
+        assert task_from_spec({"image": "x", "disk": text}).disk == expected
         assert parse_size(text) == expected
 
 
