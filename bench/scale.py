@@ -14,6 +14,7 @@ are synced, as always: durability is never traded for the figure.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import pathlib
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import Any
 
 import psutil
 import zmq
@@ -62,7 +64,8 @@ def raise_fd_limit() -> None:
 class RunningWatch:
     """Counts tasks reaching Running, from the Manager's task.event stream (PUB/SUB)."""
 
-    def __init__(self, endpoint: str, expected: set[str]):
+    def __init__(self, endpoint: str, expected: set[str], curve: Any = None):
+        self.curve = curve
         self.expected = expected
         self.running: set[str] = set()
         self.last = 0.0
@@ -76,7 +79,7 @@ class RunningWatch:
 
     def _run(self, endpoint: str) -> None:
         ctx = zmq.Context()
-        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),))
+        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),), curve=self.curve)
         sub.setsockopt(zmq.RCVHWM, 0)  # never drop an event: we count them
         self._ready.set()
         try:
@@ -98,14 +101,14 @@ class RunningWatch:
         self._thread.join(5)
 
 
-def submit_all(endpoint: str, ids: list[str], clients: int) -> tuple[float, list[float]]:
+def submit_all(endpoint: str, ids: list[str], clients: int, curve: Any = None) -> tuple[float, list[float]]:
     """`clients` threads, each one sequential client; returns (seconds, per-request latencies)."""
     latencies: list[float] = []
     lock = threading.Lock()
     errors: list[str] = []
 
     def one(chunk: list[str], k: int) -> None:
-        client = Client(endpoint, name=f"bench-{k}", timeout=30)
+        client = Client(endpoint, name=f"bench-{k}", timeout=30, curve=curve)
         mine = []
         try:
             for i, task_id in enumerate(chunk):
@@ -142,9 +145,13 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
         c.start_manager(timeout=60)
         rss_idle = manager_rss_mib(c)
         tmp = str(c.tmp)  # removed with the cluster
+        token = c.join_token()  # each simulated worker joins with its own key, as real ones do
+        curve = c.credentials().curve()
         for i in range(n_workers):
+            data_dir = os.path.join(tmp, f"f{i:04d}")
+            os.makedirs(data_dir, exist_ok=True)
             conf = WorkerConfig(manager=f"127.0.0.1:{c.worker_port}", name=c.worker_name(f"f{i:04d}"),
-                                data_dir=tmp, heartbeat=2.0, metrics_interval=2.0)
+                                data_dir=data_dir, heartbeat=2.0, metrics_interval=2.0, join=token)
             workers.append(Worker(conf, FakeRuntime(), MemoryStore(), Capacity(16.0, 64 << 30, 1 << 40), loop=loop))
         threading.Thread(target=loop.run, daemon=True).start()
         loop.call_soon_threadsafe(lambda: [w.on_start() for w in workers])
@@ -155,10 +162,10 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
         print(f"{n_workers} simulated workers registered and publishing metrics in {time.perf_counter() - t0:.1f}s")
 
         ids = [new_task_id() for _ in range(n_tasks)]
-        watch = RunningWatch(c.endpoints["events"], set(ids))
+        watch = RunningWatch(c.endpoints["events"], set(ids), curve)
         cpu0 = cpu_seconds(c)
         t0 = time.perf_counter()
-        submit_s, latencies = submit_all(c.endpoints["api"], ids, n_clients)
+        submit_s, latencies = submit_all(c.endpoints["api"], ids, n_clients, curve)
         if not watch.done.wait(600):
             raise SystemExit(f"only {len(watch.running)} of {n_tasks} tasks Running after 600 s")
         all_running = watch.last - t0

@@ -324,6 +324,15 @@ class Cluster:
             self._creds = Credentials.load(str(self.credentials_path))
         return self._creds
 
+    def worker_curve(self, worker: str) -> Any:
+        """CURVE settings speaking with worker `worker`'s own key (short or full name): what a
+        second process of that worker, holding its data dir, would present."""
+        from cube.security import keys
+        from cube.security.curve import CurveClient
+        short = worker.removeprefix(self.token + "-")
+        pair = keys.load_or_create(str(self.tmp / f"worker-{short}"), "worker")
+        return CurveClient(pair, self.credentials().server_key.encode())
+
     def join_token(self) -> str:
         path = self.data_dir / "join-token"
         wait_for(path.exists, 20.0, "cube-manager to write its join token")

@@ -127,10 +127,21 @@ launch() {
 say "starting cube-manager (data: $TMP/manager, log: $TMP/manager.log)"
 launch manager cube-manager --host 127.0.0.1 --api-port "$API_PORT" --worker-port "$WORKER_PORT" \
     --metrics-port "$METRICS_PORT" --events-port "$EVENTS_PORT" --data-dir "$TMP/manager"
+# Security is on (docs/security.md): the manager writes its admin credentials and a join token
+# on first start; the CLI uses the credentials, the workers join with the token.
+export CUBE_CREDENTIALS="$TMP/manager/admin.credentials"
+for _ in $(seq 80); do
+    [ -s "$TMP/manager/join-token" ] && [ -s "$CUBE_CREDENTIALS" ] && break
+    alive "${PIDS[0]}" || fail "cube-manager exited (see $TMP/manager.log)"
+    sleep 0.25
+done
+[ -s "$TMP/manager/join-token" ] || fail "cube-manager wrote no join token in 20 s (see $TMP/manager.log)"
+say "admin credentials: $CUBE_CREDENTIALS; workers join with the token in $TMP/manager/join-token"
+JOIN_TOKEN=$(cat "$TMP/manager/join-token")
 for n in 1 2; do
     say "starting cube-worker worker-$n (data: $TMP/w$n, log: $TMP/worker-$n.log)"
     launch "worker-$n" cube-worker --manager "127.0.0.1:$WORKER_PORT" --name "worker-$n" \
-        --address 127.0.0.1 --data-dir "$TMP/w$n"
+        --address 127.0.0.1 --data-dir "$TMP/w$n" --join "$JOIN_TOKEN"
 done
 
 check_alive() {
@@ -219,6 +230,7 @@ if [ "$keep" -eq 1 ]; then
 #!/usr/bin/env bash
 # Stop the Cube demo cluster started by scripts/demo.sh --keep, its tasks, and remove $TMP.
 export CUBE_MANAGER=$CUBE_MANAGER
+export CUBE_CREDENTIALS=$CUBE_CREDENTIALS
 ids=\$("$PY" "$ROOT/bin/cube" task ls --json 2>/dev/null | "$PY" -c 'import json, sys; print(" ".join(t["id"] for t in json.load(sys.stdin)))')
 for id in \$ids; do "$PY" "$ROOT/bin/cube" task stop "\$id" >/dev/null; done
 for _ in \$(seq 40); do
@@ -243,8 +255,8 @@ EOF
     done_ok=1
     cat <<EOF
 The cluster keeps running (manager pid ${PIDS[0]}, workers ${PIDS[1]} ${PIDS[2]}; logs in $TMP).
-Use it:
-  export CUBE_MANAGER=$CUBE_MANAGER
+Use it (admin credentials in \$CUBE_CREDENTIALS; join more workers with \`cube join-token\`):
+  export CUBE_MANAGER=$CUBE_MANAGER CUBE_CREDENTIALS=$CUBE_CREDENTIALS
   $ROOT/.venv/bin/cube task ls
   $ROOT/.venv/bin/cube task inspect $TASK_ID
   $ROOT/.venv/bin/cube task logs $TASK_ID

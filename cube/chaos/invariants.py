@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from cube.manager.listing import redact
 from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER
 from cube.wire.client import all_pages
 from cube.wire.errors import CubeError
@@ -287,11 +288,13 @@ _MISSING = object()
 
 
 def store_matches(s: Snapshot) -> tuple[list[str], str]:
-    """The Store's tasks are exactly the manager's, field by field."""
+    """The Store's tasks are exactly the manager's, field by field (env values are hidden from
+    task.ls, docs/security.md: the Store's are compared the same way)."""
     if s.stored is None:
         return ["the Store's tasks could not be read"], ""
     problems = []
     for tid, v in s.stored.items():
+        v = redact(v)
         t = s.tasks.get(tid)
         if t is None:
             problems.append(f"{_short(tid)}: in the Store ({v.get('state')}) but not in task.ls")

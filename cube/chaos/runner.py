@@ -155,7 +155,9 @@ class Run:
         tries: list[str] = []
         error: CubeError | None = None
         for attempt in range(retries + 1):
-            client = Client(self.cluster.endpoints["api"], name="chaos", timeout=timeout)
+            creds = self.cluster.credentials()
+            client = Client(self.cluster.endpoints["api"], name="chaos", timeout=timeout,
+                            curve=creds.curve() if creds else None)
             try:
                 reply = client.call(msg_type, body)
                 tries.append("ok")

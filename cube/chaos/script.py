@@ -16,7 +16,7 @@ STEP_KEYS: dict[str, set[str]] = {
     "start": {"as", "count", "id", "name", "image", "cmd", "restart", "max_restarts", "cpu", "memory",
               "ports", "spec", "background", "retries", "expect", "interval", "wait", "timeout", "restarts"},
     "stop": {"task", "expect", "retries"},
-    "send": {"to", "type", "body", "from", "identity", "envelope", "omit", "raw", "raw_b64", "frames",
+    "send": {"to", "type", "body", "from", "identity", "credentials", "envelope", "omit", "raw", "raw_b64", "frames",
              "times", "expect", "code", "timeout"},
     "fault": {"action", "from", "type", "to", "count", "for", "delay", "copies", "window", "hold",
               "payload", "as"},

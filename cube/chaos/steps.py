@@ -168,6 +168,9 @@ def send(run: "Run", step: "Step") -> str:
     identity = run.resolve(step.get("identity")) if step.get("identity") else f"chaos-{uuid.uuid4().hex[:8]}"
     if kind == zmq.DEALER:
         sock.setsockopt(zmq.IDENTITY, str(identity).encode())
+    curve = _credentials(run, step, to, str(identity))
+    if curve is not None:
+        curve.apply(sock)
     said_disrupt, borrowed = "", ""
     if to == "workers" and str(identity) in run.worker_names():
         # A borrowed worker identity takes that worker's route while this socket lives: the worker
@@ -189,6 +192,21 @@ def send(run: "Run", step: "Step") -> str:
         _record_api(run, msg, replies, times)
     said = _judge(run, step, to, expect, replies, msg_id, times)
     return said + (f"; also received {', '.join(other)}" if other else "") + said_disrupt
+
+
+def _credentials(run: "Run", step: "Step", to: str, identity: str) -> Any:
+    """What a send step presents on a CURVE socket (docs/chaos.md, "send"): by default the admin
+    credentials on the api and events sockets, and on the workers and metrics sockets the key of
+    the worker it names (`identity`, else the first worker): a second process of that worker.
+    `credentials = "none"` sends in plaintext (refused at handshake: nothing is delivered)."""
+    cluster = run.cluster
+    if cluster.insecure or to in ("store", "scheduler") or step.get("credentials") == "none":
+        return None
+    if to in ("api", "events"):
+        return cluster.credentials().curve()
+    names = run.worker_names()
+    worker = identity if identity in names else (sorted(names)[0] if names else "")
+    return cluster.worker_curve(worker) if worker else None
 
 
 def _record_api(run: "Run", msg: dict[str, Any], replies: list[Any], times: int) -> None:
