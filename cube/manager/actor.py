@@ -38,7 +38,7 @@ from cube.messages import task as task_msg
 from cube.messages import worker as worker_msg
 from cube.model.state import State
 from cube.model.task import Task, TaskSpecError, task_from_spec
-from cube.wire import sockets
+from cube.wire import codec, sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.security import curve as zcurve
@@ -50,6 +50,7 @@ from cube.wire.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, NOT_JO
 log = logging.getLogger(__name__)
 
 NODES = "nodes"
+MAX_TASK_BYTES = 64 << 10
 API_SNDHWM = 100  # replies queued per client: one that never reads cannot pin the manager's memory
 ADMIN_ONLY = task_msg.ADMIN_ONLY | node_msg.ADMIN_ONLY
 
@@ -169,6 +170,10 @@ class Manager(Actor):
             task = task_from_spec(m.body["task"])
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
+        size = len(codec.pack(task.to_dict()))
+        if size > MAX_TASK_BYTES:  # the Store keeps every task until it is pruned: bound each one
+            raise CubeError(BAD_REQUEST, f"the task is {size >> 10} KiB encoded; at most {MAX_TASK_BYTES >> 10} KiB "
+                                         f"(env, command and names together)")
         if len(self.book) >= self.config.max_tasks and self.book.get(task.id) is None:
             raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks); "
                                       f"stop some, or let finished ones be pruned (--retention)")

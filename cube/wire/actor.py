@@ -252,11 +252,12 @@ class Actor:
             return True
         except zmq.Again:
             self.stats["dropped.hwm"] += 1
-            log.warning("%s: %s to %s dropped: peer not reachable or too far behind",
-                        self.name, env.type, _peer(env))
+            self._throttled.warning("dropped.hwm", "%s: %s to %s dropped: peer not reachable or too far behind",
+                                    self.name, env.type, _peer(env))
         except zmq.ZMQError as e:
             self.stats["dropped.unroutable"] += 1
-            log.warning("%s: %s to %s dropped: %s", self.name, env.type, _peer(env), e)
+            self._throttled.warning("dropped.unroutable", "%s: %s to %s dropped: %s",
+                                    self.name, env.type, _peer(env), e)
         return False
 
     def request(self, sock: zmq.Socket, env: Envelope, on_reply: ReplyCallback | None = None,
