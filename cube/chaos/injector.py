@@ -66,7 +66,7 @@ class Injector:
         self.refresh()
         if not self.rules:
             return actor.transmit(sock, frames, env)
-        to = env.route[0].decode(errors="replace") if env.route else ""
+        to = actor.peer_name(env.route)
         rule = self.match(actor.name, env.type, to)
         if rule is None:
             return actor.transmit(sock, frames, env)

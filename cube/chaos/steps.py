@@ -195,18 +195,25 @@ def send(run: "Run", step: "Step") -> str:
 
 
 def _credentials(run: "Run", step: "Step", to: str, identity: str) -> Any:
-    """What a send step presents on a CURVE socket (docs/chaos.md, "send"): by default the admin
-    credentials on the api and events sockets, and on the workers and metrics sockets the key of
-    the worker it names (`identity`, else the first worker): a second process of that worker.
-    `credentials = "none"` sends in plaintext (refused at handshake: nothing is delivered)."""
+    """What a send step presents on a CURVE socket (docs/chaos.md, "send"): the admin credentials
+    on the api and events sockets; on the workers and metrics sockets, the key of the worker
+    `identity` names (a second process of that worker), or a stranger's key for any other
+    identity (it may connect to the workers socket but has not joined). With no identity, a
+    stranger on the workers socket and the first worker on the metrics socket (a stranger could
+    not publish at all). `credentials = "none"` sends in plaintext: refused at handshake."""
     cluster = run.cluster
     if cluster.insecure or to in ("store", "scheduler") or step.get("credentials") == "none":
         return None
     if to in ("api", "events"):
         return cluster.credentials().curve()
     names = run.worker_names()
-    worker = identity if identity in names else (sorted(names)[0] if names else "")
-    return cluster.worker_curve(worker) if worker else None
+    if identity in names:
+        return cluster.worker_curve(identity)
+    if to == "metrics" and not step.get("identity") and names:
+        return cluster.worker_curve(sorted(names)[0])
+    from cube.security.curve import CurveClient
+    from cube.security.keys import Keypair
+    return CurveClient(Keypair.generate(), cluster.credentials().server_key.encode())
 
 
 def _record_api(run: "Run", msg: dict[str, Any], replies: list[Any], times: int) -> None:

@@ -102,6 +102,10 @@ class Manager(Actor):
         if self.gate is not None:
             self.gate.stop()
 
+    def peer_name(self, route: list[bytes]) -> str:
+        name = self.registry.by_route.get(route[0]) if route else None
+        return name if name is not None else super().peer_name(route)
+
     # ---- who may do what (docs/security.md) ---------------------------------------------------
     def admit(self, sock: zmq.Socket, env: Envelope) -> None:
         if self.authority is None:  # insecure (loopback tests): a worker is who its connection says

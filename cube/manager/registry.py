@@ -58,6 +58,7 @@ class WorkerRegistry:
     def __init__(self, grace: float):
         self.grace = grace
         self.workers: dict[str, WorkerRecord] = {}
+        self.by_route: dict[bytes, str] = {}  # connection -> the worker that last spoke on it
 
     def stale_hello(self, name: str, clock: list[int] | None) -> bool:
         """A hello stamped before the one that last made this worker ready: a late copy."""
@@ -106,11 +107,15 @@ class WorkerRegistry:
         rec = self.workers.get(name)
         if rec is None or not route or rec.route_id == route[0]:
             return False
+        self.by_route.pop(rec.route_id, None)
         rec.route_id = route[0]
+        self.by_route[route[0]] = name
         return True
 
     def forget(self, name: str) -> None:
-        self.workers.pop(name, None)
+        rec = self.workers.pop(name, None)
+        if rec is not None:
+            self.by_route.pop(rec.route_id, None)
 
     def touch_all(self) -> None:
         """Count every ready worker as just heard from (after the manager itself was deaf)."""

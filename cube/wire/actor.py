@@ -138,6 +138,11 @@ class Actor:
                 self.receive(s, frames, accept, replies, peer)
         self.loop.add_reader(sock, on_readable)
 
+    def peer_name(self, route: list[bytes]) -> str:
+        """Who a route leads to, for logs and fault rules: the ROUTER identity as text, unless
+        the actor knows better (the Manager names a worker's connection by the worker)."""
+        return route[0].decode(errors="replace") if route else ""
+
     def admit(self, sock: zmq.Socket, env: Envelope) -> None:
         """May this message be handled? Raise CubeError to refuse it before any handler runs;
         may set `env.principal`. Every message is admitted unless an actor says otherwise."""
@@ -253,11 +258,11 @@ class Actor:
         except zmq.Again:
             self.stats["dropped.hwm"] += 1
             self._throttled.warning("dropped.hwm", "%s: %s to %s dropped: peer not reachable or too far behind",
-                                    self.name, env.type, _peer(env))
+                                    self.name, env.type, self.peer_name(env.route) or "peer")
         except zmq.ZMQError as e:
             self.stats["dropped.unroutable"] += 1
             self._throttled.warning("dropped.unroutable", "%s: %s to %s dropped: %s",
-                                    self.name, env.type, _peer(env), e)
+                                    self.name, env.type, self.peer_name(env.route) or "peer", e)
         return False
 
     def request(self, sock: zmq.Socket, env: Envelope, on_reply: ReplyCallback | None = None,
@@ -367,5 +372,3 @@ def _user_id(frame: zmq.Frame) -> str:
         return ""
 
 
-def _peer(env: Envelope) -> str:
-    return env.route[0].decode(errors="replace") if env.route else "peer"

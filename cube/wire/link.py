@@ -163,8 +163,14 @@ class ManagerLink:
             log.warning("%s: manager silent for %d heartbeats; reconnecting", self.actor.name, self.missed - 1)
             self.registered = False
             self.connect()
+            # A heartbeat first: the manager routes our commands by the connection our key last
+            # spoke on, and the hello may take a while to build (a container listing).
+            self._send_beat()
             self.hello()
             return
+        self._send_beat()
+
+    def _send_beat(self) -> None:
         self.actor.request(self.sock, Envelope(msg.HEARTBEAT, {"name": self.identity}), self._on_beat_reply,
                            timeout=self.heartbeat * 3)
 
