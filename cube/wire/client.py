@@ -18,6 +18,9 @@ from cube.wire.errors import FORBIDDEN, CubeError, Unavailable
 
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+# A handshake cut short without a reason is what a wrong server key or a plaintext peer looks like
+# from here, but also a server that died mid-handshake: refused only once it happened this often.
+UNEXPLAINED_FAILURES = 3
 
 
 class Refused(CubeError):
@@ -38,12 +41,14 @@ class Client:
         self.curve = curve
         self._sock: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
+        self._unexplained = 0
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None,
              timeout: float | None = None) -> dict[str, Any]:
         """Send a request and return the reply body; raise CubeError / Unavailable."""
         env = Envelope(msg_type, body or {}, sender=self.name)
         sock = self._socket()
+        self._unexplained = 0
         try:
             sock.send(env.encode(), zmq.NOBLOCK)
         except zmq.Again:
@@ -86,6 +91,10 @@ class Client:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except (zmq.Again, zmq.ZMQError):
                 return
+            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+                self._unexplained += 1
+                if self._unexplained < UNEXPLAINED_FAILURES:
+                    continue
             if event["event"] & _HANDSHAKE_FAILED:
                 self.close()
                 raise Refused(f"the manager at {self.address.removeprefix('tcp://')} refused these credentials")
