@@ -311,7 +311,7 @@ class Worker(Actor):
     def _spec(self, spec: RunSpec, attempt: int) -> ContainerSpec:
         return ContainerSpec(task_id=spec.task_id, attempt=attempt, name=spec.name, image=spec.image,
                              command=spec.command, env=spec.env, cpu=spec.cpu, memory=spec.memory,
-                             ports=spec.ports, labels={LABEL_WORKER: self.name})
+                             ports=spec.ports, labels={LABEL_WORKER: self.name}, pids_limit=spec.pids_limit)
 
     # ---- Docker's event stream ------------------------------------------------------------------
     def _watch_runtime(self) -> None:
@@ -472,7 +472,9 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
         capacity = machine_capacity(conf.data_dir, float(opt(cpus, "cpus", 0.0)) or None,
                                     parse_size(opt(memory, "memory", "0")) or None,
                                     parse_size(opt(disk, "disk", "0")) or None)
-        runtime = DockerRuntime()
+        hardening.tighten(conf.data_dir)  # data written before the umask (an older Cube)
+        # Published ports are bound to the address this worker advertises, not to every interface.
+        runtime = DockerRuntime(bind_address=conf.address)
         store = LevelDBStore(os.path.join(conf.data_dir, "db"))
         w = Worker(conf, runtime, store, capacity)
     except Exception as e:  # a clear line for the operator, not a traceback

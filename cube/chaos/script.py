@@ -13,7 +13,7 @@ DEFAULT_IMAGE = "cube-busybox:latest"
 
 COMMON = {"do", "note"}
 STEP_KEYS: dict[str, set[str]] = {
-    "start": {"as", "count", "id", "name", "image", "cmd", "restart", "max_restarts", "cpu", "memory",
+    "start": {"as", "count", "id", "name", "image", "cmd", "restart", "max_restarts", "cpu", "memory", "pids_limit",
               "ports", "spec", "background", "retries", "expect", "interval", "wait", "timeout", "restarts"},
     "stop": {"task", "expect", "retries"},
     "send": {"to", "type", "body", "from", "identity", "credentials", "envelope", "omit", "raw", "raw_b64", "frames",

@@ -65,7 +65,7 @@ def _starts(run: "Run", step: "Step") -> str:
         spec.setdefault("image", step.get("image", run.script.cluster.image))
         spec.setdefault("name", step.get("name") or f"{alias or 'task'}-{i}")
         spec.setdefault("command", step.get("cmd", "sleep 600"))
-        for key in ("restart", "max_restarts", "cpu", "memory", "ports"):
+        for key in ("restart", "max_restarts", "cpu", "memory", "ports", "pids_limit"):
             if key in step.args:
                 spec[key] = step.args[key]
         spec["id"] = str(run.resolve(step.get("id"))) if step.get("id") else str(uuid.uuid4())

@@ -110,13 +110,13 @@ class Task:
     def start(self, file: str | None = None, image: str | None = None, name: str | None = None,
               cmd: Any = None, env: Any = None, cpu: float | None = None, memory: Any = None,
               disk: Any = None, port: Any = None, restart: str | None = None,
-              max_restarts: int | None = None, health: str | None = None,
+              max_restarts: int | None = None, health: str | None = None, pids_limit: int | None = None,
               manager: str | None = None, credentials: str | None = None, json: bool = False) -> None:
         """Submit a task from a JSON file (or '-' for stdin) and/or flags; prints its id."""
         spec: dict[str, Any] = _read_spec(file) if file else {}
         flags = {"image": image, "name": name, "command": cmd, "env": env, "cpu": cpu, "memory": memory,
                  "disk": disk, "ports": port, "restart": restart, "max_restarts": max_restarts,
-                 "health": health}
+                 "health": health, "pids_limit": pids_limit}
         spec.update({k: v for k, v in flags.items() if v is not None})
         if isinstance(spec.get("env"), (list, tuple)):
             spec["env"] = [str(e) for e in spec["env"]]

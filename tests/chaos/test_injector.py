@@ -46,6 +46,9 @@ class FakeActor:
         self.sent.append((env.type, frames))
         return True
 
+    def peer_name(self, route) -> str:
+        return route[0].decode() if route else ""
+
 
 def rig(tmp_path, *rules: Rule) -> tuple[Injector, FakeActor]:
     rf = RuleFile(str(tmp_path / "rules.json"), list(rules))

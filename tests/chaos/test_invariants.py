@@ -158,7 +158,8 @@ class FakeClient:
 def fake_run(tasks: list[dict[str, Any]] | None = None) -> chaos_runner.Run:
     cluster = types.SimpleNamespace(token="xtok", endpoints={"api": "tcp://127.0.0.1:1"},
                                     worker_name=lambda s: f"xtok-{s}", worker_names={"w1": W1, "w2": W2},
-                                    call=lambda t, b=None, timeout=3.0, endpoint="api": {"tasks": tasks or []})
+                                    call=lambda t, b=None, timeout=3.0, endpoint="api": {"tasks": tasks or []},
+                                    credentials=lambda: None)
     script = chaos_script.parse({"cluster": {"workers": 2}})
     return chaos_runner.Run(script, cluster, lambda line: None)  # type: ignore[arg-type]
 
