@@ -1,0 +1,134 @@
+"""Talking to the manager: where it is, which credentials prove who we are, and one request.
+
+Every failure becomes a CliError with the one line a person needs: "cannot reach" only when
+nothing answered (or nothing listens), "refused these credentials" when the handshake was turned
+down, the manager's own message otherwise. ZeroMQ and the credentials' CURVE keys are imported
+on the first request, not before: help and usage errors must not pay for them.
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+API_PORT = 5555  # cube.config.API_PORT (importing cube.config is not needed to say so)
+EVENTS_PORT = 5558  # cube.config.EVENTS_PORT
+CREDENTIALS_ENV = "CUBE_CREDENTIALS"  # cube.security.credentials.ENV
+DEFAULT_TIMEOUT = 3.0
+LOADING_WAIT = 10.0  # how long a command waits for a manager that is loading its state
+_ADDRESS = re.compile(r"^(?:tcp://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+|\*)(?::([0-9]{1,5}))?$")
+
+
+class CliError(Exception):
+    """Something the user must fix or know; printed as one line, exit status 1."""
+
+
+@dataclass(frozen=True)
+class Conn:
+    """Where the manager is and how to prove who we are (docs/security.md, "Credentials")."""
+
+    address: str  # tcp://host:port of the API
+    creds: Any  # cube.security.credentials.Credentials, or None (an insecure local manager)
+
+    @property
+    def curve(self) -> Any:
+        return self.creds.curve() if self.creds else None
+
+    @property
+    def host(self) -> str:
+        return self.address.removeprefix("tcp://").rsplit(":", 1)[0]
+
+    @property
+    def shown(self) -> str:
+        return self.address.removeprefix("tcp://")
+
+
+def address(value: str, source: str) -> str:
+    """tcp://HOST:PORT from what a person typed (HOST:PORT or tcp://HOST:PORT)."""
+    m = _ADDRESS.match(value.strip())
+    if not m:
+        raise CliError(f"{source} {value!r} is not HOST:PORT (e.g. 127.0.0.1:{API_PORT})")
+    if m.group(2) is None:
+        raise CliError(f"{source} {value!r} has no port; use HOST:PORT, e.g. {m.group(1)}:{API_PORT}")
+    if not 0 < int(m.group(2)) < 65536:
+        raise CliError(f"{source} {value!r}: port {m.group(2)} is not between 1 and 65535")
+    return f"tcp://{m.group(1)}:{int(m.group(2))}"
+
+
+def connect(manager: str | None, credentials: str | None) -> Conn:
+    """--manager, else $CUBE_MANAGER, else the credentials' manager, else 127.0.0.1:5555."""
+    from cube.security.credentials import Credentials, CredentialsError, locate
+    path = locate(credentials or "")
+    try:
+        creds = Credentials.load(path) if path else None
+    except CredentialsError as e:
+        raise CliError(str(e)) from None
+    if manager:
+        return Conn(address(manager, "--manager"), creds)
+    if os.environ.get("CUBE_MANAGER"):
+        return Conn(address(os.environ["CUBE_MANAGER"], "CUBE_MANAGER"), creds)
+    if creds is not None:
+        return Conn(address(creds.manager, f"the manager in {path}"), creds)
+    return Conn(f"tcp://127.0.0.1:{API_PORT}", None)
+
+
+_clients: dict[Conn, Any] = {}
+
+
+def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
+    """One request and its reply body. CliError when the manager is not there or refuses us;
+    the manager's CubeError (with its code) when it answered with an error."""
+    from cube.wire.client import Client, Refused
+    from cube.wire.errors import UNAVAILABLE, CubeError, Unavailable
+    client = _clients.get(conn)
+    if client is None:  # one connection (one CURVE handshake) for every request of a command
+        client = _clients[conn] = Client(conn.address, name="cli", timeout=timeout, curve=conn.curve)
+    deadline = time.monotonic() + LOADING_WAIT
+    while True:
+        try:
+            return client.call(msg_type, body, timeout=timeout)
+        except Unavailable as e:
+            raise unreachable(conn, e, timeout) from None
+        except Refused:
+            if conn.creds is None:
+                raise CliError(f"the manager at {conn.shown} needs credentials: set --credentials or "
+                               f"{CREDENTIALS_ENV} (cube-manager writes DATA_DIR/admin.credentials)") from None
+            raise CliError(f"the manager at {conn.shown} refused these credentials "
+                           f"({conn.creds.name}); were they revoked, or issued by another manager?") from None
+        except CubeError as e:  # a manager that just started is still loading: wait a little
+            if e.code != UNAVAILABLE or "loading" not in e.message or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+class NotReached(CliError):
+    """Nothing answered. `sent` says whether the request may have arrived (a timeout) or surely
+    did not (the connection was refused)."""
+
+    def __init__(self, message: str, sent: bool):
+        super().__init__(message)
+        self.sent = sent
+
+
+def unreachable(conn: Conn, error: Exception, timeout: float) -> NotReached:
+    from cube.wire import client as wire_client
+    refused = getattr(wire_client, "Unreachable", None)  # a refused connection, told at once
+    if refused is not None and isinstance(error, refused):
+        return NotReached(f"cannot reach the manager at {conn.shown}: connection refused; is cube-manager "
+                          f"running there? Set --manager or CUBE_MANAGER.", sent=False)
+    return NotReached(f"cannot reach the manager at {conn.shown} (no answer within {timeout:g}s); is "
+                      f"cube-manager running? Set --manager or CUBE_MANAGER.", sent=True)
+
+
+def pages(conn: Conn, msg_type: str, body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """Every row of a paged list, following `continue` tokens."""
+    from cube.wire.client import all_pages
+    return all_pages(lambda t, b: call(conn, t, b), msg_type, body, key)
+
+
+def close() -> None:
+    """Close every connection this process opened (at exit: a lingering socket delays it)."""
+    while _clients:
+        _clients.popitem()[1].close()
