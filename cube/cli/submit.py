@@ -19,7 +19,8 @@ _ENV = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*=")
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the watch saw of a new task: `status` is started, waiting, starting or failed."""
+    """What the watch saw of a new task: `status` is started, waiting, starting or failed (or
+    detached: not watched)."""
 
     task: dict[str, Any]
     status: str

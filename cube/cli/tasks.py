@@ -66,7 +66,7 @@ class Task:
         spec = submit.build(file, flags)
         conn = session.connect(manager, credentials)
         task = submit.send(conn, spec)
-        outcome = submit.watch(conn, task, 0.0 if detach else submit.WATCH)
+        outcome = submit.Outcome(task, "detached") if detach else submit.watch(conn, task, submit.WATCH)
         if json:
             print_json(outcome.task)
         else:
