@@ -30,10 +30,10 @@ class Result:
 
 def make_task(**fields: Any) -> dict[str, Any]:
     """A task as the manager lists it: Task.to_dict() of a valid spec, with `fields` on top."""
-    spec = {"image": fields.pop("image", "cube-busybox:latest"), "name": fields.pop("name", "web")}
+    spec = {"image": fields.pop("image", "cube-busybox:latest"), "name": "web"}
     if "id" in fields:
         spec["id"] = fields["id"]
-    t = task_from_spec(spec).to_dict()
+    t = task_from_spec(spec).to_dict()  # then any name: the manager's view of what it holds
     t.update(fields)
     return t
 
