@@ -52,15 +52,18 @@ def clip(text: str, size: int) -> str:
 def table(headers: list[str], rows: Iterable[list[Any]], max_width: int | None = None,
           fixed: Iterable[int] = (), floors: dict[int, int] | None = None) -> str:
     """Columns two spaces apart. With `max_width`, the widest columns (not those in `fixed`) are
-    clipped, each with "…", until a row fits; none below its header, 8, or its `floors` entry
-    (a row wider than the terminal beats columns too narrow to read)."""
+    clipped, each with "…", until a row fits; none below its header, 8, or (room allowing) its
+    `floors` entry: a row wider than the terminal beats columns too narrow to read."""
     cells = [[clean(c) if c is not None else "" for c in r] for r in rows]
     widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
     if max_width:
-        fixed = set(fixed)
-        least = [w if i in fixed else min(w, max(len(headers[i]), 8, (floors or {}).get(i, 0)))
-                 for i, w in enumerate(widths)]
-        widths = _fit(widths, least, max_width - 2 * (len(headers) - 1))
+        fixed, room = set(fixed), max_width - 2 * (len(headers) - 1)
+        for extra in (floors or {}, {}):  # the floors if they fit, else only the headers' widths
+            least = [w if i in fixed else min(w, max(len(headers[i]), 8, extra.get(i, 0)))
+                     for i, w in enumerate(widths)]
+            if sum(least) <= room:
+                break
+        widths = _fit(widths, least, room)
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
     lines += ["  ".join(clip(c, w).ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
     return "\n".join(lines)
