@@ -99,25 +99,30 @@ class SchedulerActor(Actor):
     def on_place_many(self, m: Envelope) -> dict[str, Any]:
         """Many decisions in one round trip, in order, each seeing the reservations before it.
 
-        Once a demand fits nowhere, no later demand at least as large is tried (it cannot fit
-        either): a long queue of big tasks costs one decision, not one per task."""
+        Once a demand fits nowhere, later tasks with the same demand are not tried (they cannot
+        fit either): a long queue of big tasks costs one decision per distinct demand, and each
+        task's reason quotes its own demand."""
         exclude = self._excluded(m.body)
         items = []
         for item in m.body["tasks"]:  # all checked before any is placed: a refusal reserves nothing
             if not isinstance(item, dict) or not isinstance(item.get("task_id"), str):
                 raise CubeError(BAD_REQUEST, "sched.place_many: every task needs a task_id")
             items.append((item, _demand(item)))
-        refused: list[tuple[Demand, str]] = []
+        refused: list[Demand] = []
+        reasons: dict[Demand, str] = {}  # why each distinct refused demand fits nowhere
         out = []
         for item, demand in items:
-            known = next((why for d, why in refused if demand.cpu >= d.cpu and demand.memory >= d.memory
-                          and demand.disk >= d.disk), None)
-            if known is not None:
-                out.append({"task_id": item["task_id"], "node": None, "reason": known})
+            if demand not in reasons and any(demand.cpu >= d.cpu and demand.memory >= d.memory
+                                             and demand.disk >= d.disk for d in refused):
+                # It cannot fit either; its reason must quote its own numbers, not another task's.
+                reasons[demand] = self._place(item["task_id"], item, exclude).reason
+            if demand in reasons:
+                out.append({"task_id": item["task_id"], "node": None, "reason": reasons[demand]})
                 continue
             placement = self._place(item["task_id"], item, exclude)
             if placement.node is None:
-                refused.append((demand, placement.reason))
+                refused.append(demand)
+                reasons[demand] = placement.reason
             out.append({"task_id": item["task_id"], "node": placement.node, "reason": placement.reason})
         return {"placements": out}
 

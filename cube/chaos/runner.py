@@ -24,7 +24,7 @@ from typing import Any, Callable
 from cube.chaos import invariants, steps
 from cube.chaos.script import ClusterSpec, Script, ScriptError, load
 from cube.harness import ACTORS, Cluster
-from cube.wire.client import Client
+from cube.wire.client import Client, Unreachable
 from cube.wire.errors import IN_DOUBT, UNAVAILABLE, CubeError, Unavailable
 
 Out = Callable[[str], None]
@@ -162,6 +162,9 @@ class Run:
                 reply = client.call(msg_type, body)
                 tries.append("ok")
                 return reply, None, tries
+            except Unreachable as e:  # connection refused: the request was never sent
+                tries.append("error")
+                error = e
             except Unavailable as e:  # raised by the Client when no answer came at all
                 tries.append("none")
                 error = e

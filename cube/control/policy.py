@@ -26,10 +26,11 @@ def on_end(task: Task, exit_code: int | None, cause: str) -> Outcome:
         delay = policy.delay(task.restart_count)
         return Outcome(State.FAILED, True, delay,
                        f"{cause}; restart {task.restart_count + 1} of {policy.max_restarts} in {delay:g}s")
+    if exit_code == 0:  # under 'always' with its restarts used up: it still ended well
+        return Outcome(State.COMPLETED, False, 0.0,
+                       f"{cause}; no restart left ({task.restart_count} of {policy.max_restarts} under 'always')")
     if policy.name == "no":
         why = "restart policy is 'no'"
-    elif exit_code == 0:
-        why = "exit code 0 under 'on-failure'"
     else:
         why = f"gave up after {task.restart_count} restarts"
     return Outcome(State.FAILED, False, 0.0, f"{cause}; {why}")

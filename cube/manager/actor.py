@@ -37,7 +37,7 @@ from cube.messages import sched as sched_msg
 from cube.messages import task as task_msg
 from cube.messages import worker as worker_msg
 from cube.model.state import State
-from cube.model.task import Task, TaskSpecError, task_from_spec
+from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, same_spec, task_from_spec
 from cube.wire import codec, sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import REPLY_ERROR, Envelope
@@ -92,6 +92,7 @@ class Manager(Actor):
         self._removed: set[str] = set()  # workers removed by `node rm`: forgotten once their tasks moved
         self._last_check = self.loop.clock()
         self._moving: set[str] = set()
+        self._naming: dict[str, str] = {}  # names of tasks being created -> their ids
         secure = self.authority is not None
         self.serve(self.api, accept=task_msg.API | node_msg.API, authenticated=secure)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER, authenticated=secure)
@@ -178,24 +179,67 @@ class Manager(Actor):
         if size > MAX_TASK_BYTES:  # the Store keeps every task until it is pruned: bound each one
             raise CubeError(BAD_REQUEST, f"the task is {size >> 10} KiB encoded; at most {MAX_TASK_BYTES >> 10} KiB "
                                          f"(env, command and names together)")
-        if len(self.book) >= self.config.max_tasks and self.book.get(task.id) is None:
+        known = self.book.get(task.id)
+        if known is not None:  # a re-sent start: the same task, or a mistake
+            m.respond(self._repeated_start(known, task))
+            return
+        if len(self.book) >= self.config.max_tasks:
             raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks); "
                                       f"stop some, or let finished ones be pruned (--retention)")
+        self._claim_name(task)
 
         def added(t: Task | None, existing: bool, error: CubeError | None) -> None:
+            self._naming.pop(task.name, None)
             if error is not None:
                 m.respond(error=error)
                 return
-            m.respond({"task": t.to_dict(), "existing": True} if existing else {"task": t.to_dict()})
-            if not existing:
-                self.placement.schedule()
+            if existing:
+                try:
+                    m.respond(self._repeated_start(t, task))
+                except CubeError as e:
+                    m.respond(error=e)
+                return
+            m.respond({"task": t.to_dict()})
+            self.placement.schedule()
         self.book.add(task, "submitted", added)
+
+    def _repeated_start(self, known: Task, task: Task) -> dict[str, Any]:
+        """A start for an id that exists: idempotent if it asks for the same, an error if not."""
+        differ = same_spec(known, task)
+        if differ:
+            raise CubeError(CONFLICT, f"task {known.id} exists with a different {', '.join(differ)}; "
+                                      f"use a new id, or stop it and start a new task")
+        if known.desired == DESIRED_STOPPED:
+            raise CubeError(CONFLICT, f"task {known.id} was stopped; `cube task restart {known.id[:12]}` "
+                                      f"starts it again")
+        return {"task": known.to_dict(), "existing": True}
+
+    def _claim_name(self, task: Task, restart: bool = False) -> None:
+        """Names are unique among live tasks, so a name always means one task."""
+        taken = self._naming.get(task.name)
+        if taken is None:
+            taken = next((t.id for t in self.book.named(task.name)
+                          if t.id != task.id and t.desired == DESIRED_RUNNING and not listing.finished(t)), None)
+        if taken is not None and taken != task.id:
+            raise CubeError(CONFLICT, f"a live task is already named {task.name!r} ({taken[:12]}); "
+                                      f"choose another name, or stop that task first")
+        if not restart:
+            self._naming[task.name] = task.id
 
     @handles(task_msg.STOP)
     def on_stop_task(self, m: Envelope) -> None:
         self._ready()
         task = self.book.find(m.body["id"])
         self.life.stop(task.id, lambda t, error: m.respond(error=error) if error else m.respond({"task": t.to_dict()}))
+
+    @handles(task_msg.RESTART)
+    def on_restart_task(self, m: Envelope) -> None:
+        self._ready()
+        task = self.book.find(m.body["id"])
+        if task.desired == DESIRED_STOPPED or listing.finished(task):
+            self._claim_name(task, restart=True)  # live again: its name must still be free
+        self.life.restart(task.id, lambda t, error: m.respond(error=error) if error else
+                          m.respond({"task": (t or self.book.get(task.id) or task).to_dict()}))
 
     @handles(task_msg.LIST)
     def on_list_tasks(self, m: Envelope) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from cube.manager.placement import Placement
 from cube.manager.registry import WorkerRegistry
 from cube.manager.taskbook import Done, Skip, TaskBook
 from cube.model.state import State
-from cube.model.task import DESIRED_STOPPED, Task
+from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task
 from cube.wire.errors import CubeError
 from cube.wire.loop import Loop
 
@@ -89,6 +89,32 @@ class TaskLife:
             if error is None and task is not None:
                 for fn in then:
                     fn(task)
+            done(task, error)
+        self.book.commit(task_id, change, "", done=written)
+
+    def restart(self, task_id: str, done: Done) -> None:
+        """An operator's restart: the current attempt (if any) is stopped and the task starts
+        over, Pending, desired running, its restart count reset (docs/architecture.md)."""
+        then: list[Callable[[Task], None]] = []
+
+        def change(t: Task) -> None:
+            then.clear()
+            if t.state == State.PENDING and t.desired == DESIRED_RUNNING:
+                raise Skip  # already waiting to be placed
+            if t.state in LIVE and t.worker and self.registry.is_ready(t.worker):
+                worker, attempt = t.worker, t.attempt
+                then.append(lambda n: self.commands.stop(worker, n.id, attempt, "restart requested"))
+            t.transition(State.PENDING, "restart requested")
+            t.desired = DESIRED_RUNNING
+            t.worker, t.container_id, t.host_ports = "", "", {}
+            t.exit_code, t.error = None, ""
+            t.restart_count, t.not_before, t.finished_at = 0, 0.0, 0.0
+
+        def written(task: Task | None, error: CubeError | None) -> None:
+            if error is None and task is not None:
+                for fn in then:
+                    fn(task)
+                self.placement.schedule()
             done(task, error)
         self.book.commit(task_id, change, "", done=written)
 

@@ -19,6 +19,8 @@ out once each and never reused.
 """
 from __future__ import annotations
 
+import bisect
+
 import collections
 import logging
 import time
@@ -107,6 +109,9 @@ class TaskBook:
         self.watchers: list[Callable[[str, Task | None], None]] = []
         self._by_worker: dict[str, set[str]] = {}  # worker -> ids of its Scheduled/Running tasks
         self._placed_on: dict[str, str] = {}  # task id -> that worker
+        self._ids: list[str] = []  # every id, sorted: a prefix is a bisect, not a scan
+        self._by_name: dict[str, set[str]] = {}  # name -> ids of the tasks with that name
+        self._name_of: dict[str, str] = {}  # id -> its name (names never change)
         self.seq = 0
         self.doubts: dict[str, Doubt] = {}
         self._queues: dict[str, _Queue] = {}
@@ -157,9 +162,9 @@ class TaskBook:
                 raise CubeError(IN_DOUBT, f"the store has not confirmed it yet; {d.describe()}")
         if ref in self.tasks:
             return self.tasks[ref]
-        matches = [t for t in self.tasks.values() if t.id.startswith(ref)] if len(ref) >= 4 else []
+        matches = self._with_prefix(ref, 6) if len(ref) >= 4 else []
         if not matches:
-            matches = [t for t in self.tasks.values() if t.name == ref]
+            matches = self.named(ref)
             if len(matches) > 1:  # a name reused over time: the live one, else the newest
                 live = [t for t in matches if t.desired == "running"]
                 matches = live or [max(matches, key=lambda t: t.created_at)]
@@ -169,6 +174,17 @@ class TaskBook:
             ids = ", ".join(t.id[:12] for t in matches[:5])
             raise CubeError(CONFLICT, f"{ref!r} matches {len(matches)} tasks ({ids}); give more of the id")
         return matches[0]
+
+    def _with_prefix(self, prefix: str, most: int) -> list[Task]:
+        i = bisect.bisect_left(self._ids, prefix)
+        out = []
+        while i < len(self._ids) and self._ids[i].startswith(prefix) and len(out) < most:
+            out.append(self.tasks[self._ids[i]])
+            i += 1
+        return out
+
+    def named(self, name: str) -> list[Task]:
+        return [self.tasks[i] for i in self._by_name.get(name, ())]
 
     def where(self, predicate: Callable[[Task], bool]) -> list[Task]:
         return sorted((t for t in self.tasks.values() if predicate(t)), key=lambda t: (t.created_at, t.id))
@@ -304,6 +320,7 @@ class TaskBook:
         self.store.batch(ops, written, solo=bulky(new))
 
     def _changed(self, task_id: str, task: Task | None) -> None:
+        self._index_name(task_id, task)
         old = self._placed_on.pop(task_id, None)
         if old is not None:
             self._by_worker[old].discard(task_id)
@@ -312,6 +329,26 @@ class TaskBook:
             self._by_worker.setdefault(task.worker, set()).add(task_id)
         for watch in self.watchers:
             watch(task_id, task)
+
+    def _index_name(self, task_id: str, task: Task | None) -> None:
+        if task is None:  # forgotten (pruned)
+            name = self._name_of.pop(task_id, None)
+            if name is not None:
+                self._by_name[name].discard(task_id)
+                if not self._by_name[name]:
+                    del self._by_name[name]
+                i = bisect.bisect_left(self._ids, task_id)
+                if i < len(self._ids) and self._ids[i] == task_id:
+                    del self._ids[i]
+            return
+        if task_id in self._name_of:
+            return
+        self._name_of[task_id] = task.name
+        self._by_name.setdefault(task.name, set()).add(task_id)
+        if not self._ids or task_id > self._ids[-1]:
+            self._ids.append(task_id)
+        else:
+            bisect.insort(self._ids, task_id)
 
     def _done(self, task_id: str, change: Change, task: Task | None, error: CubeError | None) -> None:
         q = self._queues.get(task_id)

@@ -1,8 +1,10 @@
 """The task state machine.
 
-The state table of the book (Build an Orchestrator in Go) plus two edges the book lacks: a task
-can be stopped before it ever ran (Pending/Scheduled -> Completed), which the book refuses.
-Restarts travel Running/Failed -> Scheduled, as in the book's final version.
+The state table of the book (Build an Orchestrator in Go) plus edges the book lacks: a task
+can be stopped before it ever ran (Pending/Scheduled -> Completed), which the book refuses, and
+an operator's `cube task restart` returns any placed or finished task to Pending, to be placed
+again as a new attempt (Swarm, Nomad and kubectl all have a restart). Restarts by policy travel
+Running/Failed -> Scheduled, as in the book's final version.
 """
 from __future__ import annotations
 
@@ -25,13 +27,13 @@ class State(str, enum.Enum):
 
 TRANSITIONS: dict[State, frozenset[State]] = {
     State.PENDING: frozenset({State.SCHEDULED, State.COMPLETED}),
-    State.SCHEDULED: frozenset({State.SCHEDULED, State.RUNNING, State.FAILED, State.COMPLETED}),
-    State.RUNNING: frozenset({State.RUNNING, State.COMPLETED, State.FAILED, State.SCHEDULED}),
-    State.COMPLETED: frozenset(),
-    State.FAILED: frozenset({State.SCHEDULED}),
+    State.SCHEDULED: frozenset({State.SCHEDULED, State.RUNNING, State.FAILED, State.COMPLETED, State.PENDING}),
+    State.RUNNING: frozenset({State.RUNNING, State.COMPLETED, State.FAILED, State.SCHEDULED, State.PENDING}),
+    State.COMPLETED: frozenset({State.PENDING}),  # only by an operator's restart
+    State.FAILED: frozenset({State.SCHEDULED, State.PENDING}),
 }
 
-TERMINAL = frozenset({State.COMPLETED})
+TERMINAL = frozenset({State.COMPLETED})  # nothing but an operator's restart leaves it
 
 
 class IllegalTransition(ValueError):

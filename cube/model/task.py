@@ -190,14 +190,25 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     image = spec.get("image")
     if not isinstance(image, str) or not image.strip():
         raise TaskSpecError("field 'image' is required and must be a non-empty string")
-    name = spec.get("name") or image.split("/")[-1].split(":")[0]
-    if not isinstance(name, str):
-        raise TaskSpecError("field 'name' must be a string")
+    image = image.strip()
+    if not _IMAGE_REF.match(image):
+        raise TaskSpecError(f"field 'image': {image[:80]!r} is not a valid image reference "
+                            f"(e.g. busybox, busybox:1.36, registry.example.com:5000/team/app:v2)")
+    tid = _task_id(task_id or spec.get("id") or spec.get("ID") or new_task_id())
+    # Names are unique among live tasks (the Manager checks): without one, a task gets its image's
+    # name and the start of its id, as Docker gives a container a generated name.
+    name = spec.get("name")
+    if name in (None, ""):
+        suffix = tid if len(tid) <= 16 else tid[:13]  # a uuid's first 12 hex digits
+        name = f"{image.split('@')[0].split('/')[-1].split(':')[0]}-{suffix}"
+    if not isinstance(name, str) or not _NAME_OK.match(name):
+        raise TaskSpecError(f"field 'name': {str(name)[:80]!r} must be 1-128 printable characters, "
+                            f"not starting with '-'")
     now = time.time()
-    return Task(
-        id=_task_id(task_id or spec.get("id") or spec.get("ID") or new_task_id()),
+    task = Task(
+        id=tid,
         name=name,
-        image=image.strip(),
+        image=image,
         command=_command(spec.get("command")),
         env=_env(spec.get("env")),
         cpu=_number(spec, "cpu"),
@@ -210,6 +221,30 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         created_at=now,
         updated_at=now,
     )
+    if task.health is not None and not (task.health.port or task.ports):
+        raise TaskSpecError("field 'health': a health check needs a port to probe; add one to 'ports' "
+                            "(--port) or give the check its own port")
+    return task
+
+
+#: Docker's image reference grammar (distribution/reference), without its length limits.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_DOMAIN = r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*(?::[0-9]+)?/)"
+_IMAGE_REF = re.compile(rf"^{_DOMAIN}?{_COMPONENT}(?:/{_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+                        rf"(?:@sha256:[0-9a-f]{{64}})?$")
+_NAME_OK = re.compile(r"^[^\x00-\x1f\x7f-\x9f\s-][^\x00-\x1f\x7f-\x9f]{0,127}$")
+
+
+def same_spec(a: Task, b: Task) -> list[str]:
+    """The fields of what the user asked for in which two tasks differ (a re-sent start is the
+    same task only if they are none)."""
+    differ = [f for f in ("name", "image", "command", "env", "cpu", "memory", "disk", "ports", "pids_limit")
+              if getattr(a, f) != getattr(b, f)]
+    if a.restart != b.restart:
+        differ.append("restart")
+    if a.health != b.health:
+        differ.append("health")
+    return differ
 
 
 def _command(value: Any) -> list[str] | None:

@@ -2,7 +2,8 @@
 
 A request that gets no answer in time raises Unavailable, and the socket is thrown away so a
 late reply cannot be mistaken for the answer to the next request; replies are also matched on
-`re`, so a stray one is ignored. With CURVE (`curve`, cube/security/curve.py) a handshake the
+`re`, so a stray one is ignored. A refused connection raises Unreachable at once, not after the
+timeout; a request larger than a frame is refused before anything is sent. With CURVE (`curve`, cube/security/curve.py) a handshake the
 server turns down raises Refused at once: "refused these credentials" is not "cannot reach".
 """
 from __future__ import annotations
@@ -12,9 +13,9 @@ from typing import Any, Callable
 
 import zmq
 
-from cube.wire import sockets
+from cube.wire import codec, sockets
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode
-from cube.wire.errors import FORBIDDEN, CubeError, Unavailable
+from cube.wire.errors import BAD_REQUEST, FORBIDDEN, CubeError, Unavailable
 
 _HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
                      | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
@@ -31,6 +32,10 @@ class Refused(CubeError):
         super().__init__(FORBIDDEN, message)
 
 
+class Unreachable(Unavailable):
+    """Nothing listens at the address (connection refused): the request was not sent."""
+
+
 class Client:
     def __init__(self, address: str, name: str = "client", timeout: float = 3.0,
                  ctx: zmq.Context | None = None, curve: sockets.Security | None = None):
@@ -42,15 +47,20 @@ class Client:
         self._sock: zmq.Socket | None = None
         self._monitor: zmq.Socket | None = None
         self._unexplained = 0
+        self._connected = False  # this socket's connection came up at least once
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None,
              timeout: float | None = None) -> dict[str, Any]:
         """Send a request and return the reply body; raise CubeError / Unavailable."""
         env = Envelope(msg_type, body or {}, sender=self.name)
+        payload = env.encode()
+        if len(payload) > codec.MAX_FRAME:
+            raise CubeError(BAD_REQUEST, f"the request is {len(payload) >> 10} KiB; a message may carry at most "
+                                         f"{codec.MAX_FRAME >> 10} KiB")
         sock = self._socket()
         self._unexplained = 0
         try:
-            sock.send(env.encode(), zmq.NOBLOCK)
+            sock.send(payload, zmq.NOBLOCK)
         except zmq.Again:
             self.close()
             raise Unavailable(f"cannot reach {self.address}: not connected") from None
@@ -91,6 +101,12 @@ class Client:
                 event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
             except (zmq.Again, zmq.ZMQError):
                 return
+            if event["event"] in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED):
+                self._connected = True
+                continue
+            if event["event"] == zmq.EVENT_CONNECT_RETRIED and not self._connected:
+                self.close()
+                raise Unreachable(f"cannot reach {self.address.removeprefix('tcp://')}: connection refused")
             if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
                 self._unexplained += 1
                 if self._unexplained < UNEXPLAINED_FAILURES:
@@ -103,7 +119,9 @@ class Client:
         if self._sock is None:
             # Not `immediate`: the first request must wait for the connect in progress.
             self._sock = sockets.dealer(self.ctx, self.address, curve=self.curve)
-            self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED)
+            self._connected = False
+            self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED | zmq.EVENT_CONNECTED
+                                                          | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED)
         return self._sock
 
     def close(self) -> None:

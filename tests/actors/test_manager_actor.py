@@ -72,8 +72,10 @@ def test_start_returns_the_pending_task_and_a_replay_changes_nothing(rig):
 def test_replayed_book_style_start_changes_nothing(rig, spec):
     first = rig.api.call("task.start", {"task": spec})["task"]
     rig.api.call("task.stop", {"id": first["id"]})  # any change the replay must not undo
-    replay = rig.api.call("task.start", {"task": spec})["task"]
-    assert replay["state"] == "Completed" and replay["created_at"] == first["created_at"]
+    e = call_err(rig.api, "task.start", {"task": spec})  # a stopped task starts again only by restart
+    assert e.code == "conflict" and "cube task restart" in e.message
+    again = rig.api.call("task.inspect", {"id": first["id"]})["task"]
+    assert again["state"] == "Completed" and again["created_at"] == first["created_at"]
 
 
 def test_ls_and_inspect(rig):

@@ -196,27 +196,30 @@ def test_place_many_decides_in_order_and_later_tasks_see_earlier_reservations(sc
     assert place(c, "t6", cpu=0.6)["node"] == nodes_of["t1"]
 
 
-def test_place_many_a_demand_that_fits_nowhere_short_circuits_larger_ones(sched):
+def test_place_many_a_demand_that_fits_nowhere_short_circuits_the_same_demand(sched):
     actor, c, nodes = sched("greedy")
     nodes.set("n1", cpus=1.0, memory=GiB)
     wait_for(lambda: names(c, "alive") == {"n1"}, what="n1 alive")
     tried = spy_on_decisions(actor)
     out = place_many(c, [
         item("big", 2.0),
-        item("bigger", 3.0, memory=GiB // 2),  # at least as large in every resource: not tried
+        item("big-again", 2.0),  # the same demand: not tried again
+        item("bigger", 3.0, memory=GiB // 2),  # larger: cannot fit either, but its reason is its own
         item("small", 0.5),
         item("wider", 1.5, memory=2 * GiB),  # less cpu than "big": tried on its own
-        item("huge", 8.0, memory=GiB, disk=1),  # not tried
+        item("huge", 8.0, memory=GiB, disk=1),
     ])
     by_id = {p["task_id"]: p for p in out}
-    assert [p["task_id"] for p in out] == ["big", "bigger", "small", "wider", "huge"]
+    assert [p["task_id"] for p in out] == ["big", "big-again", "bigger", "small", "wider", "huge"]
     reason = by_id["big"]["reason"]
     assert by_id["big"]["node"] is None and "2.0 cpu" in reason
-    assert by_id["bigger"] == {"task_id": "bigger", "node": None, "reason": reason}
-    assert by_id["huge"] == {"task_id": "huge", "node": None, "reason": reason}
+    assert by_id["big-again"] == {"task_id": "big-again", "node": None, "reason": reason}
+    # a reason quotes the task's own demand, never another task's
+    assert by_id["bigger"]["node"] is None and "3.0 cpu" in by_id["bigger"]["reason"]
+    assert by_id["huge"]["node"] is None and "8.0 cpu" in by_id["huge"]["reason"]
     assert by_id["small"]["node"] == "n1"
     assert by_id["wider"]["node"] is None and by_id["wider"]["reason"] != reason
-    assert tried == ["big", "small", "wider"]
+    assert tried == ["big", "bigger", "small", "wider", "huge"]
 
 
 def test_place_many_applies_exclude_and_only_to_every_task(sched):

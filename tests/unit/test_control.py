@@ -67,7 +67,9 @@ def test_always_restarts_on_0():
     out = policy.on_end(task(restart="always"), 0, "exited with code 0")
     assert (out.state, out.restart) == (State.FAILED, True)
     out = policy.on_end(task(restart="always", count=3), 0, "exited with code 0")
-    assert (out.state, out.restart) == (State.FAILED, False)
+    # restarts used up, but it ended well: Completed, and the reason says so (not "on-failure")
+    assert (out.state, out.restart) == (State.COMPLETED, False)
+    assert "no restart left (3 of 3 under 'always')" in out.reason and "on-failure" not in out.reason
 
 
 @pytest.mark.parametrize("exit_code", [0, 1, None])

@@ -8,9 +8,12 @@ import pytest
 from cube.model.state import TERMINAL, TRANSITIONS, IllegalTransition, State, can_transition
 from cube.model.task import Task
 
-# The book's final state table plus Cube's two additions: a task can be stopped before it
-# ran (Pending/Scheduled -> Completed). Written out here, independently of the code, on purpose.
+# The book's final state table plus Cube's additions: a task can be stopped before it ran
+# (Pending/Scheduled -> Completed), and an operator's restart returns a placed or finished task
+# to Pending. Written out here, independently of the code, on purpose.
 EXPECTED = {
+    (State.SCHEDULED, State.PENDING), (State.RUNNING, State.PENDING),
+    (State.COMPLETED, State.PENDING), (State.FAILED, State.PENDING),
     (State.PENDING, State.SCHEDULED), (State.PENDING, State.COMPLETED),
     (State.SCHEDULED, State.SCHEDULED), (State.SCHEDULED, State.RUNNING),
     (State.SCHEDULED, State.FAILED), (State.SCHEDULED, State.COMPLETED),
@@ -52,10 +55,10 @@ def test_transition_without_reason_keeps_the_old_one():
     assert task.reason == "kept"
 
 
-def test_completed_is_terminal_and_failed_can_only_be_rescheduled():
+def test_completed_is_left_only_by_a_restart_and_failed_only_rescheduled_or_restarted():
     assert TERMINAL == {State.COMPLETED}
-    assert not TRANSITIONS[State.COMPLETED]
-    assert TRANSITIONS[State.FAILED] == {State.SCHEDULED}
+    assert TRANSITIONS[State.COMPLETED] == {State.PENDING}
+    assert TRANSITIONS[State.FAILED] == {State.SCHEDULED, State.PENDING}
 
 
 def test_states_are_strings_as_the_book_spells_them():

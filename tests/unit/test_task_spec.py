@@ -34,7 +34,9 @@ def test_flags_like_dict():
 
 def test_minimal_spec_defaults():
     t = task_from_spec({"image": "registry.local:5000/team/redis:7"})
-    assert t.name == "redis"  # from the image, without registry, path and tag
+    # from the image, without registry, path and tag, and the start of the id: names are unique
+    # among live tasks, so a task without one gets a name of its own (as Docker's containers do)
+    assert t.name == f"redis-{t.id[:13]}"
     assert (t.cpu, t.memory, t.disk, t.ports, t.env, t.command) == (0.0, 0, 0, [], {}, None)
     assert t.restart == RestartPolicy()
     assert t.health is None
@@ -146,7 +148,24 @@ def test_restart_policy_alias():
     (None, None), ("", None),
 ])
 def test_health_forms(health, expected):
-    assert task_from_spec({"image": "x", "health": health}).health == expected
+    assert task_from_spec({"image": "x", "health": health, "ports": [80]}).health == expected
+
+
+def test_a_health_check_needs_a_port():
+    with pytest.raises(TaskSpecError, match="field 'health': a health check needs a port"):
+        task_from_spec({"image": "x", "health": "/health"})
+
+
+@pytest.mark.parametrize("image", ["Bad Image", "UPPER", "a:b:c", "x:", "-x", "x@sha256:short"])
+def test_an_invalid_image_reference_is_refused(image):
+    with pytest.raises(TaskSpecError, match="field 'image': .* is not a valid image reference"):
+        task_from_spec({"image": image})
+
+
+@pytest.mark.parametrize("name", ["-rf", "a\x1b[31mb", "x" * 129, " lead"])
+def test_a_name_must_be_printable_and_not_an_option(name):
+    with pytest.raises(TaskSpecError, match="field 'name'"):
+        task_from_spec({"image": "x", "name": name})
 
 
 def test_command_forms():
