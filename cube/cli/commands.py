@@ -3,7 +3,8 @@ help lists them. Help, completion and dispatch all read it, so none can forget a
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cube.cli.args import Command, command, describe
 

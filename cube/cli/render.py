@@ -6,13 +6,14 @@ import os
 import re
 import sys
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 # Escape sequences (CSI, OSC, two-byte ESC x) and the control characters that remain: a task
 # name or a log line must not move the cursor, recolour the screen or forge a table row.
 _ESCAPES = r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])|\x9b[0-?]*[ -/]*[@-~]"
 _BIDI = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-_LINE = {c: None for c in [*range(0x00, 0x20), 0x7f, *range(0x80, 0xa0), *map(ord, _BIDI)]}
+_LINE = {c: None for c in [*range(0x20), 0x7f, *range(0x80, 0xa0), *map(ord, _BIDI)]}
 _LINE[ord("\t")] = " "
 _TEXT = {k: v for k, v in _LINE.items() if k not in (ord("\n"), ord("\t"))}
 ELLIPSIS = "…"
@@ -134,7 +135,7 @@ def ports(host_ports: dict[str, int], declared: list[str]) -> str:
     return ",".join(declared) or "-"
 
 
-def size(n: int | float | None) -> str:
+def size(n: float | None) -> str:
     """Bytes in binary units, short: 512MiB, 1.9GiB."""
     if n is None:
         return "-"

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import shlex
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from cube.cli import api, render, session
 from cube.cli.args import UsageError, command
@@ -84,8 +85,7 @@ class Task:
             ids: task ids, id prefixes or names
             json: print each stopped task as JSON
         """
-        conn = session.connect(manager, credentials)
-        return each(ids, lambda i: session.call(conn, api.TASK_STOP, {"id": i})["task"], json)
+        return change(ids, api.TASK_STOP, manager, credentials, json)
 
     @command(example="cube task restart web")
     def restart(self, *ids: str, manager: str | None = None, credentials: str | None = None,
@@ -96,8 +96,7 @@ class Task:
             ids: task ids, id prefixes or names
             json: print each restarted task as JSON
         """
-        conn = session.connect(manager, credentials)
-        return each(ids, lambda i: session.call(conn, api.TASK_RESTART, {"id": i})["task"], json)
+        return change(ids, api.TASK_RESTART, manager, credentials, json)
 
     @command(example="cube task ls -a --state failed --sort name", short={"a": "all", "q": "quiet"})
     def ls(self, *, all: bool = False, quiet: bool = False, state: list[str] | None = None,
@@ -148,15 +147,14 @@ class Task:
         conn = session.connect(manager, credentials)
         replies: list[dict[str, Any]] = []
 
-        def one(i: str) -> dict[str, Any]:
+        def one(i: str) -> None:
             reply = session.call(conn, api.TASK_INSPECT, {"id": i})
             if not json:
                 if replies:
                     print()
                 print(describe(reply, time.time()))
             replies.append(reply)
-            return reply["task"]
-        status = each(ids, one, json=False, quiet=True)
+        status = each(ids, one)
         if json and replies:
             print_json(replies[0] if len(ids) == 1 else replies)
         return status
@@ -173,35 +171,44 @@ class Task:
         lines = _tail(tail)
         conn = session.connect(manager, credentials)
 
-        def one(i: str) -> dict[str, Any]:
+        def one(i: str) -> None:
             reply = session.call(conn, api.TASK_LOGS, {"id": i, "tail": max(lines, 1)}, timeout=8.0)
             if len(ids) > 1:
                 print(f"==> {render.clean(i)} <==")
             text = render.clean_text(reply["logs"]) if lines else ""
             print(text, end="" if not text or text.endswith("\n") else "\n")
-            return {}
-        return each(ids, one, json=False, quiet=True)
+        return each(ids, one)
 
 
-def each(ids: tuple[str, ...], act: Callable[[str], dict[str, Any]], json: bool, quiet: bool = False) -> int:
-    """Act on every id, report each (its id, or its task as JSON), and errors as one line each."""
+def each(ids: tuple[str, ...], act: Callable[[str], Any]) -> int:
+    """Act on every id; the manager's refusals are one line each and make the status 1."""
     from cube.wire.errors import UNKNOWN_TYPE, CubeError
     status = 0
-    done = []
     for i in ids:
         try:
-            task = act(i)
+            act(i)
         except CubeError as e:
             if e.code == UNKNOWN_TYPE:
                 raise session.CliError(f"the manager does not know this command ({e.message}); "
                                        f"it is older than this cube") from None
             warn(e.message)
             status = 1
-            continue
+    return status
+
+
+def change(ids: tuple[str, ...], msg_type: str, manager: str | None, credentials: str | None,
+           json: bool) -> int:
+    """`stop`/`restart`: each task's id as it is done (or all of them as JSON at the end)."""
+    conn = session.connect(manager, credentials)
+    done: list[dict[str, Any]] = []
+
+    def act(i: str) -> None:
+        task = session.call(conn, msg_type, {"id": i})["task"]
         done.append(task)
-        if not quiet and not json:
+        if not json:
             print(render.clean(task["id"]), flush=True)
-    if json and not quiet and done:
+    status = each(ids, act)
+    if json and done:
         print_json(done[0] if len(ids) == 1 else done)
     return status
 

@@ -7,8 +7,9 @@ import os
 import pathlib
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
@@ -142,5 +143,5 @@ def run_bin(*argv: str, python: str = PYTHON, env: dict[str, str] | None = None,
     """bin/cube in its own process (for what only a process shows: pipes, interpreters)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("CUBE_")}
     cmd = shell if shell is not None else [python, str(ROOT / "bin" / "cube"), *argv]
-    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30, env={**base, **(env or {})},
+    return subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=30, check=False, env={**base, **(env or {})},
                           shell=shell is not None, cwd=ROOT)

@@ -119,11 +119,11 @@ def test_a_refused_connection_says_so_quickly():
 
 
 def test_a_reader_that_goes_away_is_not_an_error():
-    code = ("import sys; sys.path.insert(0, %r)\n"
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
             "from cube.cli import session, main\n"
-            "rows = [{'id': '%%032d' %% i, 'name': 'n', 'state': 'Running', 'image': 'i' * 200} for i in range(5000)]\n"
+            "rows = [{'id': str(i), 'name': 'n', 'state': 'Running', 'image': 'i' * 200} for i in range(5000)]\n"
             "session.call = lambda *a, **k: {'tasks': rows, 'continue': ''}\n"
-            "main.main(['task', 'ls', '--json'])\n" % str(ROOT))
+            "main.main(['task', 'ls', '--json'])\n")
     p = subprocess.Popen([PYTHON, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env={k: v for k, v in os.environ.items() if not k.startswith("CUBE_")})
     assert p.stdout.readline()
@@ -135,7 +135,7 @@ def test_a_reader_that_goes_away_is_not_an_error():
 
 def test_bin_cube_outside_the_virtualenv_says_which_python_to_use():
     system = shutil.which("python3", path="/usr/bin:/bin")
-    if system is None or subprocess.run([system, "-c", "import zmq"], capture_output=True).returncode == 0:
+    if system is None or subprocess.run([system, "-c", "import zmq"], capture_output=True, check=False).returncode == 0:
         pytest.skip("no system python3 without the virtualenv's modules")
     r = run_bin("task", "ls", python=system)
     assert r.returncode == 1 and one_line(r.stderr)
@@ -144,10 +144,11 @@ def test_bin_cube_outside_the_virtualenv_says_which_python_to_use():
 
 
 def test_bin_cube_on_an_old_python_says_so():
+    launcher = str(ROOT / "bin" / "cube")
     code = ("import sys; sys.version_info = (3, 9, 0, 'final', 0)\n"
-            "exec(compile(open(%r).read(), %r, 'exec'), {'__file__': %r, '__name__': '__main__'})"
-            % ((str(ROOT / "bin" / "cube"),) * 3))
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+            f"exec(compile(open({launcher!r}).read(), {launcher!r}, 'exec'), "
+            f"{{'__file__': {launcher!r}, '__name__': '__main__'}})")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20, check=False)
     assert r.returncode == 1 and one_line(r.stderr) and "too old" in r.stderr and "scripts/setup.sh" in r.stderr
 
 

@@ -73,7 +73,7 @@ def test_help_needs_neither_fire_nor_zeromq():
             "try:\n    main(['task', 'start', '--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('fire', 'zmq', 'msgpack', 'docker', 'cube.chaos', 'asyncio') if m in sys.modules)\n"
             "print(heavy, file=sys.stderr)")
-    r = subprocess.run([sys_python(), "-c", code], capture_output=True, text=True, timeout=30)
+    r = subprocess.run([sys_python(), "-c", code], capture_output=True, text=True, timeout=30, check=False)
     assert r.stderr.strip() == "[]"
 
 
@@ -87,7 +87,7 @@ def sys_python() -> str:
 def bash_complete(script: str, words: list[str]) -> list[str]:
     line = " ".join(f"'{w}'" for w in words)
     program = f'{script}\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; _cube; printf "%s\\n" "${{COMPREPLY[@]}}"'
-    r = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=10)
+    r = subprocess.run(["bash", "-c", program], capture_output=True, text=True, timeout=10, check=False)
     assert r.returncode == 0, r.stderr
     return [w for w in r.stdout.splitlines() if w]
 
@@ -97,7 +97,7 @@ def zsh_complete(script: str, words: list[str]) -> list[str]:
     line = " ".join(f"'{w}'" for w in words)
     program = ("compadd() { [[ $1 == -- ]] && shift; print -rl -- \"$@\" }\n_files() { print -r -- FILES }\n"
                f"compdef() {{ : }}\n{script}\nwords=({line}); CURRENT={len(words)}; _cube")
-    r = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=10)
+    r = subprocess.run(["zsh", "-f", "-c", program], capture_output=True, text=True, timeout=10, check=False)
     assert r.returncode == 0, r.stderr
     return [w for w in r.stdout.splitlines() if w]
 

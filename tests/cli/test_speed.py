@@ -16,10 +16,10 @@ NEVER = ("fire", "docker", "cube.chaos", "cube.harness", "cube.manager", "cube.m
 
 
 def imported_by(argv: list[str]) -> set[str]:
-    code = ("import sys; sys.path.insert(0, %r)\nfrom cube.cli.main import main\n"
-            "try:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "print(' '.join(sorted(sys.modules)), file=sys.stderr)" % (str(ROOT), argv))
-    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT)
+    code = (f"import sys; sys.path.insert(0, {str(ROOT)!r})\nfrom cube.cli.main import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(sys.modules)), file=sys.stderr)")
+    r = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, timeout=30, cwd=ROOT, check=False)
     return set(r.stderr.splitlines()[-1].split())
 
 

@@ -35,8 +35,8 @@ def test_a_task_that_cannot_be_placed_is_accepted_with_a_warning(cube, manager):
     manager.start_as = {"state": "Pending", "reason": "no worker has 4.0 cpu free; largest free is 2.0 on w1"}
     r = cube("task", "start", *IMAGE, "--cpu", "4")
     assert r.status == 0 and len(r.out.split()) == 1
-    assert r.err == ("cube: warning: task %s was accepted but cannot be placed now: no worker has 4.0 cpu "
-                     "free; largest free is 2.0 on w1\n" % r.out.strip()[:12])
+    assert r.err == (f"cube: warning: task {r.out.strip()[:12]} was accepted but cannot be placed now: no "
+                     "worker has 4.0 cpu free; largest free is 2.0 on w1\n")
 
 
 def test_a_task_still_pending_after_the_wait_is_a_warning(cube, manager, monkeypatch):

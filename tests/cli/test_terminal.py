@@ -30,13 +30,13 @@ def terminal():
         screen = ""
         while time.monotonic() < deadline:
             screen = subprocess.run(["tmux", "-L", server, "capture-pane", "-p", "-t", window, "-S", "-200"],
-                                    capture_output=True, text=True).stdout
+                                    capture_output=True, text=True, check=False).stdout
             if "CUBE-EXIT-" in screen:
                 return screen
             time.sleep(0.1)
         raise AssertionError(f"the command did not return (a pager waiting?); screen:\n{screen}")
     yield run
-    subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True)
+    subprocess.run(["tmux", "-L", server, "kill-server"], capture_output=True, check=False)
 
 
 @pytest.mark.parametrize("words", ["--help", "-h", "task start --help", "task ls -h", "help node rm"])
