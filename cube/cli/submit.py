@@ -123,7 +123,11 @@ def watch(conn: Conn, task: dict[str, Any], seconds: float) -> Outcome:
 def judge(t: dict[str, Any], final: bool) -> Outcome | None:
     """The outcome a task shows now, or None to keep watching."""
     short, state, reason = t["id"][:12], t.get("state"), render.clean(t.get("reason"))
-    if state == "Running" or t.get("started_at") or state == "Completed":
+    ran = bool(t.get("started_at")) or t.get("exit_code") is not None  # a container that never ran has no code
+    if state == "Failed" and ran:  # it started; how its program ended is the program's business
+        return Outcome(t, "started", f"warning: task {short} started, then exited with code "
+                                     f"{t.get('exit_code')}: {reason}")
+    if state in ("Running", "Completed") or ran:
         return Outcome(t, "started")
     if state == "Failed":
         why = render.clean(t.get("error")) or reason or "no reason given"

@@ -56,9 +56,18 @@ def test_a_task_that_failed_to_start_says_why_and_exits_1(cube, manager):
     assert "tried again" in r.err and r.err.count("\n") == 1
 
 
-def test_a_task_that_ran_and_ended_is_not_a_failed_start(cube, manager):
-    manager.start_as = {"state": "Failed", "started_at": 5.0, "exit_code": 3}
+@pytest.mark.parametrize("started_at", [5.0, 0.0])  # 0: it ended before its Running was recorded
+def test_a_task_that_ran_and_failed_is_not_a_failed_start(cube, manager, started_at):
+    manager.start_as = {"state": "Failed", "started_at": started_at, "exit_code": 3,
+                        "reason": "exited with code 3; restart 1 of 3 in 1s"}
     r = cube("task", "start", *IMAGE, "--cmd", "sh -c 'exit 3'")
+    assert r.status == 0 and len(r.out.split()) == 1
+    assert r.err.endswith("started, then exited with code 3: exited with code 3; restart 1 of 3 in 1s\n")
+
+
+def test_a_task_that_ran_and_completed_is_quiet(cube, manager):
+    manager.start_as = {"state": "Completed", "started_at": 0.0, "exit_code": 0}
+    r = cube("task", "start", *IMAGE, "--cmd", "true")
     assert r.status == 0 and r.err == ""
 
 
