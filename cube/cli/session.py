@@ -113,9 +113,8 @@ class NotReached(CliError):
 
 
 def unreachable(conn: Conn, error: Exception, timeout: float) -> NotReached:
-    from cube.wire import client as wire_client
-    refused = getattr(wire_client, "Unreachable", None)  # a refused connection, told at once
-    if refused is not None and isinstance(error, refused):
+    from cube.wire.client import Unreachable  # a refused connection, told at once
+    if isinstance(error, Unreachable):
         return NotReached(f"cannot reach the manager at {conn.shown}: connection refused; is cube-manager "
                           f"running there? Set --manager or CUBE_MANAGER.", sent=False)
     return NotReached(f"cannot reach the manager at {conn.shown} (no answer within {timeout:g}s); is "

@@ -153,7 +153,10 @@ def test_bin_cube_on_an_old_python_says_so():
 
 
 def test_not_reached_says_whether_the_request_may_have_arrived():
+    from cube.wire.client import Unreachable
     from cube.wire.errors import Unavailable
     conn = session.Conn("tcp://127.0.0.1:1", None)
     timeout = session.unreachable(conn, Unavailable("no answer"), 3.0)
     assert timeout.sent and "no answer within 3s" in str(timeout)
+    refused = session.unreachable(conn, Unreachable("connection refused"), 3.0)
+    assert not refused.sent and "connection refused" in str(refused) and "within" not in str(refused)
