@@ -71,3 +71,10 @@ def test_the_cli_against_a_cluster(cluster, busybox):
     c.wait_state(web, "Completed")
     stopped = [line for line in c.cli("task", "ls", "-a").stdout.splitlines() if line.startswith(web[:12])]
     assert "Stopped (by user)" in stopped[0] and "->" not in stopped[0]  # no port once finished
+
+    # a taken name is one line from the manager; restart brings a stopped task back
+    r = c.cli("task", "start", "--image", busybox, "--name", "piped", check=False)
+    assert r.returncode == 1 and r.stderr.count("\n") == 1 and "piped" in r.stderr and r.stdout == ""
+    r = c.cli("task", "restart", "web")
+    assert r.returncode == 0 and r.stdout.split() == [web]
+    c.wait_state(web, "Running")
