@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 
 import zmq
-import zmq.auth
+from zmq.utils import z85
 
 KEY_DIR = "curve"
 
@@ -40,6 +40,7 @@ def load_or_create(data_dir: str, name: str) -> Keypair:
     """This process's keypair `name` under DATA_DIR/curve, created on first use (secret 0600)."""
     directory = private_dir(os.path.join(data_dir, KEY_DIR))
     secret_file = os.path.join(directory, f"{name}.key_secret")
+    import zmq.auth  # here, not at the top: the CLI imports this module and must start fast
     if not os.path.exists(secret_file):
         old = os.umask(0o077)
         try:
@@ -59,7 +60,7 @@ def valid_key(text: str) -> bool:
     if not isinstance(text, str) or len(text) != 40:
         return False
     try:
-        zmq.utils.z85.decode(text.encode("ascii"))
+        z85.decode(text.encode("ascii"))
         return True
     except (ValueError, KeyError, UnicodeEncodeError):
         return False

@@ -14,15 +14,9 @@ from typing import Any, Callable
 import zmq
 
 from cube.wire import codec, sockets
+from cube.wire.handshake import REFUSED, UNREACHABLE, HandshakeWatch
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode
 from cube.wire.errors import BAD_REQUEST, FORBIDDEN, CubeError, Unavailable
-
-_HANDSHAKE_FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                     | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-# A handshake cut short without a reason is what a wrong server key or a plaintext peer looks like
-# from here, but also a server that died mid-handshake: refused only once it happened this often.
-UNEXPLAINED_FAILURES = 3
-
 
 class Refused(CubeError):
     """The server would not complete the handshake: an unknown or revoked key, a wrong server key,
@@ -45,9 +39,7 @@ class Client:
         self.ctx = ctx or zmq.Context.instance()
         self.curve = curve
         self._sock: zmq.Socket | None = None
-        self._monitor: zmq.Socket | None = None
-        self._unexplained = 0
-        self._connected = False  # this socket's connection came up at least once
+        self._watch: HandshakeWatch | None = None
 
     def call(self, msg_type: str, body: dict[str, Any] | None = None,
              timeout: float | None = None) -> dict[str, Any]:
@@ -58,7 +50,7 @@ class Client:
             raise CubeError(BAD_REQUEST, f"the request is {len(payload) >> 10} KiB; a message may carry at most "
                                          f"{codec.MAX_FRAME >> 10} KiB")
         sock = self._socket()
-        self._unexplained = 0
+        self._watch.forget_failures()
         try:
             sock.send(payload, zmq.NOBLOCK)
         except zmq.Again:
@@ -67,12 +59,11 @@ class Client:
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
-        if self._monitor is not None:
-            poller.register(self._monitor, zmq.POLLIN)
+        poller.register(self._watch.monitor, zmq.POLLIN)
         while True:
             left = deadline - time.monotonic()
             ready = dict(poller.poll(left * 1000)) if left > 0 else {}
-            if self._monitor is not None and self._monitor in ready:
+            if self._watch.monitor in ready:
                 self._check_handshake()
                 if sock not in ready:
                     continue
@@ -95,44 +86,28 @@ class Client:
         self._socket().send_multipart(frames)
 
     def _check_handshake(self) -> None:
-        from zmq.utils.monitor import recv_monitor_message
-        while True:
-            try:
-                event = recv_monitor_message(self._monitor, zmq.NOBLOCK)
-            except (zmq.Again, zmq.ZMQError):
-                return
-            if event["event"] in (zmq.EVENT_CONNECTED, zmq.EVENT_HANDSHAKE_SUCCEEDED):
-                self._connected = True
-                continue
-            if event["event"] == zmq.EVENT_CONNECT_RETRIED and not self._connected:
-                self.close()
-                raise Unreachable(f"cannot reach {self.address.removeprefix('tcp://')}: connection refused")
-            if event["event"] == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-                self._unexplained += 1
-                if self._unexplained < UNEXPLAINED_FAILURES:
-                    continue
-            if event["event"] & _HANDSHAKE_FAILED:
-                self.close()
-                raise Refused(f"the manager at {self.address.removeprefix('tcp://')} refused these credentials")
+        verdict = self._watch.verdict()
+        where = self.address.removeprefix("tcp://")
+        if verdict == UNREACHABLE:
+            self.close()
+            raise Unreachable(f"cannot reach {where}: connection refused")
+        if verdict == REFUSED:
+            self.close()
+            raise Refused(f"the manager at {where} refused these credentials")
 
     def _socket(self) -> zmq.Socket:
         if self._sock is None:
+            def watch(sock: zmq.Socket) -> None:
+                self._watch = HandshakeWatch(sock)
             # Not `immediate`: the first request must wait for the connect in progress.
-            self._sock = sockets.dealer(self.ctx, self.address, curve=self.curve)
-            self._connected = False
-            self._monitor = self._sock.get_monitor_socket(_HANDSHAKE_FAILED | zmq.EVENT_CONNECTED
-                                                          | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED)
+            self._sock = sockets.dealer(self.ctx, self.address, curve=self.curve, before_connect=watch)
         return self._sock
 
     def close(self) -> None:
-        if self._monitor is not None:
-            self._monitor.close(linger=0)
-            self._monitor = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
         if self._sock is not None:
-            try:
-                self._sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
             self._sock.close(linger=0)
             self._sock = None
 

@@ -25,12 +25,14 @@ from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.wire.errors import FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE
+from cube.wire.handshake import REFUSED, HandshakeWatch
 
 log = logging.getLogger(__name__)
 
 FIRST_BACKOFF = 0.5
 MAX_BACKOFF = 4.0
 HELLO_TIMEOUT = 2.0
+REFUSALS_BEFORE_GIVING_UP = 5  # handshakes cut short in a row without a reason
 LOADING_RETRY = 0.3  # seconds before a hello refused as `unavailable` (manager loading) is sent again
 
 Send = Callable[[dict[str, Any] | None], None]
@@ -54,6 +56,7 @@ class ManagerLink:
         self.address = address  # the address this worker joins with
         self.on_fatal = on_fatal or (lambda why: log.error("%s: %s", actor.name, why))
         self.sock: zmq.Socket | None = None
+        self.watch: HandshakeWatch | None = None
         self.registered = False
         self.missed = 0
         self.backoff = FIRST_BACKOFF
@@ -63,13 +66,20 @@ class ManagerLink:
 
     def connect(self) -> None:
         """A fresh connection; requests still waiting for an answer move to it."""
-        old = self.sock
+        old, old_watch = self.sock, self.watch
         # Not `immediate`: the hello must wait for the connection in progress, not be dropped.
         if self.membership is not None:
-            self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, curve=self.membership.curve())
+            def watch(sock: zmq.Socket) -> None:
+                self.watch = HandshakeWatch(sock, unexplained_limit=REFUSALS_BEFORE_GIVING_UP)
+            self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, curve=self.membership.curve(),
+                                       before_connect=watch)
+            self.actor.loop.add_reader(self.watch.monitor, self._on_handshake)
         else:
             self.sock = sockets.dealer(self.actor.loop.ctx, self.endpoint, identity=self.identity)
         self.actor.serve(self.sock, accept=self.accept)
+        if old_watch is not None:
+            self.actor.loop.remove_reader(old_watch.monitor)
+            old_watch.close()
         if old is not None:
             self.actor.retarget(old, self.sock)
             self.actor.loop.remove_reader(old)
@@ -88,6 +98,15 @@ class ManagerLink:
             self._join()
             return
         self.make_hello(self._send_hello)
+
+    def _on_handshake(self, _monitor: zmq.Socket) -> None:
+        """The manager turned our key down at handshake (revoked), or does not hold the key we
+        pinned (a token for another manager, or one re-created since): no retry can help."""
+        if self.watch is not None and self.watch.verdict() == REFUSED:
+            self.on_fatal(f"the manager at {self.endpoint} refused this worker's secure handshake: its key was "
+                          f"removed (`cube node rm`), or the manager does not hold the key pinned from the join "
+                          f"token (a token for another manager, or a manager re-created since: join again with "
+                          f"its new token)")
 
     # ---- joining (docs/security.md) -----------------------------------------------------------
     def _join(self) -> None:

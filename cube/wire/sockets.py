@@ -6,7 +6,7 @@ and logs it (see Actor.send). LINGER is 0 everywhere: an actor that stops must n
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Callable, Protocol
 
 import zmq
 
@@ -41,9 +41,13 @@ def router(ctx: zmq.Context, bind: str, curve: Security | None = None, sndhwm: i
 
 
 def dealer(ctx: zmq.Context, connect: str, identity: str | None = None,
-           immediate: bool = False, curve: Security | None = None) -> zmq.Socket:
-    """`immediate`: refuse to queue while not connected (for peers that retry on their own)."""
+           immediate: bool = False, curve: Security | None = None,
+           before_connect: Callable[[zmq.Socket], object] | None = None) -> zmq.Socket:
+    """`immediate`: refuse to queue while not connected (for peers that retry on their own);
+    `before_connect`: e.g. attach a monitor, which must see the first connection's events."""
     sock = _common(ctx.socket(zmq.DEALER), curve)
+    if before_connect is not None:
+        before_connect(sock)
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity.encode())
     if immediate:

@@ -176,14 +176,6 @@ def test_a_plaintext_client_gets_no_reply_and_is_counted(secure):
              what="the manager to count a failed handshake on the API")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug, cube/wire/client.py Client._socket: the handshake monitor is attached after "
-    "sockets.dealer() has already connected, so the first EVENT_CONNECTED (sometimes the first "
-    "HANDSHAKE_FAILED too) is lost; _check_handshake then takes the EVENT_CONNECT_RETRIED that follows a "
-    "handshake cut short without detail for 'nothing listens' and raises Unreachable('connection "
-    "refused') (or, when a lost PROTOCOL error is not retried, Unavailable after the full timeout) "
-    "although the manager is listening: about 1 in 3 calls for a plaintext client or a client "
-    "pinned to another manager's key"))
 def test_the_client_says_refused_for_plaintext_or_another_managers_key(secure):
     """Refused at once, and never "cannot reach": the server is there. A plaintext peer's or a
     wrong server key's handshake is cut short with a protocol error or without detail (then

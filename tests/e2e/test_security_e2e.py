@@ -108,11 +108,6 @@ def test_a_worker_with_a_wrong_join_secret_exits_with_a_clear_message(make_clust
     assert c.worker_name("x") not in c.nodes()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "product bug: a worker whose --join token names another manager's key (here all zeros) never "
-    "completes a CURVE handshake, and ManagerLink._on_join_reply (cube/wire/link.py) treats that as "
-    "'no answer to join' and retries for ever: the process never exits and its log never says the "
-    "manager refused the handshake / the token is not this manager's"))
 def test_a_worker_with_a_token_for_another_manager_exits_with_a_clear_message(make_cluster):
     c = make_cluster()
     proc = spawn_worker(c, "x", ZERO_TOKEN)
