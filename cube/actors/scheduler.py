@@ -110,6 +110,7 @@ class SchedulerActor(Actor):
             items.append((item, _demand(item)))
         refused: list[Demand] = []
         reasons: dict[Demand, str] = {}  # why each distinct refused demand fits nowhere
+        chosen: dict[str, set[str]] = {}  # group (a service) -> nodes its items got in this request
         out = []
         for item, demand in items:
             if demand not in reasons and any(demand.cpu >= d.cpu and demand.memory >= d.memory
@@ -119,12 +120,26 @@ class SchedulerActor(Actor):
             if demand in reasons:
                 out.append({"task_id": item["task_id"], "node": None, "reason": reasons[demand]})
                 continue
-            placement = self._place(item["task_id"], item, exclude)
+            placement = self._place_spread(item, exclude, chosen)
             if placement.node is None:
                 refused.append(demand)
                 reasons[demand] = placement.reason
             out.append({"task_id": item["task_id"], "node": placement.node, "reason": placement.reason})
         return {"placements": out}
+
+    def _place_spread(self, item: dict[str, Any], exclude: set[str], chosen: dict[str, set[str]]):
+        """Replicas of one group (a service) first try the nodes that hold none of them yet."""
+        group = item.get("group")
+        if not isinstance(group, str):
+            return self._place(item["task_id"], item, exclude)
+        taken = chosen.setdefault(group, set())
+        avoid = {n for n in item.get("avoid") or () if isinstance(n, str)} | taken
+        placement = self._place(item["task_id"], item, exclude | avoid) if avoid else None
+        if placement is None or placement.node is None:
+            placement = self._place(item["task_id"], item, exclude)
+        if placement.node is not None:
+            taken.add(placement.node)
+        return placement
 
     def _excluded(self, b: dict[str, Any]) -> set[str]:
         exclude = set(b.get("exclude") or ())

@@ -29,13 +29,19 @@ from cube.manager.delivery import Commands
 from cube.manager.health import HealthMonitor
 from cube.manager.lifecycle import TaskLife, report_clock
 from cube.manager.placement import Placement
-from cube.manager.registry import WorkerRegistry
+from cube.manager.registry import ACTIVE as ACTIVE_NODE
+from cube.manager.registry import DRAIN, WorkerRegistry
 from cube.manager.storage import AsyncStore
 from cube.manager.taskbook import TaskBook, TaskEvent
+from cube.manager.services import SERVICES, ServiceController, rolled_back
 from cube.messages import node as node_msg
+from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
 from cube.messages import task as task_msg
 from cube.messages import worker as worker_msg
+from cube.control import rollout as planner
+from cube.model.service import ACTIVE as ROLLOUT_ACTIVE
+from cube.model.service import Service, check_replicas, check_template, service_from_spec, update_policy
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, same_spec, task_from_spec
 from cube.wire import codec, sockets
@@ -52,7 +58,7 @@ log = logging.getLogger(__name__)
 NODES = "nodes"
 MAX_TASK_BYTES = 64 << 10
 API_SNDHWM = 100  # replies queued per client: one that never reads cannot pin the manager's memory
-ADMIN_ONLY = task_msg.ADMIN_ONLY | node_msg.ADMIN_ONLY
+ADMIN_ONLY = task_msg.ADMIN_ONLY | node_msg.ADMIN_ONLY | service_msg.ADMIN_ONLY
 
 
 class Manager(Actor):
@@ -88,13 +94,16 @@ class Manager(Actor):
         self.health = HealthMonitor(self.loop, self.book, self.registry,
                                     lambda t, why: self.life.ended(t.id, t.attempt, None, why))
         self.life = TaskLife(self.loop, self.book, self.registry, self.commands, self.placement, self.health)
+        self.services = ServiceController(self.book, self.store, self._stop_for_service, self.health.healthy_since,
+                                          self.registry.drained, self._publish_service_event, self.placement.schedule)
+        self.placement.spread = self.services.spread
         self._unmoved: set[str] = set()  # lost workers whose tasks are not all handled yet
         self._removed: set[str] = set()  # workers removed by `node rm`: forgotten once their tasks moved
         self._last_check = self.loop.clock()
         self._moving: set[str] = set()
         self._naming: dict[str, str] = {}  # names of tasks being created -> their ids
         secure = self.authority is not None
-        self.serve(self.api, accept=task_msg.API | node_msg.API, authenticated=secure)
+        self.serve(self.api, accept=task_msg.API | node_msg.API | service_msg.API, authenticated=secure)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER, authenticated=secure)
         self.serve(self.store_sock, accept=set())
         self.serve(self.sched_sock, accept=set())
@@ -147,11 +156,21 @@ class Manager(Actor):
                 return
             for _, data in items:
                 self.registry.remember(data)
+            self.store.list_all(SERVICES, services)
+
+        def services(items: Any, error: CubeError | None) -> None:
+            if error is not None:
+                log.warning("manager: waiting for the store (services): %s", error)
+                self.loop.call_later(0.5, self.on_start)
+                return
+            self.services.load(items)
             self.loading = False
             log.info("manager: loaded %d tasks, %d known workers", count, len(self.registry.workers))
             self.loop.call_every(min(1.0, self.config.grace / 4), self._check_workers)
             self.loop.call_every(1.0, self.placement.schedule)
             self.loop.call_every(0.5, self.health.tick)
+            self.loop.call_every(0.5, lambda: self.services.tick(force=True))
+            self.loop.call_every(0.05, self.services.tick)  # soon after a change of a service's task
             self.loop.call_every(1.0, self.book.resolve_doubts)
             self.loop.call_every(min(60.0, max(1.0, self.config.retention / 10)), self._prune)
             self.placement.schedule()
@@ -275,6 +294,164 @@ class Manager(Actor):
                        route=self.registry.get(task.worker).route)
         self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {task.worker}",
                                                                    lambda b: {"logs": b.get("logs", "")}), timeout=5.0)
+
+    # ---- services (docs/architecture.md, "Services") ------------------------------------------------
+    def _service(self, name: str) -> Service:
+        svc = self.services.services.get(name)
+        if svc is None:
+            raise CubeError(NOT_FOUND, f"no service named {name!r}")
+        return svc
+
+    def _save_service(self, m: Envelope, svc: Service, message: str) -> None:
+        def saved(s: Service | None, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
+                return
+            self.services.event(svc.name, message)
+            m.respond({"service": self._service_view(s)})
+            self.services.tick(force=True)
+        self.services.save(svc, saved)
+
+    def _service_view(self, svc: Service) -> dict[str, Any]:
+        tasks = self.services.replicas(svc.name)
+        running = sum(1 for t in tasks if t.state == State.RUNNING and t.desired == DESIRED_RUNNING
+                      and 0 < t.slot <= svc.replicas)
+        view = {**svc.to_dict(), "running": running}
+        view["spec"] = listing.redact(view["spec"])
+        if view.get("previous_spec"):
+            view["previous_spec"] = listing.redact(view["previous_spec"])
+        return view
+
+    @handles(service_msg.CREATE)
+    def on_service_create(self, m: Envelope) -> None:
+        self._ready()
+        try:
+            svc = service_from_spec(m.body)
+        except TaskSpecError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+        known = self.services.services.get(svc.name)
+        if known is not None:
+            if known.spec == svc.spec and known.replicas == svc.replicas and known.update == svc.update:
+                m.respond({"service": self._service_view(known), "existing": True})
+                return
+            raise CubeError(CONFLICT, f"service {svc.name} exists with another spec; use `cube service update` "
+                                      f"or `cube service scale`")
+        if len(self.book) + svc.replicas > self.config.max_tasks:
+            raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
+        self._save_service(m, svc, f"created with {svc.replicas} replicas")
+
+    @handles(service_msg.LIST)
+    def on_service_list(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        rows, token = listing.page(self.services.services.values(), lambda s: [s.name], self._service_view, m.body)
+        return {"services": rows, "continue": token}
+
+    @handles(service_msg.INSPECT)
+    def on_service_inspect(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        svc = self._service(m.body["name"])
+        return {"service": self._service_view(svc), "events": self.services.events.get(svc.name, [])}
+
+    @handles(service_msg.PS)
+    def on_service_ps(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        svc = self._service(m.body["name"])
+        return {"service": self._service_view(svc),
+                "tasks": [listing.public_view(t) for t in self.services.replicas(svc.name)][-2000:]}
+
+    @handles(service_msg.SCALE)
+    def on_service_scale(self, m: Envelope) -> None:
+        self._ready()
+        svc = Service.from_dict(self._service(m.body["name"]).to_dict())
+        try:
+            replicas = check_replicas(m.body["replicas"])
+        except TaskSpecError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+        if replicas > svc.replicas and len(self.book) + replicas - svc.replicas > self.config.max_tasks:
+            raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
+        old, svc.replicas, svc.updated_at = svc.replicas, replicas, time.time()
+        self._save_service(m, svc, f"scaled from {old} to {replicas}")
+
+    @handles(service_msg.UPDATE)
+    def on_service_update(self, m: Envelope) -> None:
+        """A new spec (the old one with the given task fields changed) rolled out slot by slot."""
+        self._ready()
+        current = self._service(m.body["name"])
+        svc = Service.from_dict(current.to_dict())
+        try:
+            spec = check_template({**current.spec, **(m.body.get("task") or {})})
+            svc.update = update_policy(m.body.get("update"), current.update)
+        except TaskSpecError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+        if spec == current.spec and not m.body.get("force"):
+            if svc.update != current.update:
+                self._save_service(m, svc, "update policy changed")
+                return
+            m.respond({"service": self._service_view(current), "unchanged": True})
+            return
+        now = time.time()
+        svc.previous_spec, svc.previous_version = current.spec, current.version
+        svc.spec, svc.version = spec, max(current.version, current.previous_version) + 1
+        svc.rollout, svc.updated_at = planner.start_update(svc, now), now
+        self._save_service(m, svc, f"update to version {svc.version} started")
+
+    @handles(service_msg.ROLLBACK)
+    def on_service_rollback(self, m: Envelope) -> None:
+        self._ready()
+        current = self._service(m.body["name"])
+        if current.previous_spec is None:
+            raise CubeError(CONFLICT, f"service {current.name} has no previous spec to roll back to")
+        self._save_service(m, rolled_back(current, time.time()), "rollback requested")
+
+    @handles(service_msg.REMOVE)
+    def on_service_remove(self, m: Envelope) -> None:
+        self._ready()
+        svc = self._service(m.body["name"])
+        self.services.remove(svc.name, lambda n, error: m.respond(error=error) if error else
+                             m.respond({"name": svc.name, "stopped": n}))
+
+    def _stop_for_service(self, task_id: str, reason: str) -> None:
+        def done(t: Task | None, error: CubeError | None) -> None:
+            self.services.stopped(task_id)
+            if error is not None:
+                log.warning("manager: could not stop %s for its service: %s", task_id[:8], error)
+        self.life.stop(task_id, done, reason=reason)
+
+    def _publish_service_event(self, name: str, message: str) -> None:
+        self.send(self.events, Envelope(service_msg.EVENT, {"service": name, "message": message, "time": time.time()}))
+
+    # ---- node availability -----------------------------------------------------------------------------
+    @handles(node_msg.DRAIN)
+    def on_drain(self, m: Envelope) -> dict[str, Any]:
+        """No new work for it; its service slots get replacements elsewhere first (then its tasks
+        there stop), its other tasks are restarted elsewhere."""
+        self._ready()
+        rec = self._node(m.body["name"])
+        rec.availability = DRAIN
+        self._save_node(rec.to_dict())
+        moved = 0
+        for t in self.book.on_worker(rec.name):
+            if not t.service and t.desired == DESIRED_RUNNING:
+                self.life.restart(t.id, lambda *_: None, reason=f"worker {rec.name} drained")
+                moved += 1
+        self.services.tick(force=True)
+        log.info("manager: worker %s drained; %d tasks move", rec.name, moved)
+        return {"node": rec.view()}
+
+    @handles(node_msg.ACTIVATE)
+    def on_activate(self, m: Envelope) -> dict[str, Any]:
+        self._ready()
+        rec = self._node(m.body["name"])
+        rec.availability = ACTIVE_NODE
+        self._save_node(rec.to_dict())
+        self.placement.schedule()
+        return {"node": rec.view()}
+
+    def _node(self, name: str) -> Any:
+        rec = self.registry.get(name)
+        if rec is None:
+            raise CubeError(NOT_FOUND, f"no worker named {name!r}")
+        return rec
 
     # ---- administration (docs/security.md) ------------------------------------------------------
     def _secure(self) -> Authority:

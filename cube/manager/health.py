@@ -6,6 +6,7 @@ back on the loop and counts only if the task is still Running the same attempt.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from cube.control.health import probe
@@ -28,6 +29,7 @@ class HealthMonitor:
         self.failures: dict[str, int] = {}  # task id -> consecutive failed probes
         self.last_probe: dict[str, float] = {}  # task id -> loop time of the last probe
         self.probing: set[str] = set()
+        self.passing: dict[str, float] = {}  # task id -> wall time of its first passing probe since the last failure
         self.checked: dict[str, Task] = {}  # Running tasks with a health check (kept by a watcher)
         book.watchers.append(self._watch)
 
@@ -36,14 +38,24 @@ class HealthMonitor:
             self.checked[task_id] = task
         else:
             self.checked.pop(task_id, None)
+            self.passing.pop(task_id, None)
+
+    def healthy_since(self, task: Task) -> float | None:
+        """Since when a Running task is known healthy: its start without a health check, else
+        its first passing probe since the last failure (None: not known yet)."""
+        if task.health is None:
+            return task.started_at or None
+        return self.passing.get(task.id)
 
     def started(self, task_id: str) -> None:
         """A task just became Running: its first probe is one interval from now."""
         self.failures.pop(task_id, None)
+        self.passing.pop(task_id, None)
         self.last_probe[task_id] = self.loop.clock()
 
     def forget(self, task_id: str) -> None:
         self.failures.pop(task_id, None)
+        self.passing.pop(task_id, None)
         self.last_probe.pop(task_id, None)
 
     def tick(self) -> None:
@@ -77,7 +89,9 @@ class HealthMonitor:
             return
         if error is None and result.ok:
             self.failures.pop(task_id, None)
+            self.passing.setdefault(task_id, time.time())
             return
+        self.passing.pop(task_id, None)
         failures = self.failures.get(task_id, 0) + 1
         self.failures[task_id] = failures
         detail = result.detail if result else str(error)

@@ -63,7 +63,7 @@ class TaskLife:
         self.health = health
 
     # ---- a client's stop ---------------------------------------------------------------------------
-    def stop(self, task_id: str, done: Done) -> None:
+    def stop(self, task_id: str, done: Done, reason: str = "stop requested") -> None:
         """Desired stopped; the container (if any) is stopped and removed."""
         then: list[Callable[[Task], None]] = []
 
@@ -76,8 +76,8 @@ class TaskLife:
                 t.reason = "stopped before it was placed"
             elif t.state in LIVE and t.worker and self.registry.is_ready(t.worker):
                 t.desired = DESIRED_STOPPED
-                t.reason = "stop requested"
-                then.append(lambda n: self.commands.stop(n.worker, n.id, n.attempt, "stop requested"))
+                t.reason = reason
+                then.append(lambda n: self.commands.stop(n.worker, n.id, n.attempt, reason))
             elif t.state in LIVE:
                 stop_now(State.COMPLETED)(t)
                 t.reason = f"stopped; worker {t.worker or '-'} is lost"
@@ -92,7 +92,7 @@ class TaskLife:
             done(task, error)
         self.book.commit(task_id, change, "", done=written)
 
-    def restart(self, task_id: str, done: Done) -> None:
+    def restart(self, task_id: str, done: Done, reason: str = "restart requested") -> None:
         """An operator's restart: the current attempt (if any) is stopped and the task starts
         over, Pending, desired running, its restart count reset (docs/architecture.md)."""
         then: list[Callable[[Task], None]] = []
@@ -103,8 +103,8 @@ class TaskLife:
                 raise Skip  # already waiting to be placed
             if t.state in LIVE and t.worker and self.registry.is_ready(t.worker):
                 worker, attempt = t.worker, t.attempt
-                then.append(lambda n: self.commands.stop(worker, n.id, attempt, "restart requested"))
-            t.transition(State.PENDING, "restart requested")
+                then.append(lambda n: self.commands.stop(worker, n.id, attempt, reason))
+            t.transition(State.PENDING, reason)
             t.desired = DESIRED_RUNNING
             t.worker, t.container_id, t.host_ports = "", "", {}
             t.exit_code, t.error = None, ""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import Any, Callable
 
 import zmq
 
@@ -56,6 +56,7 @@ class Placement:
         self._cursor: tuple[float, str] | None = None  # where the last full batch ended
         self.placed = 0
         self.candidates: dict[str, Task] = {}  # tasks that wait, or will once their backoff ends
+        self.spread: Callable[[Task], list[str]] = lambda task: []  # workers a service's replica avoids
         book.watchers.append(self._watch)
 
     def _watch(self, task_id: str, task: Task | None) -> None:
@@ -100,14 +101,20 @@ class Placement:
             self._again = True
             return
         tasks = self._next_batch()
-        ready = [n for n in self.registry.ready() if self.registry.is_ready(n)]
         if not tasks:
             return
-        body = {"tasks": [{"task_id": t.id, "cpu": float(t.cpu), "memory": int(t.memory), "disk": int(t.disk)}
-                          for t in tasks], "exclude": self.registry.lost(), "only": ready}
+        body = {"tasks": [self._item(t) for t in tasks], "exclude": self.registry.lost(),
+                "only": self.registry.schedulable()}
         self.in_flight, self._again = True, False
         self.actor.request(self.sock, Envelope(sched_msg.PLACE_MANY, body),
                            lambda reply: self._decided(tasks, reply), timeout=SCHEDULER_TIMEOUT)
+
+    def _item(self, t: Task) -> dict[str, Any]:
+        item: dict[str, Any] = {"task_id": t.id, "cpu": float(t.cpu), "memory": int(t.memory), "disk": int(t.disk)}
+        if t.service:  # replicas of one service avoid sharing a worker when another one fits
+            item["group"] = t.service
+            item["avoid"] = self.spread(t)
+        return item
 
     def _decided(self, tasks: list[Task], reply: Envelope | None) -> None:
         self.in_flight = False

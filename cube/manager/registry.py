@@ -13,6 +13,7 @@ READY = "ready"
 LOST = "lost"
 HELLO_ALLOWANCE = 6.0  # seconds, on top of the grace period, for a remembered worker's hello
 REMEMBERED = "remembered"  # known from the Store after a manager restart, no hello yet
+ACTIVE, DRAIN = "active", "drain"
 
 
 @dataclass
@@ -30,6 +31,7 @@ class WorkerRecord:
     greeted: bool = True  # said hello to this manager process (False: only remembered from the Store)
     hello_clock: list[int] = field(default_factory=list)  # report clock of the hello that made it ready
     route_id: bytes = b""  # the connection its last authenticated message came on
+    availability: str = ACTIVE  # or DRAIN: no new work, its tasks move (`cube node drain`)
 
     @property
     def route(self) -> list[bytes]:
@@ -47,7 +49,7 @@ class WorkerRecord:
         """The record as stored (its real state)."""
         return {"name": self.name, "address": self.address, "cpus": self.cpus, "memory": self.memory,
                 "disk": self.disk, "state": self.state, "last_seen": self.last_seen_wall,
-                "joined_at": self.joined_at, "pid": self.pid}
+                "joined_at": self.joined_at, "pid": self.pid, "availability": self.availability}
 
     def view(self) -> dict[str, Any]:
         """The record as `node ls` shows it."""
@@ -72,6 +74,7 @@ class WorkerRegistry:
         if old:
             rec.joined_at = old.joined_at
             rec.route_id = old.route_id
+            rec.availability = old.availability
         self.workers[name] = rec
         return rec
 
@@ -88,6 +91,7 @@ class WorkerRegistry:
         # was loading is retried after a backoff (cube/wire/link.py).
         rec.last_seen += HELLO_ALLOWANCE
         rec.last_seen_wall = data.get("last_seen", 0.0)
+        rec.availability = data.get("availability", ACTIVE)
         self.workers.setdefault(rec.name, rec)
 
     def seen(self, name: str) -> WorkerRecord | None:
@@ -133,6 +137,13 @@ class WorkerRegistry:
                 rec.state = LOST
                 lost.append(rec)
         return lost
+
+    def drained(self) -> frozenset[str]:
+        return frozenset(n for n, r in self.workers.items() if r.availability == DRAIN)
+
+    def schedulable(self) -> list[str]:
+        """Workers new work may go to: connected, greeted, not draining."""
+        return [n for n in self.ready() if self.is_ready(n) and self.workers[n].availability == ACTIVE]
 
     def lose(self, name: str) -> WorkerRecord | None:
         """Mark a worker lost now (removed by an operator), whatever its heartbeats say."""

@@ -5,12 +5,16 @@ LIST = "node.ls"
 PING = "manager.ping"
 METRICS = "node.metrics"  # PUB stream, worker -> scheduler
 REMOVE = "node.rm"  # revoke a worker's key; its tasks move (docs/security.md)
+DRAIN = "node.drain"  # move its tasks elsewhere and keep new work off it
+ACTIVATE = "node.activate"  # undo a drain
 JOIN_TOKEN = "cluster.join_token"  # print or rotate the join token
 CREDENTIALS = "cluster.credentials"  # issue client credentials with a role
 
 register(LIST, {"limit": opt(int), "continue": opt(str, max_len=1024)})
 register(PING, {})
 register(REMOVE, {"name": Field(str, max_len=128)})
+register(DRAIN, {"name": Field(str, max_len=128)})
+register(ACTIVATE, {"name": Field(str, max_len=128)})
 register(JOIN_TOKEN, {"rotate": opt(bool)})
 register(CREDENTIALS, {"name": Field(str, max_len=128), "role": Field(str, max_len=32)})
 register(METRICS, {
@@ -22,5 +26,5 @@ register(METRICS, {
     "reserved": Field(dict), "task_ids": Field(list, items=str),
 })
 
-API = {LIST, PING, REMOVE, JOIN_TOKEN, CREDENTIALS}
-ADMIN_ONLY = {REMOVE, JOIN_TOKEN, CREDENTIALS}
+API = {LIST, PING, REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS}
+ADMIN_ONLY = {REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS}

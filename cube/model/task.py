@@ -83,6 +83,10 @@ class Task:
     reason: str = ""  # why the task is where it is (e.g. why it is still Pending)
     restart_count: int = 0
     not_before: float = 0.0  # restart backoff: do not place before this time
+    # A service's replica (cube/model/service.py): its service, slot (1..N) and spec version.
+    service: str = ""
+    slot: int = 0
+    version: int = 0
     # The worker's report clock of the last status applied for this attempt: a hello snapshot or
     # a status stamped earlier is older than what this task records (docs/protocol.md).
     report_clock: list[int] = field(default_factory=list)

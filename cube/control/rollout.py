@@ -1,0 +1,179 @@
+"""What a service needs next, decided from its tasks alone (pure: the clock is a parameter).
+
+Each slot 1..N holds one live task. `plan` looks at a service and its replicas and says which
+tasks to create and which to stop, and how its rollout moves on: Swarm's rolling update (replace
+`parallelism` slots at a time, wait `delay`, watch each replacement for `monitor` seconds, and on
+failures beyond `max_failure_ratio` roll back, pause or continue), stop-first or start-first, and
+node drain (a slot on a draining worker gets its replacement first, then the old task stops).
+The ServiceController (cube/manager/services.py) applies the plan; docs/architecture.md,
+"Services", tells the story.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from cube.model.service import (ACTIVE, COMPLETED, PAUSED, ROLLBACK_PAUSED, ROLLED_BACK, ROLLING_BACK,
+                                UPDATING, Rollout, Service)
+
+PLACE_TIMEOUT = 60.0  # a replacement not Running after monitor + this has failed (it found no room)
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One task of a service, as the planner needs it."""
+
+    task_id: str
+    slot: int
+    version: int
+    state: str  # Pending, Scheduled, Running, Completed, Failed
+    desired: str  # running, stopped
+    finished: bool  # done for good (no restart will come)
+    restart_count: int = 0
+    created_at: float = 0.0
+    healthy_since: float | None = None  # Running and, with a health check, probed fine since
+    worker: str = ""
+
+    @property
+    def live(self) -> bool:
+        return self.desired == "running" and not self.finished
+
+
+@dataclass
+class Plan:
+    create: list[tuple[int, int]] = field(default_factory=list)  # (slot, version)
+    stop: list[tuple[str, str]] = field(default_factory=list)  # (task id, reason)
+    rollout: Rollout | None = None  # the new rollout record, when it changed
+    rollback: bool = False  # start rolling back to the previous spec now
+    events: list[str] = field(default_factory=list)  # what happened, for the service's event log
+
+
+def settled(r: Replica, monitor: float, now: float) -> bool:
+    """Running, never restarted, and healthy for the whole monitor period."""
+    return (r.state == "Running" and r.restart_count == 0 and r.healthy_since is not None
+            and now - r.healthy_since >= monitor)
+
+
+def failed(r: Replica, monitor: float, now: float) -> bool:
+    """A replacement that did not make it: ended, restarted, or found no room in time."""
+    if r.state == "Failed" or r.restart_count > 0 or (r.finished and r.desired == "running"):
+        return True
+    return r.state in ("Pending", "Scheduled") and now - r.created_at > monitor + PLACE_TIMEOUT
+
+
+def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[str] = frozenset()) -> Plan:
+    out = Plan()
+    by_slot: dict[int, list[Replica]] = {}
+    for r in replicas:
+        by_slot.setdefault(r.slot, []).append(r)
+    for slot_tasks in by_slot.values():
+        slot_tasks.sort(key=lambda r: r.created_at)
+    target, rollout, policy = svc.version, svc.rollout, svc.update
+    active = rollout.state in ACTIVE
+
+    def ours(r: Replica) -> bool:  # a replacement made by this rollout
+        return active and r.version == target and r.created_at >= rollout.started_at
+
+    # ---- scale down: slots above N go ----------------------------------------------------------
+    for slot, tasks in by_slot.items():
+        if slot > svc.replicas:
+            out.stop += [(r.task_id, f"scaled down to {svc.replicas}") for r in tasks if r.live]
+
+    # ---- each wanted slot ------------------------------------------------------------------------
+    outdated: list[int] = []
+    inflight: list[int] = []
+    newly_failed: list[int] = []
+    for slot in range(1, svc.replicas + 1):
+        tasks = by_slot.get(slot, [])
+        live = [r for r in tasks if r.live]
+        if not live:
+            last = tasks[-1] if tasks else None
+            if last is None or last.desired != "running":  # never filled, or stopped by hand
+                out.create.append((slot, target))
+            elif ours(last):  # this rollout's replacement failed for good
+                if slot not in rollout.failed:
+                    newly_failed.append(slot)
+            elif active and last.version != target:  # failed for good on the old spec: replace it
+                out.create.append((slot, target))
+            continue  # else its task failed for good: the slot waits (`service ps` says why)
+        newest = live[-1]
+        good = [r for r in live if r.version == target and settled(r, policy.monitor, now)]
+        if good:  # a start-first replacement settled: the others go
+            keep = good[-1]
+            out.stop += [(r.task_id, "replaced") for r in live if r is not keep]
+            if keep.worker in drained:
+                out.create.append((slot, target))  # drain: its replacement first, then it stops
+            continue
+        if newest.version != target:
+            outdated.append(slot)
+            continue
+        if ours(newest):
+            if failed(newest, policy.monitor, now):
+                if slot not in rollout.failed:
+                    newly_failed.append(slot)
+            else:
+                inflight.append(slot)
+        elif len(live) > 1 and newest.state == "Running":  # a drained worker's task, replaced
+            out.stop += [(r.task_id, "replaced") for r in live[:-1]]
+        elif newest.worker in drained and len(live) == 1 and newest.state == "Running":
+            out.create.append((slot, target))
+
+    # ---- the rollout -------------------------------------------------------------------------------
+    if not active:
+        return out
+    rolling_back = rollout.state == ROLLING_BACK
+    if newly_failed:
+        failures = sorted(set(rollout.failed) | set(newly_failed))
+        rollout = replace(rollout, failed=failures)
+        out.rollout = rollout
+        out.events += [f"slot {s}: the replacement failed" for s in newly_failed]
+        if len(failures) / max(1, svc.replicas) > policy.max_failure_ratio:
+            action = "pause" if rolling_back else policy.failure_action
+            if action == "rollback" and svc.previous_spec is not None:
+                out.rollback = True
+                out.events.append(f"update failed on {len(failures)} of {svc.replicas} slots: rolling back")
+                return out
+            if action != "continue":
+                out.rollout = replace(rollout, state=ROLLBACK_PAUSED if rolling_back else PAUSED,
+                                      message=f"paused: {len(failures)} of {svc.replicas} replacements failed")
+                out.events.append(out.rollout.message)
+                return out
+    if not outdated and not inflight:
+        message = "rolled back" if rolling_back else "update completed"
+        if rollout.failed:
+            message += f"; {len(rollout.failed)} slots failed"
+        out.rollout = replace(rollout, state=ROLLED_BACK if rolling_back else COMPLETED, message=message)
+        out.events.append(message)
+        return out
+    if not outdated:
+        return out
+    if policy.delay and not inflight and rollout.batches:
+        if rollout.settled_at < rollout.updated_at:  # the last batch just settled: the delay starts
+            out.rollout = replace(rollout, settled_at=now)
+            return out
+        if now - rollout.settled_at < policy.delay:
+            return out
+    room = len(outdated) if policy.parallelism == 0 else policy.parallelism - len(inflight)
+    if room <= 0:
+        return out
+    for slot in outdated[:room]:
+        old = [r for r in by_slot[slot] if r.live]
+        out.create.append((slot, target))
+        if policy.order == "stop-first":
+            out.stop += [(r.task_id, f"updating to version {target}") for r in old]
+        out.events.append(f"slot {slot}: replacing version {old[-1].version} with {target}")
+    out.rollout = replace(rollout, updated_at=now, batches=rollout.batches + 1)
+    return out
+
+
+def start_update(svc: Service, now: float) -> Rollout:
+    return Rollout(state=UPDATING, from_version=svc.previous_version, to_version=svc.version,
+                   started_at=now, updated_at=now, message="updating")
+
+
+def start_rollback(svc: Service, now: float) -> Rollout:
+    return Rollout(state=ROLLING_BACK, from_version=svc.previous_version, to_version=svc.version,
+                   started_at=now, updated_at=now, message="rolling back")
+
+
+__all__ = ["Plan", "Replica", "plan", "settled", "failed", "start_update", "start_rollback",
+           "UPDATING", "PAUSED", "COMPLETED", "ROLLING_BACK", "ROLLBACK_PAUSED", "ROLLED_BACK"]
