@@ -222,11 +222,13 @@ class Cluster:
         an installed copy of the package."""
         return [sys.executable, "-c", _LAUNCH.format(module=module, name=prog), *args]
 
-    def _spawn(self, log_name: str, module: str, prog: str, args: list[str]) -> subprocess.Popen:
+    def _spawn(self, log_name: str, module: str, prog: str, args: list[str],
+               env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{log_name}.log", "ab")
         self._logs.append(log)
         return subprocess.Popen(self._command(module, prog, args), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=self.env, cwd=self.tmp, start_new_session=True)
+                                stdin=subprocess.DEVNULL, env={**self.env, **(env or {})}, cwd=self.tmp,
+                                start_new_session=True)
 
     def start_manager(self, wait: bool = True, timeout: float = 20.0) -> None:
         self.manager = self._spawn("manager", "cube.actors.supervisor", "cube-manager", [
@@ -245,10 +247,12 @@ class Cluster:
         """Start (or restart) worker `short`; returns its full name."""
         name = self.worker_name(short)
         stop = ["--stop-timeout", str(self.stop_timeout)] if self.stop_timeout is not None else []
-        join = ["--insecure"] if self.insecure else ["--join", self.join_token()]
+        # The token in the environment, as `cube join-token` prints it (docs/security.md).
+        join = {} if self.insecure else {"CUBE_WORKER_JOIN": self.join_token()}
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
             "--manager", f"127.0.0.1:{self.worker_port}", "--name", name, "--address", "127.0.0.1",
-            "--data-dir", str(self.tmp / f"worker-{short}"), *join, *stop, *self.worker_args, *flags])
+            "--data-dir", str(self.tmp / f"worker-{short}"), *(["--insecure"] if self.insecure else []),
+            *stop, *self.worker_args, *flags], env=join)
         if wait:
             self.wait_worker_ready(short)
         return name

@@ -140,8 +140,8 @@ say "admin credentials: $CUBE_CREDENTIALS; workers join with the token in $TMP/m
 JOIN_TOKEN=$(cat "$TMP/manager/join-token")
 for n in 1 2; do
     say "starting cube-worker worker-$n (data: $TMP/w$n, log: $TMP/worker-$n.log)"
-    launch "worker-$n" cube-worker --manager "127.0.0.1:$WORKER_PORT" --name "worker-$n" \
-        --address 127.0.0.1 --data-dir "$TMP/w$n" --join "$JOIN_TOKEN"
+    CUBE_WORKER_JOIN="$JOIN_TOKEN" launch "worker-$n" cube-worker --manager "127.0.0.1:$WORKER_PORT" \
+        --name "worker-$n" --address 127.0.0.1 --data-dir "$TMP/w$n"
 done
 
 check_alive() {

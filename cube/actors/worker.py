@@ -434,14 +434,17 @@ def _report(c: ContainerInfo) -> dict[str, Any]:
 
 def worker(manager: str = "", name: str = "", address: str = "", data_dir: str = "",
            cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
-           stop_timeout: float = 0.0, join: str = "", insecure: bool = False, log_level: str = "") -> None:
+           stop_timeout: float = 0.0, join: str = "", join_file: str = "", insecure: bool = False,
+           log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
     --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556);
     --address is the host on which this node's published ports are reachable;
     --cpus/--memory/--disk override the capacity offered (default: what the machine has);
-    --join TOKEN joins the cluster the first time (`cube join-token` on the manager prints it;
-    afterwards the worker remembers the manager's key); --insecure (loopback only) turns CURVE off.
+    CUBE_WORKER_JOIN=TOKEN (or --join-file FILE) joins the cluster the first time (`cube join-token`
+    on the manager prints the command; afterwards the worker remembers the manager's key). --join
+    TOKEN works too, but other local users can read a process's arguments while it runs.
+    --insecure (loopback only) turns CURVE off.
     Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
     """
     from cube import config as cfg
@@ -460,7 +463,18 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
                         metrics_interval=float(opt(metrics_interval, "metrics_interval", 1.0)),
                         stop_timeout=float(opt(stop_timeout, "stop_timeout", 5.0)),
                         join=str(opt(join, "join", "")), insecure=bool(opt(insecure, "insecure", False)))
+    join_file = str(opt(join_file, "join_file", ""))
+    if join_file and not conf.join:
+        try:
+            with open(join_file) as f:
+                conf.join = f.read().strip()
+        except OSError as e:
+            print(f"cube-worker: cannot read the join token file {join_file}: {e.strerror}", file=sys.stderr)
+            sys.exit(2)
     logs.setup(f"worker:{conf.name}", str(opt(log_level, "log_level", "INFO")))
+    if join:
+        log.warning("worker %s: --join puts the token in the process list, readable by every local user; "
+                    "prefer CUBE_WORKER_JOIN or --join-file", conf.name)
     hardening.secure_umask()  # keys, slots and logs: readable by this user only
     hardening.raise_fd_limit()
     conf.data_dir = os.path.abspath(str(opt(data_dir, "data_dir", cfg.default_data_dir(f"worker-{conf.name}"))))

@@ -13,7 +13,8 @@ from cube.cli.tasks import SORTS, STATES
 
 FILES = {"file", "credentials", "output", "script"}  # parameters naming a file
 CHOICES = {"restart": ("no", "on-failure", "always"), "role": ("admin", "read-only"), "state": STATES,
-           "sort": tuple(SORTS), "shell": commands.SHELLS, "log_level": ("DEBUG", "INFO", "WARNING", "ERROR")}
+           "sort": tuple(SORTS), "shell": commands.SHELLS, "log_level": ("DEBUG", "INFO", "WARNING", "ERROR"),
+           "update_failure_action": ("rollback", "pause", "continue"), "update_order": ("stop-first", "start-first")}
 
 
 def script(shell: str) -> str:

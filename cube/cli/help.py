@@ -77,7 +77,9 @@ def _row(left: str, right: str) -> str:
 # What a flag's value looks like, and what the flags every command shares do.
 METAVARS = {"manager": "HOST:PORT", "credentials": "FILE", "file": "FILE", "output": "FILE", "memory": "SIZE",
             "disk": "SIZE", "env": "KEY=VALUE", "cmd": "COMMAND", "restart": "POLICY", "health": "PATH",
-            "sort": "FIELD", "tail": "N|all", "role": "ROLE", "script": "SCRIPT", "log_level": "LEVEL"}
+            "sort": "FIELD", "tail": "N|all", "role": "ROLE", "script": "SCRIPT", "log_level": "LEVEL",
+            "timeout": "DURATION", "update_delay": "DURATION", "update_monitor": "DURATION",
+            "update_failure_action": "ACTION", "update_order": "ORDER", "update_max_failure_ratio": "RATIO"}
 COMMON = {"manager": "the manager's address (default $CUBE_MANAGER, else the credentials', else 127.0.0.1:5555)",
           "credentials": "a credentials file (default $CUBE_CREDENTIALS, else ~/.config/cube/credentials)",
           "json": "print JSON instead of text"}

@@ -11,14 +11,15 @@ from cube.cli.output import print_json, warn
 
 
 class Node:
-    """List and remove workers."""
+    """List, drain, activate and remove workers."""
 
     @command(example="cube node ls")
     def ls(self, *, manager: str | None = None, credentials: str | None = None, json: bool = False) -> int:
         """List workers: reserved of offered capacity, and the hosts' real use.
 
         CPU and MEMORY are reserved/offered (what placed tasks asked for); HOST CPU and HOST MEM
-        are the machine's own use. A lost worker is marked and its figures left blank.
+        are the machine's own use. A lost worker is marked and its figures left blank. AVAILABILITY
+        is active, or drain for a worker that takes no new work (`cube node drain`).
 
         Args:
             json: every field of every node, as JSON
@@ -29,6 +30,33 @@ class Node:
             return 0
         print(node_table(nodes, time.time()))
         return 0
+
+    @command(example="cube node drain worker-2")
+    def drain(self, *names: str, manager: str | None = None, credentials: str | None = None,
+              json: bool = False) -> int:
+        """Drain workers: no new work goes there, and their tasks move to other workers.
+
+        A service's replica on a drained worker gets its replacement elsewhere first, then stops;
+        other tasks restart elsewhere. `cube node activate` lets work back.
+
+        Args:
+            names: worker names
+            json: print each node as JSON
+        """
+        return _availability(names, api.NODE_DRAIN, "drained; its tasks move to other workers", manager,
+                             credentials, json)
+
+    @command(example="cube node activate worker-2")
+    def activate(self, *names: str, manager: str | None = None, credentials: str | None = None,
+                 json: bool = False) -> int:
+        """Activate drained workers: they take new work again (tasks that moved stay where they are).
+
+        Args:
+            names: worker names
+            json: print each node as JSON
+        """
+        return _availability(names, api.NODE_ACTIVATE, "active; it takes new work again", manager,
+                             credentials, json)
 
     @command(example="cube node rm worker-3")
     def rm(self, *names: str, manager: str | None = None, credentials: str | None = None) -> int:
@@ -51,6 +79,23 @@ class Node:
         return status
 
 
+def _availability(names: tuple[str, ...], msg_type: str, said: str, manager: str | None,
+                  credentials: str | None, json: bool) -> int:
+    from cube.cli.tasks import each
+    conn = session.connect(manager, credentials)
+    done: list[dict[str, Any]] = []
+
+    def one(name: str) -> None:
+        node = session.call(conn, msg_type, {"name": name})["node"]
+        done.append(node)
+        if not json:
+            print(f"{render.clean(node.get('name', name))}: {said}", flush=True)
+    status = each(names, one)
+    if json and done:
+        print_json(done[0] if len(names) == 1 else done)
+    return status
+
+
 def node_table(nodes: list[dict[str, Any]], now: float) -> str:
     rows = []
     for n in nodes:
@@ -69,12 +114,13 @@ def node_table(nodes: list[dict[str, Any]], now: float) -> str:
             total = m.get("memory_total") or 0
             host_mem = render.percent(m.get("memory_used", 0) / total) if fresh and total else "-"
             disk = render.size(m.get("disk_free"))
-        rows.append([n["name"], n.get("address", ""), "LOST" if lost else n.get("state", ""), cpu, mem,
+        rows.append([n["name"], n.get("address", ""), "LOST" if lost else n.get("state", ""),
+                     n.get("availability") or "active", cpu, mem,
                      host_cpu, host_mem, disk, "-" if lost else n.get("tasks", 0),
                      render.ago(n.get("last_seen") or 0, now)])
-    headers = ["NAME", "ADDRESS", "STATE", "CPU RESERVED", "MEMORY RESERVED", "HOST CPU", "HOST MEM",
-               "DISK FREE", "TASKS", "LAST SEEN"]
-    return render.table(headers, rows, render.width(), fixed=(2, 3, 4, 5, 6, 7, 8, 9))
+    headers = ["NAME", "ADDRESS", "STATE", "AVAILABILITY", "CPU RESERVED", "MEMORY RESERVED", "HOST CPU",
+               "HOST MEM", "DISK FREE", "TASKS", "LAST SEEN"]
+    return render.table(headers, rows, render.width(), fixed=(2, 3, 4, 5, 6, 7, 8, 9, 10))
 
 
 @command(example="cube join-token --rotate")

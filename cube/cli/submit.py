@@ -30,7 +30,27 @@ class Outcome:
 def build(file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The spec to send: the file's, with the flags given on top; an id chosen here."""
     from cube.model.task import TaskSpecError, new_task_id, task_from_spec
-    spec: dict[str, Any] = read(file) if file is not None else {}
+    spec = merge(read(file) if file is not None else {}, flags)
+    spec.setdefault("id", new_task_id())  # chosen here, so a retried submit is not a second task
+    try:
+        task_from_spec(spec)  # fail early, with the field named, before anything is sent
+    except TaskSpecError as e:
+        raise CliError(f"bad task{where(file)}: {e}") from None
+    return spec
+
+
+def task_flags(*, image: str | None, cmd: str | None, env: list[str] | None, cpu: float | None,
+               memory: str | None, disk: str | None, port: list[str] | None, restart: str | None,
+               max_restarts: int | None, health: str | None, pids_limit: int | None) -> dict[str, Any]:
+    """The task fields the command line's task flags give (None: not given)."""
+    return {"image": image, "command": cmd, "env": env, "cpu": cpu, "memory": memory, "disk": disk,
+            "ports": port, "restart": restart, "max_restarts": max_restarts, "health": health,
+            "pids_limit": pids_limit}
+
+
+def merge(spec: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
+    """The flags given, on top of a file's fields, once checked for what only a command line gets
+    wrong (an empty --name, an --env that is not KEY=VALUE)."""
     for key in ("name", "image"):
         if flags.get(key) is not None and not flags[key].strip():
             raise CliError(f"--{key} must not be empty")
@@ -38,17 +58,15 @@ def build(file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
         if not _ENV.match(item):
             raise CliError(f"--env {item!r} is not KEY=VALUE; give one --env per variable "
                            f"(--env A=1 --env B=2)")
-    spec.update({k: v for k, v in flags.items() if v is not None and v != []})
-    spec.setdefault("id", new_task_id())  # chosen here, so a retried submit is not a second task
-    try:
-        task_from_spec(spec)  # fail early, with the field named, before anything is sent
-    except TaskSpecError as e:
-        where = " from stdin" if file == "-" else f" file {file}" if file else ""
-        raise CliError(f"bad task{where}: {e}") from None
-    return spec
+    return {**spec, **{k: v for k, v in flags.items() if v is not None and v != []}}
 
 
-def read(path: str) -> dict[str, Any]:
+def where(file: str | None) -> str:
+    return " from stdin" if file == "-" else f" file {file}" if file else ""
+
+
+def read(path: str, what: str = "task") -> dict[str, Any]:
+    """A JSON object from a file, or stdin for '-' (`what` names it in errors: task, service)."""
     import json
 
     from cube.wire.codec import MAX_FRAME
@@ -56,26 +74,26 @@ def read(path: str) -> dict[str, Any]:
     try:
         if path == "-":
             if sys.stdin is None:
-                raise CliError("no stdin to read the task from")
+                raise CliError(f"no stdin to read the {what} from")
             if sys.stdin.isatty():
-                print("cube: reading the task from stdin (end with Ctrl-D)", file=sys.stderr)
+                print(f"cube: reading the {what} from stdin (end with Ctrl-D)", file=sys.stderr)
             text = sys.stdin.read(MAX_FRAME + 1)
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read(MAX_FRAME + 1)
     except OSError as e:
-        raise CliError(f"cannot read task file {where}: {e.strerror}") from None
+        raise CliError(f"cannot read {what} file {where}: {e.strerror}") from None
     except UnicodeDecodeError:
-        raise CliError(f"task file {where} is not UTF-8 text") from None
+        raise CliError(f"{what} file {where} is not UTF-8 text") from None
     if len(text) > MAX_FRAME:
-        raise CliError(f"task file {where} is too large: over {MAX_FRAME >> 10} KiB, more than a request to "
+        raise CliError(f"{what} file {where} is too large: over {MAX_FRAME >> 10} KiB, more than a request to "
                        f"the manager may carry")
     try:
         spec = json.loads(text)
     except json.JSONDecodeError as e:
-        raise CliError(f"task file {where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+        raise CliError(f"{what} file {where} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
     if not isinstance(spec, dict):
-        raise CliError(f"task file {where} must hold a JSON object")
+        raise CliError(f"{what} file {where} must hold a JSON object")
     return spec
 
 

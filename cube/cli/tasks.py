@@ -61,9 +61,9 @@ class Task:
             json: print the task as JSON
         """
         from cube.cli import submit
-        flags = {"image": image, "name": name, "command": cmd, "env": env, "cpu": cpu, "memory": memory,
-                 "disk": disk, "ports": port, "restart": restart, "max_restarts": max_restarts,
-                 "health": health, "pids_limit": pids_limit}
+        flags = {"name": name, **submit.task_flags(
+            image=image, cmd=cmd, env=env, cpu=cpu, memory=memory, disk=disk, port=port, restart=restart,
+            max_restarts=max_restarts, health=health, pids_limit=pids_limit)}
         spec = submit.build(file, flags)
         conn = session.connect(manager, credentials)
         task = submit.send(conn, spec)

@@ -17,6 +17,7 @@ every other request `unavailable`.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any
 
@@ -45,7 +46,7 @@ from cube.model.service import Service, check_replicas, check_template, service_
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, same_spec, task_from_spec
 from cube.wire import codec, sockets
-from cube.wire.actor import Actor, handles
+from cube.wire.actor import Actor, Ignored, handles
 from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.security import curve as zcurve
 from cube.security.authority import Authority, JoinRefused, addresses
@@ -57,7 +58,10 @@ log = logging.getLogger(__name__)
 
 NODES = "nodes"
 MAX_TASK_BYTES = 64 << 10
-API_SNDHWM = 100  # replies queued per client: one that never reads cannot pin the manager's memory
+WORKER_SNDHWM = 2000  # commands and replies queued per worker connection
+API_SNDHWM = 100
+WORKER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+WORKER_ADDRESS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]{0,252}$")  # a host name or an IP address  # replies queued per client: one that never reads cannot pin the manager's memory
 ADMIN_ONLY = task_msg.ADMIN_ONLY | node_msg.ADMIN_ONLY | service_msg.ADMIN_ONLY
 
 
@@ -75,7 +79,8 @@ class Manager(Actor):
         self.gate = Gate(ctx, self.authority.policies()) if self.authority else None
         curve = self.authority.server if self.authority else (lambda domain: None)
         self.api = sockets.router(ctx, config.bind(config.api_port), curve=curve(zcurve.API), sndhwm=API_SNDHWM)
-        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port), curve=curve(zcurve.WORKERS))
+        self.workers_sock = sockets.router(ctx, config.bind(config.worker_port), curve=curve(zcurve.WORKERS),
+                                           sndhwm=WORKER_SNDHWM)
         if self.authority is None:  # workers name their connection: a restarted one takes its name back
             self.workers_sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.events = sockets.publisher(ctx, bind=config.bind(config.events_port), curve=curve(zcurve.EVENTS))
@@ -85,7 +90,8 @@ class Manager(Actor):
         self.store_sock = sockets.dealer(ctx, config.store_endpoint)
         self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
         self.store = AsyncStore(self, self.store_sock)
-        self.registry = WorkerRegistry(config.grace)
+        # Insecure workers name their connection; secure ones are routed only where their key spoke.
+        self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
         self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new))
         self.task_order = listing.Index()  # task.ls pages walk it: creation order, then id
         self.book.watchers.append(self._index_task)
@@ -135,8 +141,9 @@ class Manager(Actor):
         elif sock is self.workers_sock and env.type != worker_msg.JOIN:
             name = ring.worker_for(env.peer)
             if name is None:
-                raise CubeError(NOT_JOINED, "this worker's key has not joined the cluster (or was removed): "
-                                            "start it with --join TOKEN")
+                if env.peer in ring.revoked:  # it was a worker: tell it, so it stops
+                    raise CubeError(NOT_JOINED, "this worker was removed from the cluster (cube node rm)")
+                raise Ignored("a key that has not joined")  # a stranger learns nothing
             env.principal = name
 
     # ---- start-up: load, then arm the timers -------------------------------------------------
@@ -476,6 +483,27 @@ class Manager(Actor):
         log.info("manager: issued %s credentials %r", creds.role, creds.name)
         return {"credentials": creds.to_dict()}
 
+    @handles(node_msg.CREDENTIALS_LIST)
+    def on_credentials_list(self, m: Envelope) -> dict[str, Any]:
+        ring = self._secure().keyring
+        return {"credentials": sorted(({"name": c["name"], "role": c["role"], "created": c.get("created", 0.0),
+                                        "key": key[:8]} for key, c in ring.clients.items()),
+                                       key=lambda c: (c["name"], c["created"]))}
+
+    @handles(node_msg.CREDENTIALS_REVOKE)
+    def on_credentials_revoke(self, m: Envelope) -> dict[str, Any]:
+        """Their next request is refused, and so is every new connection; an open event
+        subscription ends when its connection does (docs/security.md)."""
+        authority = self._secure()
+        if m.principal == ADMIN and m.body["name"] == authority.keyring.clients.get(m.peer, {}).get("name") \
+                and sum(1 for c in authority.keyring.clients.values() if c["role"] == ADMIN) <= 1:
+            raise CubeError(CONFLICT, "these are the last admin credentials: issue others before revoking them")
+        n = authority.revoke_client(m.body["name"])
+        if not n:
+            raise CubeError(NOT_FOUND, f"no credentials named {m.body['name']!r}")
+        log.warning("manager: revoked %d credentials named %r", n, m.body["name"])
+        return {"name": m.body["name"], "revoked": n}
+
     @handles(node_msg.REMOVE)
     def on_remove_node(self, m: Envelope) -> dict[str, Any]:
         """Revoke a worker: its key may not speak again, it is lost now, and its tasks move."""
@@ -524,7 +552,7 @@ class Manager(Actor):
         if name != m.principal:
             raise CubeError(BAD_REQUEST, f"this connection speaks for worker {m.principal!r}, not {name!r}")
         admitted = self._admitted_address(name)
-        if admitted and b["address"] != admitted:
+        if self.authority is not None and b["address"] != admitted:
             raise CubeError(FORBIDDEN, f"worker {name} joined with address {admitted}, not {b['address']}; "
                                        f"to move it, `cube node rm {name}` and join again")
         clock = report_clock(b.get("clock"))
@@ -564,6 +592,16 @@ class Manager(Actor):
         if self.authority is None:
             return {"name": m.body["name"]}
         b = m.body
+        if not WORKER_NAME.match(b["name"]) or not WORKER_ADDRESS.match(b["address"]):
+            raise CubeError(BAD_REQUEST, "a worker joins with a name (letters, digits, '.', '_', '-') and the "
+                                         "address its ports and health checks are reached at (--address)")
+        was = self.authority.keyring.revoked.get(m.peer)
+        if was is not None:
+            raise CubeError(FORBIDDEN, f"this worker's key was revoked (it was {was!r}); remove the worker's "
+                                       f"curve/ directory and join again with a token")
+        if b["name"] in self._removed:
+            raise CubeError(FORBIDDEN, f"worker {b['name']} is being removed (its tasks are moving); "
+                                       f"join again in a moment")
         try:
             new = self.authority.join(b["name"], m.peer, b["secret"], b["address"])
         except JoinRefused as e:

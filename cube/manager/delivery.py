@@ -46,7 +46,7 @@ class Commands:
 
     def _send(self, worker: str, task_id: str, msg_type: str, body: dict[str, Any]) -> None:
         rec = self.registry.get(worker)
-        if rec is None or rec.state == LOST:
+        if rec is None or rec.state == LOST or not rec.route:  # no route yet: its hello reconciles
             return
 
         def acked(reply: Envelope | None) -> None:

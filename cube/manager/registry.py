@@ -31,6 +31,7 @@ class WorkerRecord:
     greeted: bool = True  # said hello to this manager process (False: only remembered from the Store)
     hello_clock: list[int] = field(default_factory=list)  # report clock of the hello that made it ready
     route_id: bytes = b""  # the connection its last authenticated message came on
+    named_route: bool = False  # insecure mode: its connection's identity is its name
     availability: str = ACTIVE  # or DRAIN: no new work, its tasks move (`cube node drain`)
 
     @property
@@ -38,7 +39,9 @@ class WorkerRecord:
         """Where commands to it go: the connection it last spoke on (never a name a peer can
         claim; docs/security.md, "Identity"), or its name where workers name their connection
         (insecure mode)."""
-        return [self.route_id or self.name.encode()]
+        if self.route_id:
+            return [self.route_id]
+        return [self.name.encode()] if self.named_route else []  # none yet: commands wait for its hello
 
     @property
     def shown_state(self) -> str:
@@ -57,8 +60,9 @@ class WorkerRecord:
 
 
 class WorkerRegistry:
-    def __init__(self, grace: float):
+    def __init__(self, grace: float, named_routes: bool = False):
         self.grace = grace
+        self.named_routes = named_routes
         self.workers: dict[str, WorkerRecord] = {}
         self.by_route: dict[bytes, str] = {}  # connection -> the worker that last spoke on it
 
@@ -69,7 +73,8 @@ class WorkerRegistry:
 
     def hello(self, name: str, address: str, cpus: float, memory: int, disk: int, pid: int = 0,
               clock: list[int] | None = None) -> WorkerRecord:
-        rec = WorkerRecord(name, address, cpus, memory, disk, pid=pid, hello_clock=list(clock or []))
+        rec = WorkerRecord(name, address, cpus, memory, disk, pid=pid, hello_clock=list(clock or []),
+                           named_route=self.named_routes)
         old = self.workers.get(name)
         if old:
             rec.joined_at = old.joined_at
@@ -86,7 +91,8 @@ class WorkerRegistry:
         re-sent and its task stays Scheduled.
         """
         rec = WorkerRecord(data["name"], data.get("address", ""), data.get("cpus", 0.0),
-                           data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False)
+                           data.get("memory", 0), data.get("disk", 0), state=READY, greeted=False,
+                           named_route=self.named_routes)
         # ...and the time its hello may take to get through: a hello refused while this manager
         # was loading is retried after a backoff (cube/wire/link.py).
         rec.last_seen += HELLO_ALLOWANCE

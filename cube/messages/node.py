@@ -9,6 +9,8 @@ DRAIN = "node.drain"  # move its tasks elsewhere and keep new work off it
 ACTIVATE = "node.activate"  # undo a drain
 JOIN_TOKEN = "cluster.join_token"  # print or rotate the join token
 CREDENTIALS = "cluster.credentials"  # issue client credentials with a role
+CREDENTIALS_LIST = "cluster.credentials_ls"  # who holds credentials (names, roles; never keys' secrets)
+CREDENTIALS_REVOKE = "cluster.credentials_revoke"  # revoke every credentials issued under a name
 
 register(LIST, {"limit": opt(int), "continue": opt(str, max_len=1024)})
 register(PING, {})
@@ -17,6 +19,8 @@ register(DRAIN, {"name": Field(str, max_len=128)})
 register(ACTIVATE, {"name": Field(str, max_len=128)})
 register(JOIN_TOKEN, {"rotate": opt(bool)})
 register(CREDENTIALS, {"name": Field(str, max_len=128), "role": Field(str, max_len=32)})
+register(CREDENTIALS_LIST, {})
+register(CREDENTIALS_REVOKE, {"name": Field(str, max_len=128)})
 register(METRICS, {
     "name": Field(str, max_len=128), "address": Field(str), "ts": Field(NUMBER), "seq": Field(int),
     "cpus": Field(NUMBER), "memory": Field(int), "disk": Field(int), "cpu_usage": Field(NUMBER),
@@ -26,5 +30,5 @@ register(METRICS, {
     "reserved": Field(dict), "task_ids": Field(list, items=str),
 })
 
-API = {LIST, PING, REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS}
-ADMIN_ONLY = {REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS}
+API = {LIST, PING, REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS, CREDENTIALS_LIST, CREDENTIALS_REVOKE}
+ADMIN_ONLY = {REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS, CREDENTIALS_LIST, CREDENTIALS_REVOKE}

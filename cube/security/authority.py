@@ -61,7 +61,9 @@ class Authority:
 
     # ---- join tokens --------------------------------------------------------------------------------
     def join_command(self) -> str:
-        return f"cube-worker --manager {self.addresses.workers} --join {self.token}"
+        """In the environment, not on the command line: a process's arguments are readable by
+        every local user for as long as it runs, its environment only by its owner."""
+        return f"CUBE_WORKER_JOIN={self.token} cube-worker --manager {self.addresses.workers}"
 
     def rotate_token(self) -> token.JoinToken:
         self.token = token.save(self.token_path, token.new_token(self.keypair.public))
@@ -80,6 +82,10 @@ class Authority:
             raise JoinRefused(str(e)) from None
 
     # ---- clients ------------------------------------------------------------------------------------
+    def revoke_client(self, name: str) -> int:
+        """Revoke every client credentials issued under `name`; how many."""
+        return self.keyring.remove_clients(name)
+
     def issue(self, name: str, role: str) -> Credentials:
         pair = keys.Keypair.generate()
         self.keyring.add_client(pair.public_text, name, role)

@@ -111,6 +111,14 @@ class Keyring:
         self.clients[key] = {"name": name, "role": role, "created": time.time()}
         self.save()
 
+    def remove_clients(self, name: str) -> int:
+        keys = [k for k, c in self.clients.items() if c.get("name") == name]
+        for k in keys:
+            del self.clients[k]
+        if keys:
+            self.save()
+        return len(keys)
+
     def save(self) -> None:
         write_json(self.path, {"workers": self.workers, "addresses": self.addresses, "clients": self.clients,
                                "revoked": self.revoked})

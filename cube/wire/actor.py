@@ -43,6 +43,14 @@ def handles(*types: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     return mark
 
 
+class Ignored(Exception):
+    """Raised by `admit`: drop the message without any answer."""
+
+    def __init__(self, why: str):
+        super().__init__(why)
+        self.why = why
+
+
 @dataclass
 class Outstanding:
     """A request we sent and still expect an answer to; re-sent until answered or cancelled."""
@@ -144,8 +152,9 @@ class Actor:
         return route[0].decode(errors="replace") if route else ""
 
     def admit(self, sock: zmq.Socket, env: Envelope) -> None:
-        """May this message be handled? Raise CubeError to refuse it before any handler runs;
-        may set `env.principal`. Every message is admitted unless an actor says otherwise."""
+        """May this message be handled? Raise CubeError to refuse it with an error reply, or
+        Ignored to drop it unanswered, before any handler runs; may set `env.principal`. Every
+        message is admitted unless an actor says otherwise."""
 
     def receive(self, sock: zmq.Socket, frames: list[bytes], accept: set[str] | None = None,
                 replies: bool = True, peer: str = "") -> None:
@@ -162,7 +171,7 @@ class Actor:
         env.route = route
         env.peer = peer
         if env.is_reply:
-            self._on_reply(env)
+            self._on_reply(env, sock)
             return
         try:
             if accept is not None and env.type not in accept:
@@ -173,6 +182,10 @@ class Actor:
                 raise CubeError(UNKNOWN_TYPE, f"{self.name} does not handle {env.type!r}")
             handler = getattr(self, method)
             self.admit(sock, env)
+        except Ignored as e:  # a peer we owe nothing, not even an error (it could learn from it)
+            self.stats["ignored." + e.why] += 1
+            self._throttled.log(logging.INFO, "ignored." + e.why, "%s: ignored %s: %s", self.name, env.type, e.why)
+            return
         except CubeError as e:
             self._refuse(sock, route, e, env.id, replies, env.type)
             return
@@ -182,7 +195,8 @@ class Actor:
         try:
             result = handler(env)
         except CubeError as e:
-            log.info("%s: %s refused: %s", self.name, env.type, e.message)
+            self._throttled.log(logging.INFO, "refused." + env.type, "%s: %s refused: %s", self.name, env.type,
+                                e.message)
             if env.respond:
                 env.respond(error=e)
             return
@@ -220,8 +234,15 @@ class Actor:
                            sender=self.name, re=re, route=route)
             self.send(sock, out)
 
-    def _on_reply(self, env: Envelope) -> None:
+    def _on_reply(self, env: Envelope, sock: zmq.Socket | None = None) -> None:
         pending = self._outstanding.get(env.re or "")
+        if pending is not None and sock is not None and not _answers(pending, env, sock):
+            # A reply must come back the way its request went: on that socket and, on a ROUTER,
+            # from that peer. Anything else is a forgery (request ids can be guessed).
+            self.stats["forged_replies"] += 1
+            self._throttled.warning("forged", "%s: dropped a reply to %s from the wrong peer", self.name,
+                                    pending.env.type)
+            return
         if pending is None:
             self.stats["unmatched_replies"] += 1
             if env.type == REPLY_ERROR:
@@ -351,6 +372,12 @@ class Actor:
         self._drop_request(item)
         if item.on_reply:
             item.on_reply(None)
+
+
+def _answers(pending: Outstanding, env: Envelope, sock: zmq.Socket) -> bool:
+    if sock is not pending.sock:
+        return False
+    return sock.type != zmq.ROUTER or env.route == pending.env.route
 
 
 def _answered(body: dict[str, Any] | None = None, error: CubeError | None = None) -> None:

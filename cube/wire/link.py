@@ -113,8 +113,14 @@ class ManagerLink:
         secret = self.membership.join_secret()
         if secret is None:
             self._hello_pending = False
-            self.on_fatal("the manager does not know this worker's key (it was removed, or the manager's data "
-                          "was reset): start the worker again with --join TOKEN")
+            joined = self.membership.joined_as
+            if joined and joined != self.identity:
+                self.on_fatal(f"this worker's key joined as {joined!r}, and speaks for that name only: start it "
+                              f"with --name {joined}, or join anew under {self.identity!r} (remove its curve/ "
+                              f"directory, then start it with a join token)")
+            else:
+                self.on_fatal("the manager does not know this worker's key (it was removed, or the manager's "
+                              "data was reset): start the worker again with a join token (CUBE_WORKER_JOIN)")
             return
         body = {"name": self.identity, "address": self.address, "secret": secret}
         self.actor.request(self.sock, Envelope(msg.JOIN, body), self._on_join_reply, timeout=HELLO_TIMEOUT)

@@ -19,6 +19,7 @@ class Security(Protocol):
 SNDHWM = 10_000
 RCVHWM = 10_000
 MAXMSGSIZE = 4 << 20  # a peer sending more is disconnected by ZeroMQ before it costs us memory
+RECONNECT_IVL_MAX = 2000  # ms: ZeroMQ's own reconnects back off (doubling from 100 ms) up to this
 
 
 def _common(sock: zmq.Socket, curve: Security | None = None) -> zmq.Socket:
@@ -28,6 +29,7 @@ def _common(sock: zmq.Socket, curve: Security | None = None) -> zmq.Socket:
     sock.setsockopt(zmq.SNDHWM, SNDHWM)
     sock.setsockopt(zmq.RCVHWM, RCVHWM)
     sock.setsockopt(zmq.MAXMSGSIZE, MAXMSGSIZE)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX)  # no reconnect storm after a restart
     return sock
 
 

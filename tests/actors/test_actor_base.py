@@ -11,6 +11,7 @@ from cube.actors.store import StoreActor
 from cube.actors.worker import Worker
 from cube.manager import Manager
 from cube.messages import node as node_msg
+from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
 from cube.messages import store as store_msg
 from cube.messages import task as task_msg
@@ -46,7 +47,7 @@ def test_every_actor_handles_exactly_what_its_sockets_accept(actors, monkeypatch
     expected = {
         StoreActor: store_msg.ALL,
         SchedulerActor: sched_msg.ALL | {node_msg.METRICS},
-        Manager: task_msg.API | node_msg.API | worker_msg.FROM_WORKER,
+        Manager: task_msg.API | node_msg.API | service_msg.API | worker_msg.FROM_WORKER,
         Worker: worker_msg.TO_WORKER,
     }
     assert set(served) == set(expected)
