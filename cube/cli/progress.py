@@ -9,9 +9,9 @@ wants to run, and no update or rollback is under way.
 """
 from __future__ import annotations
 
+import re
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from cube.cli import api, render, session
@@ -22,15 +22,15 @@ PAUSED = ("paused", "rollback_paused")
 ROLLED_BACK = "rollback_completed"
 
 
-@dataclass(frozen=True)
 class Outcome:
-    """How following ended: `code` is the exit status; a `warning` (or a failure) goes to stderr."""
+    """How following ended: `code` is the exit status; a `warning` (or a failure) goes to stderr.
+    (A plain class: a dataclass costs `cube --help` a few milliseconds to define.)"""
 
-    code: int
-    message: str
-    service: dict[str, Any]
-    tasks: list[dict[str, Any]]
-    warning: bool = False
+    __slots__ = ("code", "message", "service", "tasks", "warning")
+
+    def __init__(self, code: int, message: str, service: dict[str, Any], tasks: list[dict[str, Any]],
+                 warning: bool = False):
+        self.code, self.message, self.service, self.tasks, self.warning = code, message, service, tasks, warning
 
 
 def follow(conn: session.Conn, name: str, intent: str, first: dict[str, Any], timeout: float,
@@ -79,12 +79,12 @@ def judge(svc: dict[str, Any], tasks: list[dict[str, Any]], intent: str, watchin
     r, name, version = rollout(svc), svc["name"], svc.get("version", 0)
     state = r.get("state", "")
     if state in PAUSED:
-        what, bad = ("rollback", r.get("from_version")) if state == "rollback_paused" else ("update", version)
+        what = "rollback" if state == "rollback_paused" else "update"
         hint = (f"`cube service rollback {name}` returns to version {svc.get('previous_version')}, "
                 f"`cube service update {name} --force` tries again") if what == "update" else \
             f"`cube service ps {name}` shows why"
-        return Outcome(1, f"{name}: the {what} to version {version} is paused: {r.get('message') or state}"
-                          f"{_why(tasks, bad)}; {hint}", svc, tasks)
+        return Outcome(1, f"{name}: the {what} to version {version} is paused: {detail(svc) or 'paused'}"
+                          f"{_why(tasks, version)}; {hint}", svc, tasks)
     if state == ROLLED_BACK and watching and intent != "rollback":
         failed = r.get("from_version")
         return Outcome(1, f"{name}: the update to version {failed} failed and was rolled back to version "
@@ -127,7 +127,7 @@ def timed_out(svc: dict[str, Any], tasks: list[dict[str, Any]], timeout: float) 
     if waiting is not None:
         t = holders.get(waiting)
         where = f"; slot {waiting}: " + ("no task yet" if t is None else
-                                         f"{slot_state(t)}" + (f" ({reason(t)})" if reason(t) else ""))
+                                         f"{slot_state(t)}" + (f" ({news(t)})" if news(t) else ""))
     state = rollout(svc).get("state")
     under_way = f"; its {label(svc)} goes on" if state in ACTIVE else ""
     return Outcome(1, f"{name}: not converged after {timeout:g}s: {len(done)} of {_count(n)} running at version "
@@ -142,18 +142,24 @@ def label(svc: dict[str, Any]) -> str:
     """The UPDATE column: the rollout's state, and what its message adds ("paused: 1 of 3
     replacements failed")."""
     r = rollout(svc)
-    state, detail = r.get("state", ""), render.clean(r.get("message"))
+    state, more = r.get("state", ""), detail(svc)
     if not state:
         return "-"
     base = {"updating": f"updating {r.get('from_version')}→{r.get('to_version')}",
             "rollback_started": f"rolling back {r.get('from_version')}→{r.get('to_version')}",
             "rollback_completed": f"rolled back to {r.get('to_version')}"}.get(state, state.replace("_", " "))
+    return f"{base}: {more}" if more else base
+
+
+def detail(svc: dict[str, Any]) -> str:
+    """What the rollout's message says beyond its state ("1 of 3 replacements failed")."""
+    text = render.clean(rollout(svc).get("message"))
     for said in ("updating", "rolling back", "update completed", "rolled back", "paused"):
-        if detail == said:
-            detail = ""
-        elif detail.startswith((said + "; ", said + ": ")):
-            detail = detail[len(said) + 2:]
-    return f"{base}: {detail}" if detail else base
+        if text == said:
+            return ""
+        if text.startswith((said + "; ", said + ": ")):
+            return text[len(said) + 2:]
+    return text
 
 
 def holding(tasks: list[dict[str, Any]]) -> dict[int, dict[str, Any]]:
@@ -176,6 +182,12 @@ def reason(t: dict[str, Any]) -> str:
     if t.get("state") == "Failed" and t.get("error") and not t.get("started_at"):
         return render.clean(t["error"])
     return render.clean(t.get("reason"))
+
+
+def news(t: dict[str, Any]) -> str:
+    """A task's reason, unless it only restates what the progress shows ("placed on w1")."""
+    text = reason(t)
+    return "" if re.match(r"^(?:service \S+ slot \d+|placed on \S+|running on \S+|submitted)$", text) else text
 
 
 def _wanted(t: dict[str, Any]) -> bool:
@@ -221,7 +233,7 @@ class Lines:
         for slot, t in sorted(holding(tasks).items()):
             if slot > svc.get("replicas", 0) and not (_wanted(t) and render.live(t)) and slot not in self.slots:
                 continue  # a slot scaled away long ago
-            row = (t.get("id"), slot_state(t), t.get("worker"), t.get("version"), reason(t))
+            row = (t.get("id"), slot_state(t), t.get("worker"), t.get("version"), news(t))
             if self.slots.get(slot) == row:
                 continue
             self.slots[slot] = row
@@ -272,8 +284,9 @@ class Live:
                 continue
             ok = _done(t, version)
             style = "green" if ok else "red" if t.get("state") == "Failed" else "yellow"
-            table.add_row(str(slot), Text(render.clean(t.get("name"))), Text(("✓ " if ok else "") + slot_state(t), style=style),
-                          Text(render.clean(t.get("worker")) or "-"), str(t.get("version", "")), Text(reason(t)))
+            table.add_row(str(slot), Text(render.clean(t.get("name"))),
+                          Text(("✓ " if ok else "") + slot_state(t), style=style),
+                          Text(render.clean(t.get("worker")) or "-"), str(t.get("version", "")), Text(news(t)))
         hidden = len(shown) + len(missing) - len(rows)
         if hidden > 0:
             table.add_row("", Text(f"… {hidden} more slots ({done} running at version {version})", style="dim"),

@@ -3,16 +3,18 @@ updates and rollbacks (issue 11; docs/architecture.md, "Services").
 
 `create`, `scale`, `update` and `rollback` follow the service until it converges, or its rollout
 ends paused or rolled back (cube/cli/progress.py), unless --detach: exit status 0 converged, 1
-otherwise. The task flags are `cube task start`'s (cube/cli/submit.py builds the template).
+otherwise. The task flags are `cube task start`'s (cube/cli/submit.py builds the template). Like
+every command module, this one imports little at its top: `cube --help` reads it.
 """
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import time
 from typing import Any
 
-from cube.cli import api, progress, render, session
+from cube.cli import api, render, session
 from cube.cli.args import UsageError, command
 from cube.cli.output import print_json, warn
 from cube.cli.tasks import each
@@ -21,7 +23,7 @@ FAILURE_ACTIONS = ("rollback", "pause", "continue")  # cube.model.service.FAILUR
 ORDERS = ("stop-first", "start-first")  # cube.model.service.ORDERS
 MAX_REPLICAS = 1000  # cube.model.service.MAX_REPLICAS
 FOLLOW = "300"  # seconds `create`/`scale`/`update`/`rollback` follow the service at most
-_DURATION = re.compile(r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)?$")
+_DURATION = r"^([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ms|s|m|h)?$"
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _INSPECT_ORDER = ("name", "replicas", "running", "version", "rollout", "update", "spec", "previous_version",
                   "previous_spec", "created_at", "updated_at")
@@ -77,17 +79,18 @@ class Service:
         """
         wait = _duration("--timeout", timeout)
         template = _template(flags=_task_flags(image, cmd, env, cpu, memory, disk, port, health, pids_limit),
-                             restart=restart, max_restarts=max_restarts, default_restart="always")
+                             restart=None, max_restarts=None, default_restart=None)
         policy = _policy(update_parallelism, update_delay, update_monitor, update_failure_action,
                          update_max_failure_ratio, update_order)
-        body = _service_body(file, name, replicas, template, policy)
+        body = _service_body(file, name, replicas, template, policy, (restart, max_restarts))
         conn = session.connect(manager, credentials)
         reply = _call(conn, api.SERVICE_CREATE, body)
         svc = reply["service"]
-        said = "exists with this spec" if reply.get("existing") else f"created with {progress._count(svc['replicas'])}"
+        n = svc["replicas"]
+        said = "exists with this spec" if reply.get("existing") else f"created with {n} replica{'s' if n != 1 else ''}"
         return _follow(conn, svc, "create", f"{svc['name']}: {said}", detach, wait, json)
 
-    @command(example="cube service ls")
+    @command(example="cube service ls", short={"q": "quiet"})
     def ls(self, *, quiet: bool = False, manager: str | None = None, credentials: str | None = None,
            json: bool = False) -> int:
         """List services: replicas running of desired, the state of their last update.
@@ -184,10 +187,10 @@ class Service:
             svc = _call(conn, api.SERVICE_SCALE, {"name": name, "replicas": n})["service"]
             status = max(status, _follow(conn, svc, "scale", f"{svc['name']}: scaled to {n}", detach, wait,
                                          False, seen if json else None))
-        status = max(status, each(pairs, one))  # type: ignore[arg-type]
+        refused = each(pairs, one)  # type: ignore[arg-type]
         if json and seen:
             print_json(seen[0] if len(pairs) == 1 else seen)
-        return status
+        return max(status, refused)
 
     @command(example="cube service update web --image cube-busybox:1.36 --update-parallelism 2")
     def update(self, name: str, *, image: str | None = None, cmd: str | None = None, env: list[str] | None = None,
@@ -262,6 +265,7 @@ class Service:
                 print(f"{render.clean(svc['name'])}: unchanged at version {svc['version']} (the template is the "
                       f"same; --force replaces every task anyway)")
             return 0
+        from cube.cli import progress
         if progress.rollout(svc).get("state") not in progress.ACTIVE:  # only the policy changed
             if json:
                 print_json(svc)
@@ -305,8 +309,8 @@ class Service:
             done.append(reply)
             if not json:
                 n = reply.get("stopped", 0)
-                print(f"removed {render.clean(reply['name'])}" + (f"; {n} task{'s' if n != 1 else ''} stopping" if n else ""),
-                      flush=True)
+                stopping = f"; {n} task{'s' if n != 1 else ''} stopping" if n else ""
+                print(f"removed {render.clean(reply['name'])}{stopping}", flush=True)
         status = each(names, one)
         if json and done:
             print_json(done[0] if len(names) == 1 else done)
@@ -335,16 +339,21 @@ def _template(flags: dict[str, Any], restart: str | None, max_restarts: int | No
     if "env" in fields:
         fields["env"] = dict(item.split("=", 1) for item in fields["env"])
     if restart is not None or max_restarts is not None:
-        if restart is not None:
-            policy: dict[str, Any] = {"name": restart}
-        elif isinstance(default_restart, dict):
-            policy = {k: v for k, v in default_restart.items() if k != "max_restarts"}
-        else:
-            policy = {"name": default_restart}
-        if max_restarts is not None:
-            policy["max_restarts"] = max_restarts
-        fields["restart"] = policy
+        fields["restart"] = _restart_policy(restart, max_restarts, default_restart)
     return fields
+
+
+def _restart_policy(restart: str | None, max_restarts: int | None, current: Any) -> dict[str, Any]:
+    """--restart names a new policy; --max-restarts alone changes the limit of `current`'s."""
+    if restart is not None:
+        policy: dict[str, Any] = {"name": restart}
+    elif isinstance(current, dict):
+        policy = {k: v for k, v in current.items() if k != "max_restarts"}
+    else:
+        policy = {"name": current}
+    if max_restarts is not None:
+        policy["max_restarts"] = max_restarts
+    return policy
 
 
 def _policy(parallelism: int | None, delay: str | None, monitor: str | None, failure_action: str | None,
@@ -371,12 +380,15 @@ def _policy(parallelism: int | None, delay: str | None, monitor: str | None, fai
 
 
 def _service_body(file: str | None, name: str | None, replicas: int | None, template: dict[str, Any],
-                  policy: dict[str, Any]) -> dict[str, Any]:
+                  policy: dict[str, Any], restart: tuple[str | None, int | None] = (None, None)) -> dict[str, Any]:
     """service.create's body: the file's service (or task), the flags on top, checked here so a
     mistake is named before anything is sent."""
     from cube.cli import submit
     from cube.model.service import service_from_spec
     from cube.model.task import TaskSpecError
+    if file not in (None, "-") and name is None and not os.path.exists(file):  # `create web`: a name, not a file
+        raise UsageError(f"no file {file!r}; a service's name goes in --name: cube service create --name {file} "
+                         f"--image IMAGE ...")
     data = submit.read(file, "service") if file is not None else {}
     if isinstance(data.get("task"), dict):
         base = dict(data["task"])
@@ -389,6 +401,8 @@ def _service_body(file: str | None, name: str | None, replicas: int | None, temp
     if isinstance(base.get("env"), list) and all(isinstance(e, str) and "=" in e for e in base["env"]):
         base["env"] = dict(e.split("=", 1) for e in base["env"])
     base.pop("id", None)
+    if restart != (None, None):  # services restart always by default
+        template = {**template, "restart": _restart_policy(*restart, base.get("restart") or "always")}
     name = name if name is not None else data.get("name")
     if name is None:
         raise UsageError("missing --name: a service needs a name (or a \"name\" in its file)")
@@ -440,7 +454,7 @@ def _replicas(name: str, value: str) -> int:
 
 def _duration(flag: str, value: str) -> float:
     """Seconds from 90, 1.5, 90s, 500ms, 5m or 1h."""
-    m = _DURATION.match(value.strip().lower())
+    m = re.match(_DURATION, value.strip().lower())
     if not m:
         raise UsageError(f"{flag}: {value!r} is not a duration (seconds, or with a unit: 500ms, 10s, 5m, 1h)")
     return float(m.group(1)) * _UNITS[m.group(2)]
@@ -479,6 +493,7 @@ def _follow(conn: session.Conn, svc: dict[str, Any], intent: str, accepted: str,
             print(render.clean(accepted))
         return 0
     quiet = json or collect is not None
+    from cube.cli import progress
     outcome = progress.follow(conn, svc["name"], intent, svc, wait, show=not quiet)
     if collect is not None:
         collect.append(outcome.service)
@@ -494,6 +509,7 @@ def _follow(conn: session.Conn, svc: dict[str, Any], intent: str, accepted: str,
 # ---- output -----------------------------------------------------------------------------------------
 
 def service_table(services: list[dict[str, Any]]) -> str:
+    from cube.cli import progress
     rows = [[s["name"], (s.get("spec") or {}).get("image", ""), f"{s.get('running', 0)}/{s.get('replicas', 0)}",
              progress.label(s), s.get("version", "")] for s in services]
     return render.table(["NAME", "IMAGE", "REPLICAS", "UPDATE", "VERSION"], rows, render.width(),
@@ -506,6 +522,7 @@ def slot_order(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def ps_table(tasks: list[dict[str, Any]]) -> str:
+    from cube.cli import progress
     rows = []
     previous: tuple[str, int] | None = None
     for t in tasks:

@@ -78,3 +78,25 @@ def test_the_cli_against_a_cluster(cluster, busybox):
     r = c.cli("task", "restart", "web")
     assert r.returncode == 0 and r.stdout.split() == [web]
     c.wait_state(web, "Running")
+
+
+def test_services_through_the_cli(cluster, busybox):
+    """Issue 11: a service followed to its end by a real manager: created, a bad update rolled
+    back (exit 1, with the pull error), scaled, the worker drained and activated, removed."""
+    c = cluster
+    r = c.cli("service", "create", "--name", "web", "--replicas", "2", "--image", busybox, "--cmd", "sleep 600",
+              "--update-monitor", "1s")
+    assert r.stdout.splitlines()[-1] == "web: 2 replicas running at version 1" and r.stderr == ""
+    r = c.cli("service", "update", "web", "--image", "cube-no-such-image:1", check=False, timeout=60)
+    assert r.returncode == 1 and "the update to version 2 failed and was rolled back to version 1" in r.stderr
+    assert "cube-no-such-image:1" in r.stderr and r.stderr.count("\n") == 1
+    assert "2/2" in c.cli("service", "ls").stdout
+    r = c.cli("service", "scale", "web", "3")
+    assert r.stdout.splitlines()[-1] == "web: scaled to 3: 3 replicas running at version 1"
+    ps = c.cli("service", "ps", "web", "-a").stdout
+    assert "\\_ web.1." in ps and "cube-no-such-image:1" in ps
+    worker = c.worker_name("w1")
+    assert c.cli("node", "drain", worker).stdout == f"{worker}: drained; its tasks move to other workers\n"
+    assert " drain " in c.cli("node", "ls").stdout
+    c.cli("node", "activate", worker)
+    assert c.cli("service", "rm", "web").stdout.startswith("removed web; ")

@@ -44,6 +44,24 @@ def test_command_help_lists_its_flags(cube):
 def test_group_help(cube):
     r = cube("task")
     assert r.status == 0 and all(f"  {c}" in r.out for c in ("start", "stop", "restart", "ls", "inspect", "logs"))
+    r = cube("service")
+    assert r.status == 0 and all(f"  {c}" in r.out
+                                 for c in ("create", "ls", "ps", "inspect", "scale", "update", "rollback", "rm"))
+    assert all(f"  {c}" in cube("node").out for c in ("ls", "drain", "activate", "rm"))
+
+
+def test_services_have_their_section_and_the_task_flags(cube):
+    top = cube("--help").out
+    assert "\nServices:\n  service create" in top and "  node drain" in top and "  node activate" in top
+    task = {p.flag for p in commands.group_command("task", "start").params} - {"--name", "--file"}
+    for word in ("create", "update"):
+        cmd = commands.group_command("service", word)
+        flags = {p.flag for p in cmd.params}
+        assert task <= flags, task - flags
+        assert {"--update-parallelism", "--update-delay", "--update-monitor", "--update-failure-action",
+                "--update-max-failure-ratio", "--update-order", "--timeout", "--detach"} <= flags
+    out = cube("service", "update", "--help").out
+    assert "--update-delay DURATION" in out and "--force" in out and "(default 300s)" in out
 
 
 def test_every_manager_command_takes_manager_and_credentials():
@@ -122,6 +140,12 @@ def test_completion_completes_groups_commands_flags_and_values(cube, complete, s
     assert offered("task", "ls", "--state", "ru") == ["running"]
     assert offered("completion", "") == ["bash", "zsh"]
     assert offered("task", "start", "--image", "") == []  # free text: nothing to offer
+    assert set(offered("service", "")) >= {"create", "ls", "ps", "inspect", "scale", "update", "rollback", "rm"}
+    assert "--update-order" in offered("service", "update", "--update-o")
+    assert offered("service", "create", "--update-order", "") == ["stop-first", "start-first"]
+    assert offered("service", "update", "--update-failure-action", "") == ["rollback", "pause", "continue"]
+    assert set(offered("service", "ps", "-")) >= {"-a", "--all", "-q", "--json"}
+    assert set(offered("node", "")) >= {"drain", "activate"}
 
 
 def test_bash_completion_of_files(cube, tmp_path, monkeypatch):
