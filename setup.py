@@ -14,6 +14,7 @@ setup(
         "plyvel>=1.5",
         "fire>=0.5",
         "numpy>=1.24",
+        "rich>=13",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},
     entry_points={

@@ -1,9 +1,11 @@
 """What a service needs next, decided from its tasks alone (pure: the clock is a parameter).
 
 Each slot 1..N holds one live task. `plan` looks at a service and its replicas and says which
-tasks to create and which to stop, and how its rollout moves on: Swarm's rolling update (replace
-`parallelism` slots at a time, wait `delay`, watch each replacement for `monitor` seconds, and on
-failures beyond `max_failure_ratio` roll back, pause or continue), stop-first or start-first, and
+tasks to create and which to stop, and how its rollout moves on: Swarm's rolling update (at most
+`parallelism` replacements in flight; after one settles, the next starts `delay` later; each is
+watched for `monitor` seconds, and on failures beyond `max_failure_ratio` the update rolls back,
+pauses or continues; a replacement that settled is done for this rollout, whatever happens to it
+later), stop-first or start-first, and
 node drain (a slot on a draining worker gets its replacement first, then the old task stops).
 The ServiceController (cube/manager/services.py) applies the plan; docs/architecture.md,
 "Services", tells the story.
@@ -70,8 +72,10 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
     target, rollout, policy = svc.version, svc.rollout, svc.update
     active = rollout.state in ACTIVE
 
-    def ours(r: Replica) -> bool:  # a replacement made by this rollout
-        return active and r.version == target and r.created_at >= rollout.started_at
+    def ours(r: Replica) -> bool:
+        """A replacement this rollout made and still watches (one that settled is done: what
+        happens to it later, its worker lost, a restart, is not the new spec failing)."""
+        return active and r.version == target and r.created_at >= rollout.started_at and r.slot not in rollout.done
 
     # ---- scale down: slots above N go ----------------------------------------------------------
     for slot, tasks in by_slot.items():
@@ -82,26 +86,38 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
     outdated: list[int] = []
     inflight: list[int] = []
     newly_failed: list[int] = []
+    newly_done: list[int] = []
     for slot in range(1, svc.replicas + 1):
         tasks = by_slot.get(slot, [])
         live = [r for r in tasks if r.live]
         if not live:
             last = tasks[-1] if tasks else None
-            if last is None or last.desired != "running":  # never filled, or stopped by hand
-                out.create.append((slot, target))
-            elif ours(last):  # this rollout's replacement failed for good
-                if slot not in rollout.failed:
+            if last is not None and last.desired == "running" and ours(last):
+                if slot not in rollout.failed:  # this batch's replacement failed for good
                     newly_failed.append(slot)
-            elif active and last.version != target:  # failed for good on the old spec: replace it
+            elif last is None or last.desired != "running" or (active and last.version != target):
+                # never filled, stopped by hand (or by a stop-first replacement whose new task was
+                # never written), or failed for good on the old spec during a rollout: fill it
                 out.create.append((slot, target))
+                if active and last is not None and slot not in rollout.done:
+                    inflight.append(slot)  # a replacement (a new slot is not one)
             continue  # else its task failed for good: the slot waits (`service ps` says why)
         newest = live[-1]
         good = [r for r in live if r.version == target and settled(r, policy.monitor, now)]
-        if good:  # a start-first replacement settled: the others go
+        if good and any(ours(r) for r in good):
+            newly_done.append(slot)
+        if good:
+            kept = [r for r in good if r.worker not in drained]
+            if kept:  # a settled replacement (start-first, or for a drained worker): the others go
+                keep = kept[-1]
+                out.stop += [(r.task_id, "replaced") for r in live if r is not keep]
+                continue
+            # settled, but on a draining worker: its replacement elsewhere first, then it stops
             keep = good[-1]
-            out.stop += [(r.task_id, "replaced") for r in live if r is not keep]
-            if keep.worker in drained:
-                out.create.append((slot, target))  # drain: its replacement first, then it stops
+            coming = [r for r in live if r is not keep and r.version == target and r.worker not in drained]
+            out.stop += [(r.task_id, "replaced") for r in live if r is not keep and r not in coming]
+            if not coming:
+                out.create.append((slot, target))
             continue
         if newest.version != target:
             outdated.append(slot)
@@ -112,15 +128,16 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
                     newly_failed.append(slot)
             else:
                 inflight.append(slot)
-        elif len(live) > 1 and newest.state == "Running":  # a drained worker's task, replaced
-            out.stop += [(r.task_id, "replaced") for r in live[:-1]]
         elif newest.worker in drained and len(live) == 1 and newest.state == "Running":
-            out.create.append((slot, target))
+            out.create.append((slot, target))  # drain: its replacement first; it stops once that settled
 
     # ---- the rollout -------------------------------------------------------------------------------
     if not active:
         return out
     rolling_back = rollout.state == ROLLING_BACK
+    if newly_done:
+        rollout = replace(rollout, done=sorted(set(rollout.done) | set(newly_done)), settled_at=now)
+        out.rollout = rollout
     if newly_failed:
         failures = sorted(set(rollout.failed) | set(newly_failed))
         rollout = replace(rollout, failed=failures)
@@ -144,17 +161,11 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
         out.rollout = replace(rollout, state=ROLLED_BACK if rolling_back else COMPLETED, message=message)
         out.events.append(message)
         return out
-    if not outdated:
-        return out
-    if policy.delay and not inflight and rollout.batches:
-        if rollout.settled_at < rollout.updated_at:  # the last batch just settled: the delay starts
-            out.rollout = replace(rollout, settled_at=now)
-            return out
-        if now - rollout.settled_at < policy.delay:
-            return out
     room = len(outdated) if policy.parallelism == 0 else policy.parallelism - len(inflight)
-    if room <= 0:
+    if not outdated or room <= 0:
         return out
+    if policy.delay and rollout.done and now - rollout.settled_at < policy.delay:
+        return out  # after a replacement settled, the next one waits `delay`
     for slot in outdated[:room]:
         old = [r for r in by_slot[slot] if r.live]
         out.create.append((slot, target))

@@ -160,7 +160,7 @@ class ServiceController:
                 if error is not None:
                     log.warning("manager: service %s slot %d: task not created (%s); retrying", key[0], key[1], error)
                 self._dirty = True
-            self.book.add(task, f"service {svc.name} slot {slot}", added)
+            self.book.add(task, "submitted", added)  # placement replaces "submitted" with its reason
             created = True
         if created:
             self.schedule()

@@ -42,11 +42,12 @@ class Rollout:
     from_version: int = 0
     to_version: int = 0
     failed: list[int] = field(default_factory=list)  # slots whose replacement failed
+    done: list[int] = field(default_factory=list)  # slots whose replacement settled
     message: str = ""
     started_at: float = 0.0
     updated_at: float = 0.0
-    batches: int = 0  # batches of replacements started
-    settled_at: float = 0.0  # when the last batch settled (the update delay counts from here)
+    batches: int = 0  # replacements started
+    settled_at: float = 0.0  # when a replacement last settled (the update delay counts from there)
 
 
 @dataclass
@@ -113,8 +114,14 @@ def check_template(template: dict[str, Any]) -> dict[str, Any]:
     """A task template is a task spec without id or name (each replica gets its own); services
     restart their tasks by default (Swarm's restart condition "any")."""
     template = {k: v for k, v in template.items() if k not in ("id", "ID", "name", "Name")}
-    template.setdefault("restart", {"name": "always", "max_restarts": 10})
-    task_from_spec(template)  # raises TaskSpecError naming the field
+    if not any(k in template for k in ("restart", "RestartPolicy", "restart_policy")):
+        template["restart"] = "always"
+        template.setdefault("max_restarts", 10)
+    task = task_from_spec(template)  # raises TaskSpecError naming the field
+    for alias in ("Env", "env"):  # env as a map, whatever form it came in: redaction reads its keys
+        template.pop(alias, None)
+    if task.env:
+        template["env"] = dict(task.env)
     return template
 
 

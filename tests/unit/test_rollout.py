@@ -14,8 +14,17 @@ import pytest
 from cube.control import rollout
 from cube.control.rollout import PLACE_TIMEOUT, Plan, Replica, failed, plan, settled
 from cube.manager.services import rolled_back
-from cube.model.service import (COMPLETED, PAUSED, ROLLBACK_PAUSED, ROLLED_BACK, ROLLING_BACK, UPDATING,
-                                Rollout, Service, UpdatePolicy)
+from cube.model.service import (
+    COMPLETED,
+    PAUSED,
+    ROLLBACK_PAUSED,
+    ROLLED_BACK,
+    ROLLING_BACK,
+    UPDATING,
+    Rollout,
+    Service,
+    UpdatePolicy,
+)
 
 T0 = 1000.0  # the update starts here
 V1 = {"image": "img:1"}
@@ -276,6 +285,17 @@ def test_delay_waits_after_a_batch_settled():
     assert p.rollout.state == COMPLETED  # no delay after the last batch
 
 
+def test_delay_applies_when_a_batch_settles_unevenly():
+    """parallelism 2, delay 10: slot 1's replacement settles before slot 2's. The next slot must
+    not start with no delay at all (docs: "the next batch waits `delay` after the previous one
+    settled"; Swarm: each of the `parallelism` updaters waits `delay` after its own slot)."""
+    sim = Sim(service(replicas=4, version=2, state=UPDATING, monitor=1.0, parallelism=2, delay=10.0), old(4))
+    sim.plan(T0)
+    first, second = sim.pending()
+    sim.run(first, T0 + 0.5)
+    assert sim.plan(T0 + 2.0).create == []  # slot 1 just settled, slot 2 in flight: no delay has passed
+
+
 def test_no_delay_before_the_first_batch():
     p = plan(service(replicas=2, version=2, state=UPDATING, delay=30.0), old(2), T0)
     assert p.create == [(1, 2)]
@@ -480,9 +500,6 @@ def test_a_rollout_resumes_from_its_record_and_the_tasks():
     assert p.create == [(2, 2)] and ids(p.stop) == ["old2"] and p.rollout.batches == 2
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a slot refilled at the new version during a rollout "
-                   "(its old task stopped, the replacement never written: a manager crash between the two "
-                   "writes, or a failed add) is not counted in flight, so parallelism 1 starts another slot too")
 def test_a_rollout_resumes_after_a_crash_between_stop_and_create():
     """Stop-first: the old task was stopped but the new one never written: the slot is refilled,
     and that refill is the batch in flight (parallelism 1: slot 2 waits)."""
@@ -493,8 +510,6 @@ def test_a_rollout_resumes_after_a_crash_between_stop_and_create():
     assert p.create == [(1, 2)] and p.stop == []
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a replacement that settled and later restarts (its "
-                   "worker lost) counts as a failed update and rolls the whole update back")
 def test_a_settled_replacement_lost_with_its_worker_is_not_an_update_failure():
     """Issue 11: "the update survives ... a worker loss mid-update". Slot 1's replacement settled
     long ago; its worker is then lost, so the task is restarted elsewhere (restart_count 1) while
@@ -502,6 +517,7 @@ def test_a_settled_replacement_lost_with_its_worker_is_not_an_update_failure():
     within a replacement's monitor period) and must not roll the whole update back."""
     svc = service(replicas=3, version=2, state=UPDATING, monitor=1.0)
     svc.rollout.batches, svc.rollout.updated_at = 2, T0 + 5
+    svc.rollout.done, svc.rollout.settled_at = [1], T0 + 4  # the planner recorded it when it settled
     replicas = [rep("new1", 1, version=2, created=T0, state="Failed", restarts=1, worker="w1"),  # w1 lost
                 rep("new2", 2, version=2, created=T0 + 5, healthy=T0 + 6, worker="w2"),
                 rep("old3", 3)]
@@ -518,9 +534,6 @@ def test_drain_gives_a_slot_its_replacement_first():
     assert p.create == [(1, 1)] and p.stop == []  # the task on w1 keeps running meanwhile
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: draining a worker whose replica has settled (Running "
-                   "longer than the monitor period): the planner keeps the settled task on the drained worker "
-                   "and stops its replacement as 'replaced', then creates another, forever; the drain never ends")
 def test_drain_never_stops_a_replica_the_planner_just_made():
     """While its replacement is placed, Running and monitored, the drained worker's task (Running
     for long: settled) stays, and so does the replacement; once it settles, the old one stops."""
@@ -539,8 +552,6 @@ def test_drain_never_stops_a_replica_the_planner_just_made():
     assert sim.plan(T0 + 4.0, drained).create == []  # on w2: nothing more to move
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: on drain, a task that had not settled yet is stopped as "
-                   "soon as its replacement is Running, before the replacement settled")
 def test_drain_stops_the_old_task_only_once_its_replacement_settled():
     """The old task has not settled itself (it started just before the drain): its replacement
     must still settle before it stops (docs/architecture.md, "Drain")."""
@@ -579,3 +590,12 @@ def test_drain_during_an_update_replaces_on_the_new_version():
     replicas = [rep("n1", 1, version=2, created=T0, healthy=T0 + 1, worker="w1"), rep("old2", 2, worker="w2")]
     p = plan(svc, replicas, T0 + 5, frozenset({"w1"}))
     assert (1, 2) in p.create and (2, 2) in p.create
+
+
+def test_a_settled_replacement_is_recorded_as_done():
+    sim = Sim(service(replicas=2, version=2, state=UPDATING, monitor=1.0), old(2))
+    sim.plan(T0)
+    [first] = sim.pending()
+    sim.run(first, T0 + 0.5)
+    p = sim.plan(T0 + 2.0)
+    assert p.rollout.done == [1] and p.rollout.settled_at == T0 + 2.0
