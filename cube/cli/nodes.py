@@ -136,7 +136,31 @@ def join_token(*, rotate: bool = False, manager: str | None = None, credentials:
 
 
 class Credentials:
-    """Issue client credentials."""
+    """Issue, list and revoke client credentials."""
+
+    @command(example="cube credentials ls")
+    def ls(self, *, json: bool = False, manager: str | None = None, credentials: str | None = None) -> int:
+        """List who holds credentials: NAME, ROLE, KEY (its first characters), CREATED."""
+        rows = session.call(session.connect(manager, credentials), api.CREDENTIALS_LIST, {})["credentials"]
+        if json:
+            print_json(rows)
+            return 0
+        now = time.time()
+        print(render.table(["NAME", "ROLE", "KEY", "CREATED"],
+                           [[c["name"], c["role"], c["key"] + "…", render.ago(c.get("created") or 0, now)]
+                            for c in rows], render.width()))
+        return 0
+
+    @command(example="cube credentials revoke dashboard")
+    def revoke(self, name: str, *, manager: str | None = None, credentials: str | None = None) -> int:
+        """Revoke every credentials issued as NAME: refused from their next request on.
+
+        Args:
+            name: the name they were issued under
+        """
+        reply = session.call(session.connect(manager, credentials), api.CREDENTIALS_REVOKE, {"name": name})
+        print(f"revoked {reply['revoked']} credentials named {render.clean(reply['name'])!r}")
+        return 0
 
     @command(example="cube credentials create alice --role read-only --output alice.credentials")
     def create(self, name: str, *, role: str = "admin", output: str | None = None,
