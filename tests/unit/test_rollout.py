@@ -291,7 +291,7 @@ def test_delay_applies_when_a_batch_settles_unevenly():
     settled"; Swarm: each of the `parallelism` updaters waits `delay` after its own slot)."""
     sim = Sim(service(replicas=4, version=2, state=UPDATING, monitor=1.0, parallelism=2, delay=10.0), old(4))
     sim.plan(T0)
-    first, second = sim.pending()
+    first, _ = sim.pending()
     sim.run(first, T0 + 0.5)
     assert sim.plan(T0 + 2.0).create == []  # slot 1 just settled, slot 2 in flight: no delay has passed
 
@@ -432,7 +432,7 @@ def test_max_failure_ratio_tolerates_failures_up_to_it_then_acts():
     sim = _one_failed(svc, 4)
     p = sim.plan(T0 + 2.0)  # 1 of 4 = 0.25: tolerated
     assert not p.rollback and p.rollout.failed == [1] and p.create == [(2, 2)]
-    sim.fail([t for t in sim.pending()][0])
+    sim.fail(sim.pending()[0])
     p = sim.plan(T0 + 3.0)  # 2 of 4 > 0.25
     assert p.rollback and p.rollout.failed == [1, 2]
     assert p.events[-1] == "update failed on 2 of 4 slots: rolling back"
