@@ -179,7 +179,10 @@ def test_registry_hello_revives_and_keeps_joined_at():
     assert reg.lost() == ["w1"]
     again = reg.hello("w1", "b", 4.0, 2, 2, pid=7)
     assert again.state == READY and again.joined_at == 42.0 and again.address == "b" and again.pid == 7
-    assert reg.get("w1") is again and again.route == [b"w1"]
+    assert reg.get("w1") is again and again.route == []  # secure: no route until its key speaks
+    assert reg.track_route("w1", [b"\x00conn"]) and again.route == [b"\x00conn"]
+    insecure = WorkerRegistry(grace=1.0, named_routes=True)
+    assert insecure.hello("w1", "a", 1.0, 1, 1).route == [b"w1"]  # loopback tests: named connections
 
 
 def test_registry_seen_refreshes():
