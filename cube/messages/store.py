@@ -13,7 +13,7 @@ LIST = "store.list"
 COUNT = "store.count"
 BATCH = "store.batch"
 
-NAMESPACES = ("tasks", "events", "nodes", "meta")
+NAMESPACES = ("tasks", "events", "nodes", "services", "meta")  # what the Manager keeps (documentation)
 
 _NS = Field(str, max_len=32)
 _KEY = Field(str, max_len=256)
