@@ -45,6 +45,7 @@ class ServiceController:
         self.services: dict[str, Service] = {}
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.tasks: dict[str, set[str]] = {}  # service -> ids of its tasks (kept by a watcher)
+        self._service_of: dict[str, str] = {}  # task id -> its service
         self._creating: set[tuple[str, int]] = set()  # (service, slot) being written
         self._stopping: set[str] = set()
         self._saving: set[str] = set()
@@ -53,12 +54,14 @@ class ServiceController:
 
     # ---- indexes -------------------------------------------------------------------------------------
     def _watch(self, task_id: str, task: Task | None) -> None:
-        if task is None:
-            for ids in self.tasks.values():
-                ids.discard(task_id)
+        if task is None:  # pruned
+            name = self._service_of.pop(task_id, None)
+            if name is not None:
+                self.tasks.get(name, set()).discard(task_id)
             return
         if task.service:
             self.tasks.setdefault(task.service, set()).add(task_id)
+            self._service_of[task_id] = task.service
             self._dirty = True
 
     def load(self, items: list[tuple[str, Any]]) -> None:
