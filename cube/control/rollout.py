@@ -18,6 +18,8 @@ from cube.model.service import (ACTIVE, COMPLETED, PAUSED, ROLLBACK_PAUSED, ROLL
                                 UPDATING, Rollout, Service)
 
 PLACE_TIMEOUT = 60.0  # a replacement not Running after monitor + this has failed (it found no room)
+HEALTH_TIMEOUT = 60.0  # a replacement Running but not healthy after monitor + this has failed
+SLOT_BACKOFF = 10.0  # a slot whose task failed for good gets a new one after this (Swarm's restart delay)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Replica:
     created_at: float = 0.0
     healthy_since: float | None = None  # Running and, with a health check, probed fine since
     worker: str = ""
+    finished_at: float = 0.0  # when it ended (or last changed), for the slot's backoff
 
     @property
     def live(self) -> bool:
@@ -50,16 +53,18 @@ class Plan:
 
 
 def settled(r: Replica, monitor: float, now: float) -> bool:
-    """Running, never restarted, and healthy for the whole monitor period."""
-    return (r.state == "Running" and r.restart_count == 0 and r.healthy_since is not None
-            and now - r.healthy_since >= monitor)
+    """Running, and healthy for the whole monitor period (since its latest start)."""
+    return r.state == "Running" and r.healthy_since is not None and now - r.healthy_since >= monitor
 
 
 def failed(r: Replica, monitor: float, now: float) -> bool:
-    """A replacement that did not make it: ended, restarted, or found no room in time."""
+    """A replacement that did not make it: ended, restarted, found no room in time, or never
+    became healthy (a check that cannot pass, or cannot be probed) in time."""
     if r.state == "Failed" or r.restart_count > 0 or (r.finished and r.desired == "running"):
         return True
-    return r.state in ("Pending", "Scheduled") and now - r.created_at > monitor + PLACE_TIMEOUT
+    if r.state in ("Pending", "Scheduled"):
+        return now - r.created_at > monitor + PLACE_TIMEOUT
+    return r.state == "Running" and r.healthy_since is None and now - r.created_at > monitor + PLACE_TIMEOUT + HEALTH_TIMEOUT
 
 
 def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[str] = frozenset()) -> Plan:
@@ -90,10 +95,12 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
     for slot in range(1, svc.replicas + 1):
         tasks = by_slot.get(slot, [])
         live = [r for r in tasks if r.live]
+        ended = [r for r in tasks if not r.live]
+        backoff_over = not ended or now - max(r.finished_at for r in ended) >= SLOT_BACKOFF
         if not live:
             last = tasks[-1] if tasks else None
             if last is not None and last.desired == "running" and ours(last):
-                if slot not in rollout.failed:  # this batch's replacement failed for good
+                if slot not in rollout.failed:  # this rollout's replacement failed for good
                     newly_failed.append(slot)
             elif last is None or last.desired != "running" or (active and last.version != target):
                 # never filled, stopped by hand (or by a stop-first replacement whose new task was
@@ -101,8 +108,14 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
                 out.create.append((slot, target))
                 if active and last is not None and slot not in rollout.done:
                     inflight.append(slot)  # a replacement (a new slot is not one)
-            continue  # else its task failed for good: the slot waits (`service ps` says why)
+            elif backoff_over:  # its task failed for good: a new one, after a backoff
+                out.create.append((slot, target))
+            continue
         newest = live[-1]
+        if ours(newest) and failed(newest, policy.monitor, now):
+            if slot not in rollout.failed:
+                newly_failed.append(slot)
+            continue
         good = [r for r in live if r.version == target and settled(r, policy.monitor, now)]
         if good and any(ours(r) for r in good):
             newly_done.append(slot)
@@ -116,19 +129,18 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
             keep = good[-1]
             coming = [r for r in live if r is not keep and r.version == target and r.worker not in drained]
             out.stop += [(r.task_id, "replaced") for r in live if r is not keep and r not in coming]
-            if not coming:
+            if not coming and backoff_over:
                 out.create.append((slot, target))
             continue
         if newest.version != target:
             outdated.append(slot)
             continue
         if ours(newest):
-            if failed(newest, policy.monitor, now):
-                if slot not in rollout.failed:
-                    newly_failed.append(slot)
-            else:
-                inflight.append(slot)
-        elif newest.worker in drained and len(live) == 1 and newest.state == "Running":
+            inflight.append(slot)
+        elif len(live) > 1 and not active and not any(r.worker in drained for r in live):
+            # two live tasks in a slot and no reason for it (a create written twice): the newest stays
+            out.stop += [(r.task_id, "a slot holds one task") for r in live[:-1]]
+        elif newest.worker in drained and len(live) == 1 and newest.state == "Running" and backoff_over:
             out.create.append((slot, target))  # drain: its replacement first; it stops once that settled
 
     # ---- the rollout -------------------------------------------------------------------------------

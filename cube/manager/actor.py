@@ -34,7 +34,7 @@ from cube.manager.registry import ACTIVE as ACTIVE_NODE
 from cube.manager.registry import DRAIN, WorkerRegistry
 from cube.manager.storage import AsyncStore
 from cube.manager.taskbook import TaskBook, TaskEvent
-from cube.manager.services import SERVICES, ServiceController, rolled_back
+from cube.manager.services import DELETE, SERVICES, ServiceController, rolled_back
 from cube.messages import node as node_msg
 from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
@@ -303,49 +303,68 @@ class Manager(Actor):
                                                                    lambda b: {"logs": b.get("logs", "")}), timeout=5.0)
 
     # ---- services (docs/architecture.md, "Services") ------------------------------------------------
-    def _service(self, name: str) -> Service:
-        svc = self.services.services.get(name)
-        if svc is None:
-            raise CubeError(NOT_FOUND, f"no service named {name!r}")
-        return svc
-
-    def _save_service(self, m: Envelope, svc: Service, message: str) -> None:
-        def saved(s: Service | None, error: CubeError | None) -> None:
+    def _change_service(self, m: Envelope, name: str, fn: Any, message: Any) -> None:
+        """Apply `fn` to the service when its turn comes (cube/manager/services.py, `change`);
+        answer with the result once it is durable. `message(svc)` is its event, if any."""
+        def done(svc: Service | None, error: CubeError | None) -> None:
             if error is not None:
                 m.respond(error=error)
                 return
-            self.services.event(svc.name, message)
-            m.respond({"service": self._service_view(s)})
+            said = message(svc) if callable(message) else message
+            if said:
+                self.services.event(name, said)
+            m.respond({"service": self._service_view(svc)} if svc is not None else {"name": name})
             self.services.tick(force=True)
-        self.services.save(svc, saved)
+        self.services.change(name, fn, done)
 
     def _service_view(self, svc: Service) -> dict[str, Any]:
         tasks = self.services.replicas(svc.name)
         running = sum(1 for t in tasks if t.state == State.RUNNING and t.desired == DESIRED_RUNNING
-                      and 0 < t.slot <= svc.replicas)
+                      and 0 < t.slot <= svc.replicas and t.version == svc.version)
         view = {**svc.to_dict(), "running": running}
         view["spec"] = listing.redact(view["spec"])
         if view.get("previous_spec"):
             view["previous_spec"] = listing.redact(view["previous_spec"])
         return view
 
+    @staticmethod
+    def _existing(name: str, svc: Service | None) -> Service:
+        if svc is None:
+            raise CubeError(NOT_FOUND, f"no service named {name!r}")
+        return svc
+
     @handles(service_msg.CREATE)
     def on_service_create(self, m: Envelope) -> None:
         self._ready()
         try:
-            svc = service_from_spec(m.body)
+            wanted = service_from_spec(m.body)
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
-        known = self.services.services.get(svc.name)
-        if known is not None:
-            if known.spec == svc.spec and known.replicas == svc.replicas and known.update == svc.update:
-                m.respond({"service": self._service_view(known), "existing": True})
+        existing: list[bool] = []
+
+        def create(current: Service | None) -> Service | None:
+            if current is not None:
+                if current.spec == wanted.spec and current.replicas == wanted.replicas and current.update == wanted.update:
+                    existing.append(True)
+                    return None  # the same create again: nothing to do
+                raise CubeError(CONFLICT, f"service {wanted.name} exists with another spec; use `cube service "
+                                          f"update` or `cube service scale`")
+            if len(self.book) + wanted.replicas > self.config.max_tasks:
+                raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
+            self.services.events[wanted.name] = []  # a new service, even under an old name
+            return wanted
+
+        def done(svc: Service | None, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
                 return
-            raise CubeError(CONFLICT, f"service {svc.name} exists with another spec; use `cube service update` "
-                                      f"or `cube service scale`")
-        if len(self.book) + svc.replicas > self.config.max_tasks:
-            raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
-        self._save_service(m, svc, f"created with {svc.replicas} replicas")
+            if existing:
+                m.respond({"service": self._service_view(svc), "existing": True})
+                return
+            self.services.event(svc.name, f"created with {svc.replicas} replicas")
+            m.respond({"service": self._service_view(svc)})
+            self.services.tick(force=True)
+        self.services.change(wanted.name, create, done)
 
     @handles(service_msg.LIST)
     def on_service_list(self, m: Envelope) -> dict[str, Any]:
@@ -356,66 +375,106 @@ class Manager(Actor):
     @handles(service_msg.INSPECT)
     def on_service_inspect(self, m: Envelope) -> dict[str, Any]:
         self._ready()
-        svc = self._service(m.body["name"])
+        svc = self._existing(m.body["name"], self.services.services.get(m.body["name"]))
         return {"service": self._service_view(svc), "events": self.services.events.get(svc.name, [])}
 
     @handles(service_msg.PS)
     def on_service_ps(self, m: Envelope) -> dict[str, Any]:
         self._ready()
-        svc = self._service(m.body["name"])
+        svc = self._existing(m.body["name"], self.services.services.get(m.body["name"]))
         return {"service": self._service_view(svc),
                 "tasks": [listing.public_view(t) for t in self.services.replicas(svc.name)][-2000:]}
 
     @handles(service_msg.SCALE)
     def on_service_scale(self, m: Envelope) -> None:
         self._ready()
-        svc = Service.from_dict(self._service(m.body["name"]).to_dict())
+        name = m.body["name"]
         try:
             replicas = check_replicas(m.body["replicas"])
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
-        if replicas > svc.replicas and len(self.book) + replicas - svc.replicas > self.config.max_tasks:
-            raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
-        old, svc.replicas, svc.updated_at = svc.replicas, replicas, time.time()
-        self._save_service(m, svc, f"scaled from {old} to {replicas}")
+        before: list[int] = []
+
+        def scale(current: Service | None) -> Service:
+            svc = self._existing(name, current)
+            if replicas > svc.replicas and len(self.book) + replicas - svc.replicas > self.config.max_tasks:
+                raise CubeError(CONFLICT, f"the cluster keeps at most {self.config.max_tasks} tasks (--max-tasks)")
+            before.append(svc.replicas)
+            svc.replicas, svc.updated_at = replicas, time.time()
+            return svc
+        self._change_service(m, name, scale, lambda svc: f"scaled from {before[0]} to {replicas}")
 
     @handles(service_msg.UPDATE)
     def on_service_update(self, m: Envelope) -> None:
         """A new spec (the old one with the given task fields changed) rolled out slot by slot."""
         self._ready()
-        current = self._service(m.body["name"])
-        svc = Service.from_dict(current.to_dict())
-        try:
-            spec = check_template({**current.spec, **(m.body.get("task") or {})})
-            svc.update = update_policy(m.body.get("update"), current.update)
-        except TaskSpecError as e:
-            raise CubeError(BAD_REQUEST, str(e)) from None
-        if spec == current.spec and not m.body.get("force"):
-            if svc.update != current.update:
-                self._save_service(m, svc, "update policy changed")
+        name, body = m.body["name"], m.body
+        said: list[str] = []
+
+        def update(current: Service | None) -> Service | None:
+            svc = self._existing(name, current)
+            try:
+                spec = check_template({**svc.spec, **(body.get("task") or {})})
+                policy = update_policy(body.get("update"), svc.update)
+            except TaskSpecError as e:
+                raise CubeError(BAD_REQUEST, str(e)) from None
+            if spec == svc.spec and not body.get("force"):
+                if policy == svc.update:
+                    return None
+                svc.update = policy
+                said.append("update policy changed")
+                return svc
+            now = time.time()
+            svc.update = policy
+            svc.previous_spec, svc.previous_version = svc.spec, svc.version
+            svc.spec, svc.version = spec, max(svc.version, svc.previous_version) + 1
+            svc.rollout, svc.updated_at = planner.start_update(svc, now), now
+            said.append(f"update to version {svc.version} started")
+            return svc
+
+        def done(svc: Service | None, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
                 return
-            m.respond({"service": self._service_view(current), "unchanged": True})
-            return
-        now = time.time()
-        svc.previous_spec, svc.previous_version = current.spec, current.version
-        svc.spec, svc.version = spec, max(current.version, current.previous_version) + 1
-        svc.rollout, svc.updated_at = planner.start_update(svc, now), now
-        self._save_service(m, svc, f"update to version {svc.version} started")
+            if not said:
+                m.respond({"service": self._service_view(svc), "unchanged": True})
+                return
+            self.services.event(name, said[0])
+            m.respond({"service": self._service_view(svc)})
+            self.services.tick(force=True)
+        self.services.change(name, update, done)
 
     @handles(service_msg.ROLLBACK)
     def on_service_rollback(self, m: Envelope) -> None:
         self._ready()
-        current = self._service(m.body["name"])
-        if current.previous_spec is None:
-            raise CubeError(CONFLICT, f"service {current.name} has no previous spec to roll back to")
-        self._save_service(m, rolled_back(current, time.time()), "rollback requested")
+        name = m.body["name"]
+
+        def back(current: Service | None) -> Service:
+            svc = self._existing(name, current)
+            if svc.previous_spec is None:
+                raise CubeError(CONFLICT, f"service {name} has no previous spec to roll back to")
+            return rolled_back(svc, time.time())
+        self._change_service(m, name, back, "rollback requested")
 
     @handles(service_msg.REMOVE)
     def on_service_remove(self, m: Envelope) -> None:
+        """The record goes first; its tasks are stopped by the controller (and again until they are)."""
         self._ready()
-        svc = self._service(m.body["name"])
-        self.services.remove(svc.name, lambda n, error: m.respond(error=error) if error else
-                             m.respond({"name": svc.name, "stopped": n}))
+        name = m.body["name"]
+        live = [t.id for t in self.services.replicas(name) if t.desired == DESIRED_RUNNING]
+
+        def remove(current: Service | None) -> Any:
+            self._existing(name, current)
+            return DELETE
+
+        def done(_: Service | None, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
+                return
+            self.services.event(name, "removed")
+            self.services.tick(force=True)  # its tasks are orphans now: stopped
+            m.respond({"name": name, "stopped": len(live)})
+        self.services.change(name, remove, done)
 
     def _stop_for_service(self, task_id: str, reason: str) -> None:
         def done(t: Task | None, error: CubeError | None) -> None:
@@ -429,21 +488,30 @@ class Manager(Actor):
 
     # ---- node availability -----------------------------------------------------------------------------
     @handles(node_msg.DRAIN)
-    def on_drain(self, m: Envelope) -> dict[str, Any]:
-        """No new work for it; its service slots get replacements elsewhere first (then its tasks
-        there stop), its other tasks are restarted elsewhere."""
+    def on_drain(self, m: Envelope) -> None:
+        """No new work for it (answered once that is durable); its service slots get replacements
+        elsewhere first (its tasks there stop once those settled), its other tasks restart elsewhere."""
         self._ready()
         rec = self._node(m.body["name"])
         rec.availability = DRAIN
-        self._save_node(rec.to_dict())
-        moved = 0
-        for t in self.book.on_worker(rec.name):
-            if not t.service and t.desired == DESIRED_RUNNING:
-                self.life.restart(t.id, lambda *_: None, reason=f"worker {rec.name} drained")
-                moved += 1
-        self.services.tick(force=True)
-        log.info("manager: worker %s drained; %d tasks move", rec.name, moved)
-        return {"node": rec.view()}
+        others = [n for n in self.registry.schedulable() if n != rec.name]
+
+        def saved(_: Any, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
+                return
+            moved = 0
+            for t in self.book.on_worker(rec.name):
+                if not t.service and t.desired == DESIRED_RUNNING:
+                    self.life.restart(t.id, lambda *_: None, reason=f"worker {rec.name} drained")
+                    moved += 1
+            self.services.tick(force=True)
+            log.info("manager: worker %s drained; %d tasks move", rec.name, moved)
+            reply: dict[str, Any] = {"node": rec.view()}
+            if not others:
+                reply["warning"] = "no other worker can take new work: its tasks wait Pending until one can"
+            m.respond(reply)
+        self.store.put(NODES, rec.name, rec.to_dict(), saved)
 
     @handles(node_msg.ACTIVATE)
     def on_activate(self, m: Envelope) -> dict[str, Any]:

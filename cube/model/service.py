@@ -3,6 +3,7 @@ update (and rollback) policy. Persisted in the Store; the Manager's ServiceContr
 slots filled (docs/architecture.md, "Services")."""
 from __future__ import annotations
 
+import json
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,6 +14,8 @@ from cube.model.task import Task, TaskSpecError, task_from_spec
 FAILURE_ACTIONS = ("rollback", "pause", "continue")
 ORDERS = ("stop-first", "start-first")
 MAX_REPLICAS = 1000
+MAX_WAIT = 3600.0  # seconds: the longest update delay or monitor period (NaN and infinity are refused)
+MAX_TEMPLATE_BYTES = 64 << 10  # as a task (cube/manager/actor.py, MAX_TASK_BYTES)
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 # update states (Swarm's): "" (never updated), updating, paused, completed,
@@ -118,6 +121,9 @@ def check_template(template: dict[str, Any]) -> dict[str, Any]:
         template["restart"] = "always"
         template.setdefault("max_restarts", 10)
     task = task_from_spec(template)  # raises TaskSpecError naming the field
+    size = len(json.dumps(template, default=str))
+    if size > MAX_TEMPLATE_BYTES:
+        raise TaskSpecError(f"field 'task': the template is {size >> 10} KiB; at most {MAX_TEMPLATE_BYTES >> 10} KiB")
     for alias in ("Env", "env"):  # env as a map, whatever form it came in: redaction reads its keys
         template.pop(alias, None)
     if task.env:
@@ -135,11 +141,11 @@ def update_policy(value: Any, base: UpdatePolicy | None = None) -> UpdatePolicy:
         if key not in UpdatePolicy.__dataclass_fields__:
             raise TaskSpecError(f"field 'update': unknown key {key!r}")
         if key == "parallelism":
-            if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+            if isinstance(raw, bool) or not isinstance(raw, int) or not 0 <= raw <= MAX_REPLICAS:
                 raise TaskSpecError("field 'update.parallelism' must be a whole number >= 0 (0: all at once)")
         elif key in ("delay", "monitor", "max_failure_ratio"):
-            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw < 0:
-                raise TaskSpecError(f"field 'update.{key}' must be a number >= 0")
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= raw <= MAX_WAIT:
+                raise TaskSpecError(f"field 'update.{key}' must be a number from 0 to {MAX_WAIT:g}")
             raw = float(raw)
             if key == "max_failure_ratio" and raw > 1:
                 raise TaskSpecError("field 'update.max_failure_ratio' must be between 0 and 1")

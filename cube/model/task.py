@@ -228,6 +228,9 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     if task.health is not None and not (task.health.port or task.ports):
         raise TaskSpecError("field 'health': a health check needs a port to probe; add one to 'ports' "
                             "(--port) or give the check its own port")
+    if task.health is not None and task.health.port and task.health.port not in task.ports:
+        raise TaskSpecError(f"field 'health': port {task.health.port} is not one of the task's ports "
+                            f"({', '.join(task.ports) or 'none'}); it could never be probed")
     return task
 
 

@@ -115,3 +115,46 @@ def test_drain_moves_replicas_and_activate_lets_work_back(two):
     two.api.call("node.activate", {"name": "w1"})
     two.api.call("service.scale", {"name": "d", "replicas": 6})
     wait_for(lambda: any(t["worker"] == "w1" for t in running(two, "d")), what="new work on w1 again")
+
+
+def test_changes_sent_together_are_all_applied_in_order(two):
+    """An update and a scale that arrive together: the second applies to what the first left."""
+    import threading
+    two.api.call("service.create", {"name": "both", "replicas": 2, "task": {"image": "img:1"},
+                                    "update": {"monitor": 0.2}})
+    wait_running(two, "both", 2)
+    other = two.manager  # a second client, so both requests are in flight at once
+    from cube.wire.client import Client
+    c2 = Client(f"tcp://127.0.0.1:{other.config.api_port}", timeout=5.0)
+    t = threading.Thread(target=lambda: c2.call("service.scale", {"name": "both", "replicas": 3}))
+    t.start()
+    two.api.call("service.update", {"name": "both", "task": {"env": {"V": "2"}}})
+    t.join()
+    c2.close()
+    svc = two.api.call("service.inspect", {"name": "both"})["service"]
+    assert svc["replicas"] == 3 and svc["version"] == 2  # neither change lost the other
+    wait_running(two, "both", 3, version=2, timeout=20)
+
+
+def test_removing_a_service_mid_update_stops_everything_and_it_stays_gone(two):
+    two.api.call("service.create", {"name": "gone", "replicas": 3, "task": {"image": "img:1"},
+                                    "update": {"monitor": 5.0}})
+    wait_running(two, "gone", 3)
+    two.api.call("service.update", {"name": "gone", "task": {"env": {"V": "2"}}})
+    two.api.call("service.rm", {"name": "gone"})
+    wait_for(lambda: not [c for c in two.runtime.list() if c.running], timeout=15, what="every task stopped")
+    assert two.api.call("service.ls")["services"] == []
+    import time as _time
+    _time.sleep(1.0)  # a plan that was under way must not bring it back
+    assert two.api.call("service.ls")["services"] == []
+    assert not [c for c in two.runtime.list() if c.running]
+
+
+def test_draining_the_only_worker_warns(actors):
+    sched, sched_ep, metrics_ep = actors.scheduler("roundrobin", stale_after=2.0)
+    manager = actors.manager(scheduler_endpoint=sched_ep, metrics_port=int(metrics_ep.rsplit(":", 1)[1]))
+    actors.worker(manager.config, "solo", FakeRuntime())
+    api = actors.client(f"tcp://127.0.0.1:{manager.config.api_port}")
+    wait_for(lambda: api.call("manager.ping")["workers"] == 1, what="the worker")
+    reply = api.call("node.drain", {"name": "solo"})
+    assert reply["node"]["availability"] == "drain" and "no other worker" in reply["warning"]

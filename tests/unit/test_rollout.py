@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from cube.control import rollout
-from cube.control.rollout import PLACE_TIMEOUT, Plan, Replica, failed, plan, settled
+from cube.control.rollout import HEALTH_TIMEOUT, PLACE_TIMEOUT, SLOT_BACKOFF, Plan, Replica, failed, plan, settled
 from cube.manager.services import rolled_back
 from cube.model.service import (
     COMPLETED,
@@ -46,11 +46,11 @@ def service(replicas: int = 3, version: int = 1, state: str = "", started: float
 
 def rep(task_id: str, slot: int, version: int = 1, state: str = "Running", desired: str = "running",
         finished: bool = False, restarts: int = 0, created: float = 0.0, healthy: float | None = 0.0,
-        worker: str = "w1") -> Replica:
+        worker: str = "w1", finished_at: float = 0.0) -> Replica:
     """A replica; Running ones are healthy since `healthy` (None: not known healthy yet)."""
     return Replica(task_id=task_id, slot=slot, version=version, state=state, desired=desired, finished=finished,
                    restart_count=restarts, created_at=created,
-                   healthy_since=healthy if state == "Running" else None, worker=worker)
+                   healthy_since=healthy if state == "Running" else None, worker=worker, finished_at=finished_at)
 
 
 def old(n: int, worker=lambda slot: "w1" if slot % 2 else "w2") -> list[Replica]:
@@ -160,11 +160,14 @@ def test_a_stop_by_hand_not_yet_done_is_refilled_too():
     assert plan(service(replicas=2), replicas, T0).create == [(1, 1)]
 
 
-def test_a_slot_whose_task_failed_for_good_waits():
+def test_a_slot_whose_task_failed_for_good_gets_a_new_one_after_a_backoff():
+    """Keeping N running outlives a task's restart policy (Swarm restarts a slot for ever)."""
     replicas = old(3)
-    replicas[2] = rep("old3", 3, state="Failed", finished=True, restarts=10)
-    p = plan(service(replicas=3), replicas, T0)
-    assert p.create == [] and p.stop == []
+    replicas[2] = rep("old3", 3, state="Failed", finished=True, restarts=10, finished_at=T0)
+    p = plan(service(replicas=3), replicas, T0 + 1)
+    assert p.create == [] and p.stop == []  # not at once: a crash loop must not spin
+    p = plan(service(replicas=3), replicas, T0 + SLOT_BACKOFF)
+    assert p.create == [(3, 1)] and p.stop == []
 
 
 def test_a_replica_waiting_for_its_restart_is_left_to_its_restart_policy():
@@ -182,11 +185,13 @@ def test_the_newest_task_of_a_slot_decides():
 
 # ---- settled / failed ----------------------------------------------------------------------------------
 
-def test_settled_needs_running_unrestarted_and_healthy_for_the_monitor_period():
+def test_settled_needs_running_and_healthy_for_the_monitor_period():
     r = rep("a", 1, healthy=T0)
     assert not settled(r, 5.0, T0 + 4.99)
     assert settled(r, 5.0, T0 + 5.0)
-    assert not settled(replace(r, restart_count=1), 5.0, T0 + 60)
+    # a restarted task settles again (e.g. a drain's replacement); a rollout counts its restart as a
+    # failure before it asks whether it settled
+    assert settled(replace(r, restart_count=1), 5.0, T0 + 60)
     assert not settled(replace(r, healthy_since=None), 5.0, T0 + 60)  # no passing probe yet
     assert not settled(replace(r, state="Scheduled"), 5.0, T0 + 60)
     assert settled(r, 0.0, T0)
@@ -201,7 +206,9 @@ def test_failed_is_an_end_a_restart_or_no_room_in_time():
     assert not failed(pending, 5.0, T0 + 5.0 + PLACE_TIMEOUT)
     assert failed(pending, 5.0, T0 + 5.0 + PLACE_TIMEOUT + 0.01)
     assert failed(replace(pending, state="Scheduled"), 5.0, T0 + 5.0 + PLACE_TIMEOUT + 0.01)
-    assert not failed(rep("a", 1, healthy=None), 5.0, T0 + 1000)  # Running but not healthy: not failed
+    assert not failed(rep("a", 1, healthy=None, created=T0), 5.0, T0 + 60)  # Running, not healthy yet: not yet
+    # ... but a check that never passes (or cannot be probed) fails it, in time
+    assert failed(rep("a", 1, healthy=None, created=T0), 5.0, T0 + 5.0 + PLACE_TIMEOUT + HEALTH_TIMEOUT + 1)
 
 
 # ---- rolling update ---------------------------------------------------------------------------------------

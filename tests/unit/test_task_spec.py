@@ -148,7 +148,12 @@ def test_restart_policy_alias():
     (None, None), ("", None),
 ])
 def test_health_forms(health, expected):
-    assert task_from_spec({"image": "x", "health": health, "ports": [80]}).health == expected
+    assert task_from_spec({"image": "x", "health": health, "ports": [80, 8080]}).health == expected
+
+
+def test_a_health_check_port_must_be_one_of_the_tasks_ports():
+    with pytest.raises(TaskSpecError, match="port 9090/tcp is not one of the task's ports"):
+        task_from_spec({"image": "x", "health": {"path": "/", "port": 9090}, "ports": [80]})
 
 
 def test_a_health_check_needs_a_port():
