@@ -37,6 +37,7 @@ class Replica:
     healthy_since: float | None = None  # Running and, with a health check, probed fine since
     worker: str = ""
     finished_at: float = 0.0  # when it ended (or last changed), for the slot's backoff
+    lost_count: int = 0  # restarts caused by its worker being lost (not the spec's fault)
 
     @property
     def live(self) -> bool:
@@ -60,7 +61,10 @@ def settled(r: Replica, monitor: float, now: float) -> bool:
 def failed(r: Replica, monitor: float, now: float) -> bool:
     """A replacement that did not make it: ended, restarted, found no room in time, or never
     became healthy (a check that cannot pass, or cannot be probed) in time."""
-    if r.state == "Failed" or r.restart_count > 0 or (r.finished and r.desired == "running"):
+    if r.finished and r.desired == "running":
+        return True
+    own_restarts = r.restart_count - r.lost_count  # a lost worker is not the new spec failing
+    if own_restarts > 0 or (r.state == "Failed" and r.lost_count == 0):
         return True
     if r.state in ("Pending", "Scheduled"):
         return now - r.created_at > monitor + PLACE_TIMEOUT

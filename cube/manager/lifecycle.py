@@ -199,8 +199,9 @@ class TaskLife:
         self.book.commit(task_id, change, "", done=written)
 
     def ended(self, task_id: str, attempt: int, exit_code: int | None, cause: str, error: str = "",
-              clock: list[int] | None = None, done: Done | None = None) -> None:
-        """A container ended (exit, removal, failed start, lost worker, failed health check)."""
+              clock: list[int] | None = None, done: Done | None = None, worker_lost: bool = False) -> None:
+        """A container ended (exit, removal, failed start, lost worker, failed health check).
+        `worker_lost`: not the task's fault (a rolling update does not count it as a failure)."""
         outcome: list[policy.Outcome] = []
         old_worker: list[str] = []
 
@@ -217,6 +218,8 @@ class TaskLife:
             t.exit_code = exit_code
             t.error = error
             t.finished_at = time.time()
+            if worker_lost:
+                t.lost_count += 1
             if o.restart:
                 t.not_before = time.time() + o.delay
             t.reason = o.reason
@@ -301,7 +304,7 @@ class TaskLife:
                 self.book.commit(task.id, self._finish_stop(name, task.attempt, None),
                                  f"stopped; worker {name} lost", done=one)
             else:
-                self.ended(task.id, task.attempt, None, f"worker {name} lost", done=one)
+                self.ended(task.id, task.attempt, None, f"worker {name} lost", done=one, worker_lost=True)
 
     # ---- a write that got no answer was applied after all -------------------------------------------------
     def adopted(self, previous: Task | None, task: Task) -> None:

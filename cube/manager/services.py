@@ -178,7 +178,7 @@ class ServiceController:
         return Replica(task_id=t.id, slot=t.slot, version=t.version, state=t.state.value, desired=t.desired,
                        finished=listing.finished(t), restart_count=t.restart_count, created_at=t.created_at,
                        healthy_since=self.healthy_since(t) if t.state == State.RUNNING else None, worker=t.worker,
-                       finished_at=t.finished_at or t.updated_at)
+                       finished_at=t.finished_at or t.updated_at, lost_count=t.lost_count)
 
     def _apply(self, svc: Service, plan: planner.Plan) -> None:
         for message in plan.events:

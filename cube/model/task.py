@@ -82,6 +82,7 @@ class Task:
     error: str = ""
     reason: str = ""  # why the task is where it is (e.g. why it is still Pending)
     restart_count: int = 0
+    lost_count: int = 0  # of its ends, how many were its worker being lost (not its own fault)
     not_before: float = 0.0  # restart backoff: do not place before this time
     # A service's replica (cube/model/service.py): its service, slot (1..N) and spec version.
     service: str = ""

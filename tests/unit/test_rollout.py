@@ -606,3 +606,18 @@ def test_a_settled_replacement_is_recorded_as_done():
     sim.run(first, T0 + 0.5)
     p = sim.plan(T0 + 2.0)
     assert p.rollout.done == [1] and p.rollout.settled_at == T0 + 2.0
+
+
+def test_a_replacement_moved_by_a_lost_worker_is_not_an_update_failure():
+    """Issue 11: the update survives a worker loss mid-update, also with the default rollback."""
+    svc = service(replicas=2, version=2, state=UPDATING, monitor=5.0)
+    moved = replace(rep("new1", 1, version=2, created=T0, state="Failed", healthy=None), lost_count=1)
+    p = plan(svc, [moved, rep("old2", 2)], T0 + 2)
+    assert not p.rollback and (p.rollout is None or not p.rollout.failed)
+    restarted = replace(rep("new1", 1, version=2, created=T0, healthy=T0 + 3, restarts=1), lost_count=1)
+    p = plan(svc, [restarted, rep("old2", 2)], T0 + 9)
+    assert not p.rollback and p.rollout.done == [1]
+    crashed = replace(rep("new1", 1, version=2, created=T0, healthy=None, state="Failed", restarts=1), lost_count=1)
+    assert not plan(svc, [crashed, rep("old2", 2)], T0 + 9).rollback  # its one restart was the loss
+    crashed_again = replace(crashed, restart_count=2, state="Running")
+    assert plan(svc, [crashed_again, rep("old2", 2)], T0 + 9).rollback  # a second one is its own
