@@ -2,7 +2,9 @@
 
 The runner takes a Snapshot of the cluster from outside (the manager's api, the Store and
 Scheduler endpoints, Docker) together with what it knows from playing the script (which starts
-were acknowledged, refused or unanswered, which stops may have been applied, how many failures
+were acknowledged, refused or unanswered, which stops may have been applied, which services it
+created with which replicas and version acknowledged (service tasks are the manager's, judged by
+what their service asks of them: service-slots), how many failures
 the script declared or caused with `container` steps, and when it disrupted which worker: its
 disruption windows). Each check is a small pure function of that Snapshot returning (problems,
 summary); no problems means it holds.
@@ -26,6 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from cube.manager.listing import redact
+from cube.model.service import ACTIVE as ROLLOUT_ACTIVE
+from cube.model.service import ROLLBACK_PAUSED, ROLLED_BACK, ROLLING_BACK
 from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER
 from cube.wire.client import all_pages
 from cube.wire.errors import CubeError
@@ -69,6 +73,40 @@ class Expect:
 
     def acceptable(self) -> set[str]:
         return {self.desired} | self.doubt
+
+
+#: Rollout states of a service rolling back (its version is the one before the acknowledged one).
+ROLLBACK_STATES = (ROLLING_BACK, ROLLBACK_PAUSED, ROLLED_BACK)
+
+
+@dataclass
+class ServiceExpect:
+    """What the runner knows about one service it asked the manager to create (docs/chaos.md,
+    "Services"): how its create went, the replicas and spec version the manager acknowledged
+    last, what unanswered requests may still have set, whether it was removed, and the failures
+    the script declared for its tasks."""
+
+    start: str = ACKED  # the create: acked | refused (error replies only) | unanswered
+    replicas: int = 1  # acknowledged last (a create, scale, update or rollback reply)
+    version: int = 1
+    previous_version: int = 0
+    replicas_doubt: set[int] = field(default_factory=set)  # scales that got no answer
+    version_doubt: set[int] = field(default_factory=set)  # versions an unanswered update/rollback may set
+    removed: str = ""  # "" | acked (service.rm acknowledged) | unanswered (an rm got no answer)
+    allowance: dict[int, int] = field(default_factory=dict)  # version (0: any) -> failures each task may have
+
+    def must_exist(self) -> bool:
+        return self.start == ACKED and not self.removed
+
+    def replicas_ok(self) -> set[int]:
+        return {self.replicas} | self.replicas_doubt
+
+    def versions_ok(self) -> set[int]:
+        return {self.version} | self.version_doubt
+
+    def allowed(self, version: Any) -> int:
+        """Failures each task of this service (of `version`) may have by the script's declaration."""
+        return self.allowance.get(0, 0) + (self.allowance.get(int(version), 0) if version else 0)
 
 
 @dataclass
@@ -169,6 +207,13 @@ class Snapshot:
     watched: set[str] | None = None  # ids of the containers the RunWatcher saw start and not end
     excused: int = 0  # overlaps the RunWatcher excused (old container on a worker in a window)
     errors: list[str] = field(default_factory=list)  # the snapshot itself could not be taken whole
+    services: dict[str, dict[str, Any]] | None = None  # service.ls rows by name (None: not read)
+    service_ps: dict[str, set[str]] = field(default_factory=dict)  # service -> task ids service.ps lists
+    stored_services: dict[str, dict[str, Any]] | None = None  # the Store's services namespace
+    service_expect: dict[str, ServiceExpect] = field(default_factory=dict)  # services the script asked for
+    allowance: dict[str, int] = field(default_factory=dict)  # task id -> failures caused by container steps
+    asked: set[str] = field(default_factory=set)  # task ids a start was sent for (a reply may be in flight)
+    unnamed_starts: int = 0  # task.starts sent without an id that got no answer
 
     def containers_of(self, task_id: str) -> list[Any]:
         return [c for c in self.containers if c.labels.get(LABEL_TASK) == task_id]
@@ -182,6 +227,27 @@ class Snapshot:
         """The task's placements that overlap a disruption window of their worker."""
         return disrupted_placements(self.events.get(task_id) or [], self.windows, self.slack, self.at)
 
+    def service_tasks(self) -> dict[str, dict[str, Any]]:
+        """Tasks the manager created for a service (the script never started them itself)."""
+        return {tid: t for tid, t in self.tasks.items() if t.get("service") and tid not in self.expect}
+
+    def accounted(self) -> dict[str, tuple[dict[str, Any], int]]:
+        """Every task whose failures the script must have caused (restart accounting), with the
+        allowance declared for it or caused by `container` steps: the judged tasks, and the tasks
+        of services (the script's `allow` for their service, and `container` steps that hit them)."""
+        out = {tid: (self.tasks[tid], e.allowance) for tid, e in self.judged().items() if tid in self.tasks}
+        for tid, t in self.service_tasks().items():
+            e = self.service_expect.get(t["service"])
+            out[tid] = (t, self.allowance.get(tid, 0) + (e.allowed(t.get("version")) if e else 0))
+        return out
+
+
+def may_restart(task: dict[str, Any]) -> bool:
+    """Whether the restart policy lets an ended task (desired running) be placed again."""
+    r = task.get("restart") or {}
+    return (task.get("restart_count", 0) < r.get("max_restarts", 0) and r.get("name") != "no"
+            and (r.get("name") == "always" or task.get("exit_code") != 0))
+
 
 def settled(task: dict[str, Any]) -> bool:
     """True when the manager has nothing left to do for the task's desired state."""
@@ -191,12 +257,22 @@ def settled(task: dict[str, Any]) -> bool:
     if state == "Running":
         return True
     if state in DONE_STATES:
-        r = task.get("restart") or {}
-        exit_code = task.get("exit_code")
-        may_restart = (task.get("restart_count", 0) < r.get("max_restarts", 0) and r.get("name") != "no"
-                       and (r.get("name") == "always" or exit_code != 0))
-        return not may_restart  # finished for good: exit 0, or the restart policy gave up
+        return not may_restart(task)  # finished for good: exit 0, or the restart policy gave up
     return False
+
+
+def live(task: dict[str, Any]) -> bool:
+    """A task that holds its service slot: desired running and not finished for good (Completed,
+    or Failed with no restart to come)."""
+    if task["desired"] != "running":
+        return False
+    if task["state"] == "Completed":
+        return False
+    return not (task["state"] == "Failed" and not may_restart(task))
+
+
+def _n(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
 
 
 def _short(task_id: str) -> str:
@@ -232,37 +308,69 @@ def desired_state(s: Snapshot) -> tuple[list[str], str]:
                             f"{' or '.join(repr(d) for d in ok)}")
         elif not settled(t):  # judged for the desired state it actually has
             problems.append(f"{_short(task_id)} ({t['name']}): {t['state']}, desired {t['desired']} ({t.get('reason')})")
-    return problems, f"{len(judged)} tasks at a desired state the manager acknowledged"
+    # A service's tasks: their desired state is the manager's to choose (service-slots judges
+    # that choice); each must have reached it.
+    mine = s.service_tasks()
+    for task_id, t in sorted(mine.items(), key=lambda kv: kv[1]["name"]):
+        if not settled(t):
+            problems.append(f"{_short(task_id)} ({t['name']}, service {t['service']} slot {t.get('slot')}): "
+                            f"{t['state']}, desired {t['desired']} ({t.get('reason')})")
+    return problems, (f"{len(judged)} tasks at a desired state the manager acknowledged"
+                      + (f"; {len(mine)} service tasks at theirs" if mine else ""))
 
 
-def failures(task: dict[str, Any]) -> int:
-    """Failures a task went through: its restarts, plus an end that was not asked for."""
+#: How many events task.inspect returns at most (the newest): a full list may start mid-history.
+INSPECT_EVENTS = 200
+
+
+def failed_entries(events: Iterable[dict[str, Any]]) -> int:
+    """How many times a task's events show it entering Failed (the manager fails a task only
+    while it is desired running: each entry is a failure). Counted from the events because a
+    failure can leave no restart behind: a task that failed and was stopped (a rollout's
+    replacement that failed, a task stopped by the script) before its restart was placed."""
+    ordered = sorted(events, key=lambda e: e.get("seq") or 0)
+    n, previous = 0, None if len(ordered) < INSPECT_EVENTS else "?"  # a full list: its first event may not be an entry
+    for ev in ordered:
+        state = ev.get("state")
+        if state == "Failed" and previous not in ("Failed", "?"):
+            n += 1
+        previous = state
+    return n
+
+
+def failures(task: dict[str, Any], events: Iterable[dict[str, Any]] | None = None) -> int:
+    """Failures a task went through: its restarts, plus an end that was not asked for; or, if
+    more, the times its events show it entering Failed (plus a Completed end while desired
+    running), `events` given."""
     ended = task["state"] in DONE_STATES and task["desired"] == "running"
-    return int(task.get("restart_count") or 0) + (1 if ended else 0)
+    counted = int(task.get("restart_count") or 0) + (1 if ended else 0)
+    if events is None:
+        return counted
+    completed = task["state"] == "Completed" and task["desired"] == "running"
+    return max(counted, failed_entries(events) + (1 if completed else 0))
 
 
 def restarts(s: Snapshot) -> tuple[list[str], str]:
     """No task failed, or was placed, more often than the script caused or declared (restart accounting)."""
     problems = []
     n = 0
-    for task_id, e in s.judged().items():
-        t = s.tasks.get(task_id)
-        if t is None:
-            continue
+    for task_id, (t, declared) in s.accounted().items():
         n += 1
         disrupted = s.disrupted(task_id)
-        allowance = e.allowance + len(disrupted)
-        f, attempt = failures(t), int(t.get("attempt") or 0)
+        allowance = declared + len(disrupted)
+        f, attempt = failures(t, s.events.get(task_id)), int(t.get("attempt") or 0)
         caused = str(allowance) + (f" ({len(disrupted)} by disruptions: {'; '.join(disrupted[:3])})"
                                    if disrupted else "")
         if f > allowance:
+            entries = failed_entries(s.events.get(task_id) or [])
             problems.append(f"{_short(task_id)} ({t['name']}): {f} failures (restart_count "
-                            f"{t.get('restart_count')}, {t['state']}, desired {t['desired']}) but the script "
-                            f"caused {caused} ({t.get('reason')})")
+                            f"{t.get('restart_count')}, {t['state']}, desired {t['desired']}"
+                            + (f", Failed {entries} times in its events" if entries > failures(t) else "")
+                            + f") but the script caused {caused} ({t.get('reason')})")
         if attempt - 1 > allowance:
             problems.append(f"{_short(task_id)} ({t['name']}): placed {attempt} times but the script caused "
                             f"{caused} failures")
-    return problems, f"{n} tasks failed and were placed no more often than the script caused"
+    return problems, f"{n} tasks (services' included) failed and were placed no more often than the script caused"
 
 
 def nothing_lost(s: Snapshot) -> tuple[list[str], str]:
@@ -280,8 +388,41 @@ def nothing_lost(s: Snapshot) -> tuple[list[str], str]:
                  if there]
         if where:
             problems.append(f"{_short(tid)}: refused but persisted (in {' and '.join(where)})")
+    # Every other task was asked for: by the script, or by a service (the script's, or one the
+    # manager lists; service-slots judges a listed service the script never created).
+    owners = set(s.service_expect) | set(s.services or ())
+    strangers = []
+    for tid, t in sorted(s.tasks.items()):
+        if tid in s.expect or tid in s.asked:
+            continue
+        if not t.get("service"):
+            strangers.append(f"{_short(tid)} ({t['name']}): in task.ls, but the script never started it "
+                             "and no service owns it")
+        elif s.services is not None and t["service"] not in owners:
+            problems.append(f"{_short(tid)} ({t['name']}): a task of service {t['service']!r}, which no one "
+                            "created and the manager does not list")
+    if len(strangers) > s.unnamed_starts:  # a start sent without an id and unanswered may have made one
+        problems += strangers
+    # Services: the acknowledged ones (not removed) in service.ls and the Store's services; the
+    # refused and the removed ones in neither.
+    n_services = 0
+    for name, e in sorted(s.service_expect.items()):
+        listed = s.services is not None and name in s.services
+        stored = s.stored_services is not None and name in s.stored_services
+        if e.must_exist():
+            n_services += 1
+            if s.services is not None and not listed:
+                problems.append(f"service {name}: acknowledged but missing from service.ls")
+            if s.stored_services is not None and not stored:
+                problems.append(f"service {name}: acknowledged but not in the Store")
+        elif e.start == REFUSED or e.removed == ACKED:
+            where = [w for w, there in (("service.ls", listed), ("the Store", stored)) if there]
+            if where:
+                what = "removed but still there" if e.removed == ACKED else "refused but persisted"
+                problems.append(f"service {name}: {what} (in {' and '.join(where)})")
     return problems, (f"{len(judged)} acknowledged tasks in task.ls, task.inspect and the Store; "
-                      f"{len(refused)} refused ones nowhere")
+                      f"{len(refused)} refused ones nowhere; no task nobody asked for"
+                      + (f"; {_n(n_services, 'service')} in service.ls and the Store" if s.service_expect else ""))
 
 
 _MISSING = object()
@@ -305,7 +446,41 @@ def store_matches(s: Snapshot) -> tuple[list[str], str]:
             problems.append(f"{_short(tid)}: the Store and task.ls differ in {', '.join(differ)}: {shown}")
     problems += [f"{_short(tid)}: in task.ls ({t['state']}) but not in the Store"
                  for tid, t in s.tasks.items() if tid not in s.stored]
-    return problems, f"{len(s.stored)} tasks identical in the Store and task.ls"
+    n_services = 0
+    if s.services is not None and s.stored_services is not None:
+        for name in sorted(set(s.services) | set(s.stored_services)):
+            view, rec = s.services.get(name), s.stored_services.get(name)
+            if view is None or rec is None:
+                problems.append(f"service {name}: in {'the Store' if view is None else 'service.ls'} only")
+                continue
+            n_services += 1
+            differ = _service_differences(view, rec)
+            if differ:
+                shown = ", ".join(f"{k} (store {_brief(rec, k)}, service.ls {_brief(view, k)})" for k in differ[:3])
+                problems.append(f"service {name}: the Store and service.ls differ in {', '.join(differ)}: {shown}")
+    return problems, (f"{len(s.stored)} tasks identical in the Store and task.ls"
+                      + (f"; {_n(n_services, 'service')} identical in the Store and service.ls" if n_services else ""))
+
+
+def _service_differences(view: dict[str, Any], rec: dict[str, Any]) -> list[str]:
+    """The fields in which a service's Store record and its service.ls row differ (the row adds
+    `running`, the record keeps `events`; both specs are compared with env values hidden)."""
+    rec = {k: v for k, v in rec.items() if k != "events"}
+    view = {k: v for k, v in view.items() if k != "running"}
+    for key in ("spec", "previous_spec"):
+        if isinstance(rec.get(key), dict):
+            rec[key] = redact(rec[key])
+    return sorted(k for k in set(rec) | set(view) if rec.get(k, _MISSING) != view.get(k, _MISSING))
+
+
+def _brief(d: dict[str, Any], key: str) -> str:
+    v = d.get(key, _MISSING)
+    if v is _MISSING:
+        return "missing"
+    if key == "rollout" and isinstance(v, dict):
+        return repr({k: v.get(k) for k in ("state", "to_version", "done", "failed")})
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _runs(t: dict[str, Any]) -> bool:
@@ -473,11 +648,101 @@ def actors_answer(s: Snapshot) -> tuple[list[str], str]:
     return problems, f"manager, store, scheduler answer; {len(s.workers)} workers ready"
 
 
+def _slot_of(t: dict[str, Any]) -> int:
+    try:
+        return int(t.get("slot") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _shown_task(t: dict[str, Any]) -> str:
+    return (f"{_short(t['id'])} v{t.get('version')} {t['state']}"
+            + (f" on {t.get('worker')}" if t.get("worker") else "") + f", desired {t['desired']}")
+
+
+def service_slots(s: Snapshot) -> tuple[list[str], str]:
+    """Every service the script created and every service the manager lists: the replicas and
+    version the script acknowledged (a rollback, asked for or automatic, may go back to the
+    version before), at most one live task per slot, no live task above `replicas`, and, unless a
+    rollout is active, exactly `replicas` slots Running at the service's version."""
+    if s.services is None:
+        return ["service.ls could not be read"], ""
+    problems: list[str] = []
+    by_service: dict[str, list[dict[str, Any]]] = {}
+    for t in s.tasks.values():
+        if t.get("service"):
+            by_service.setdefault(t["service"], []).append(t)
+    drained = {name for name, n in s.nodes.items() if n.get("availability") == "drain"}
+    names = sorted(set(s.services) | {n for n, e in s.service_expect.items() if e.must_exist()})
+    converged = slots_running = 0
+    for name in names:
+        row, e = s.services.get(name), s.service_expect.get(name)
+        if row is None:
+            problems.append(f"service {name}: acknowledged but not in service.ls: its slots cannot be checked")
+            continue
+        replicas, version = int(row.get("replicas") or 0), int(row.get("version") or 0)
+        rollout = str((row.get("rollout") or {}).get("state") or "")
+        order = str((row.get("update") or {}).get("order") or "stop-first")
+        if e is None:
+            problems.append(f"service {name}: listed by the manager, but the script never asked for it")
+        elif e.start != REFUSED and e.removed != ACKED:  # those: nothing-lost says they should not exist
+            if replicas not in e.replicas_ok():
+                problems.append(f"service {name}: {replicas} replicas, but the manager acknowledged "
+                                f"{' or '.join(str(r) for r in sorted(e.replicas_ok()))}")
+            back = rollout in ROLLBACK_STATES and int(row.get("previous_version") or 0) in e.versions_ok()
+            if version not in e.versions_ok() and not back:
+                problems.append(f"service {name}: version {version} (rollout {rollout or 'none'}), but the manager "
+                                f"acknowledged version {' or '.join(str(v) for v in sorted(e.versions_ok()))}")
+        tasks = sorted(by_service.get(name, []), key=lambda t: (_slot_of(t), t.get("created_at") or 0))
+        listed = s.service_ps.get(name)
+        if listed is not None and listed != {t["id"] for t in tasks}:
+            extra, missing = sorted(listed - {t["id"] for t in tasks}), sorted({t["id"] for t in tasks} - listed)
+            problems.append(f"service {name}: service.ps and task.ls disagree: "
+                            + "; ".join(f"{what} {', '.join(_short(i) for i in ids[:4])}"
+                                        for what, ids in (("only service.ps lists", extra),
+                                                          ("service.ps misses", missing)) if ids))
+        live_by_slot: dict[int, list[dict[str, Any]]] = {}
+        for t in tasks:
+            if live(t):
+                live_by_slot.setdefault(_slot_of(t), []).append(t)
+        for slot, ts in sorted(live_by_slot.items()):
+            if not 1 <= slot <= replicas:
+                problems.append(f"service {name}: slot {slot} is above its {replicas} replicas but has "
+                                f"{len(ts)} live task(s): {'; '.join(_shown_task(t) for t in ts)}")
+            elif len(ts) > 1:
+                # two, while a start-first rollout starts the new one or a drained worker's task
+                # waits for its replacement elsewhere; never more
+                excused = len(ts) == 2 and ((rollout in ROLLOUT_ACTIVE and order == "start-first")
+                                            or any(t.get("worker") in drained for t in ts))
+                if not excused:
+                    problems.append(f"service {name}: slot {slot} has {len(ts)} live tasks: "
+                                    + "; ".join(_shown_task(t) for t in ts))
+        if rollout in ROLLOUT_ACTIVE:
+            continue  # slots are being replaced: converged or not, that is for later
+        running = {_slot_of(t) for t in tasks if t["state"] == "Running" and t["desired"] == "running"
+                   and int(t.get("version") or 0) == version}
+        missing = [k for k in range(1, replicas + 1) if k not in running]
+        slots_running += replicas - len(missing)
+        if not missing:
+            converged += 1
+            continue
+        shown = []
+        for k in missing[:4]:
+            in_slot = [t for t in tasks if _slot_of(t) == k]
+            last = in_slot[-1] if in_slot else None
+            shown.append(f"slot {k}: " + (f"{_shown_task(last)} ({last.get('reason') or '-'})" if last else "no task"))
+        problems.append(f"service {name} (rollout {rollout or 'none'}): {replicas - len(missing)} of {replicas} "
+                        f"slots Running at version {version}; " + "; ".join(shown)
+                        + (f"; ... {len(missing) - 4} more" if len(missing) > 4 else ""))
+    return problems, (f"{_n(len(names), 'service')}: at most one live task per slot, none above replicas; "
+                      f"{converged} converged ({slots_running} slots Running at their version)")
+
+
 CHECKS: dict[str, Callable[[Snapshot], tuple[list[str], str]]] = {
     "desired-state": desired_state, "restarts": restarts, "nothing-lost": nothing_lost,
     "store-matches": store_matches, "single-container": single_container, "no-leftovers": no_leftovers,
-    "host-ports": host_ports, "worker-slots": worker_slots, "no-double-run": no_double_run,
-    "actors-answer": actors_answer,
+    "host-ports": host_ports, "worker-slots": worker_slots, "service-slots": service_slots,
+    "no-double-run": no_double_run, "actors-answer": actors_answer,
 }
 #: Checks about the past: once they fail with what was recorded, waiting cannot make them hold.
 FINAL = ("no-double-run",)
@@ -502,25 +767,45 @@ def _marks(tasks: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, Any]]:
     return {tid: (t.get("updated_at"), t.get("state")) for tid, t in tasks.items()}
 
 
-def _store_tasks(target: Target) -> dict[str, dict[str, Any]]:
+def _store_tasks(target: Target, ns: str = "tasks") -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     after = ""
     while True:
-        reply = target.call("store.list", {"ns": "tasks", "after": after}, timeout=5.0, endpoint="store")
+        reply = target.call("store.list", {"ns": ns, "after": after}, timeout=5.0, endpoint="store")
         out.update((k, v) for k, v in reply["items"])
         if not reply.get("more") or not reply["items"]:
             return out
         after = reply["items"][-1][0]
 
 
+def _services(target: Target, s: Snapshot) -> None:
+    """service.ls, each service's service.ps, and the Store's services namespace, into `s`."""
+    try:
+        rows = all_pages(lambda t, b: target.call(t, b, timeout=5.0), "service.ls", {"limit": 1000}, "services")
+        s.services = {r["name"]: r for r in rows}
+        s.service_ps = {name: {t["id"] for t in target.call("service.ps", {"name": name}, timeout=5.0)["tasks"]}
+                        for name in s.services}
+    except CubeError as e:
+        s.services = None
+        s.errors.append(f"service.ls / service.ps failed: {e}")
+    try:
+        s.stored_services = _store_tasks(target, "services")
+    except CubeError as e:
+        s.errors.append(f"store.list (services) failed: {e}")
+
+
 def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], windows: Iterable[Window] = (),
-             slack: float = 0.0, watcher: "RunWatcher | None" = None, tries: int = 3) -> Snapshot:
-    """task.ls, Docker, the Store, the Scheduler's and the manager's nodes, task.ls again; retried
-    while the two task.ls differ (the cluster moved during the look). Then pings, and task.inspect
-    of every judged task (its events tell where and when it was placed)."""
+             slack: float = 0.0, watcher: "RunWatcher | None" = None, tries: int = 3,
+             service_expect: dict[str, ServiceExpect] | None = None,
+             allowance: dict[str, int] | None = None) -> Snapshot:
+    """task.ls, Docker, the Store, services (service.ls, service.ps, the Store's), the Scheduler's
+    and the manager's nodes, task.ls again; retried while the two task.ls differ (the cluster
+    moved during the look). Then pings, and task.inspect of every judged task, and of every
+    service task that failed or was placed again (its events tell where and when it was placed)."""
     windows = list(windows)
     for attempt in range(tries):
-        s = Snapshot({}, expect=expect, workers=list(workers), windows=windows, slack=slack)
+        s = Snapshot({}, expect=expect, workers=list(workers), windows=windows, slack=slack,
+                     service_expect=dict(service_expect or {}), allowance=dict(allowance or {}))
         try:
             first = {t["id"]: t for t in all_tasks(target)}
         except CubeError as e:
@@ -537,6 +822,7 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], wind
             s.stored = _store_tasks(target)
         except CubeError as e:
             s.errors.append(f"store.list failed: {e}")
+        _services(target, s)
         try:
             s.taken = time.monotonic()  # the rows' `age` is measured when the Scheduler answers this
             s.sched = {n["name"]: n for n in target.call("sched.nodes", timeout=3.0, endpoint="scheduler")["nodes"]}
@@ -570,7 +856,12 @@ def snapshot(target: Target, expect: dict[str, Expect], workers: list[str], wind
             s.pings[what] = ""
         except CubeError as e:
             s.pings[what] = f"{msg_type}: {e}"
-    for tid in s.judged():
+    # A service task that is not Failed, never restarted and was placed once needs no excuse: its
+    # events are not read.
+    inspect = [tid for tid in s.judged() if tid in s.tasks]
+    inspect += [tid for tid, t in s.service_tasks().items()
+                if t["state"] == "Failed" or failures(t) or int(t.get("attempt") or 0) > 1]
+    for tid in inspect:
         if tid in s.tasks:
             try:
                 s.events[tid] = list(target.call("task.inspect", {"id": tid}, timeout=3.0).get("events") or [])

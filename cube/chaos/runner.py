@@ -4,6 +4,8 @@ The runner prints each step as it runs and each invariant as it is checked, then
 summary. It records what it needs to judge the cluster afterwards (docs/chaos.md, "Invariants"):
 every task.start it attempted and its outcome (acknowledged, refused, unanswered) with the
 desired state the manager acknowledged, stops that got no answer (they may still be applied),
+every service request and the replicas and version the manager acknowledged (or an unanswered
+request may still set),
 the failures the script declared or caused with `container` steps, and the disruption windows
 of its workers (when which worker was paused, killed or cut off: restart accounting and the
 overlap rule). A Docker event watcher runs from before the first step to the end. A failed step
@@ -41,6 +43,7 @@ class Result:
     invariants: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
     acknowledged: int = 0
+    services: int = 0
 
 
 _RANK = {invariants.REFUSED: 0, invariants.UNANSWERED: 1, invariants.ACKED: 2}
@@ -54,6 +57,9 @@ class Run:
         self.cluster = cluster
         self.out = out
         self.expect: dict[str, invariants.Expect] = {}  # every task id the runner tried to start
+        self.services: dict[str, invariants.ServiceExpect] = {}  # every service the runner tried to create
+        self.asked: set[str] = set()  # every task id a start was sent for (in flight included)
+        self.unnamed_starts = 0  # task.starts without an id that got no answer: tasks of unknown ids, maybe
         self.allowance: Counter[str] = Counter()  # task id -> failures declared or caused by container steps
         self.windows: list[invariants.Window] = []  # disruption windows of the script's workers
         self.watcher = invariants.RunWatcher(cluster.token, self.disrupted_at)
@@ -93,6 +99,12 @@ class Run:
                 e.desired = desired
         return outcome
 
+    def asking(self, task_id: str) -> None:
+        """A task.start for this id is about to be sent (a snapshot may see the task before the
+        reply is recorded)."""
+        with self._lock:
+            self.asked.add(task_id)
+
     def doubt(self, task_id: str, desired: str) -> None:
         """A request that may change the desired state got no answer: it may still be applied."""
         with self._lock:
@@ -108,6 +120,68 @@ class Run:
         with self._lock:
             return {tid: invariants.Expect(e.start, e.desired, set(e.doubt), self.allowance[tid])
                     for tid, e in self.expect.items()}
+
+    # ---- services the script asked for (docs/chaos.md, "Services") -----------------------------------
+    def record_service(self, action: str, body: dict[str, Any], tries: list[str],
+                       reply: dict[str, Any] | None) -> str:
+        """Record a service request and what its tries got ("ok", "error", "none" as for starts):
+        an acknowledged reply sets the replicas and version the manager acknowledged; a request
+        that got no answer may still be applied (its replicas or version become acceptable too);
+        one refused by error replies only must not be. Returns acked, unanswered or refused."""
+        outcome = (invariants.ACKED if "ok" in tries else invariants.UNANSWERED if "none" in tries
+                   else invariants.REFUSED)
+        name = body.get("name")
+        if not isinstance(name, str) or not name:
+            return outcome
+        view = (reply or {}).get("service") if isinstance((reply or {}).get("service"), dict) else None
+        with self._lock:
+            e = self.services.get(name)
+            if action == "create":
+                if e is None or (e.removed and outcome != invariants.REFUSED):
+                    e = self.services[name] = invariants.ServiceExpect(start=outcome)
+                    replicas = body.get("replicas", 1)
+                    e.replicas = replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else 1
+                elif _RANK[outcome] > _RANK[e.start]:
+                    e.start = outcome
+            if e is None:
+                return outcome  # a request about a service the script never created: judged as unknown
+            if outcome == invariants.ACKED and action == "rm":
+                e.removed = invariants.ACKED
+            elif outcome == invariants.UNANSWERED and action == "rm" and not e.removed:
+                e.removed = invariants.UNANSWERED
+            elif outcome == invariants.ACKED and view is not None:
+                if action == "scale" or action == "create":
+                    e.replicas_doubt.clear()
+                if action in ("update", "rollback", "create"):
+                    e.version_doubt.clear()
+                e.replicas = int(view.get("replicas", e.replicas))
+                e.version = int(view.get("version", e.version))
+                e.previous_version = int(view.get("previous_version", e.previous_version))
+            elif outcome == invariants.UNANSWERED:
+                if action == "scale" and isinstance(body.get("replicas"), int):
+                    e.replicas_doubt.add(body["replicas"])
+                elif action == "update":  # the next version, if it is applied (docs/protocol.md)
+                    e.version_doubt.add(max(e.version, e.previous_version, *e.version_doubt) + 1)
+                elif action == "rollback" and e.previous_version:
+                    e.version_doubt.add(e.previous_version)
+        return outcome
+
+    def allow_service(self, name: str, version: int, n: int) -> bool:
+        """Each task of service `name` (of `version`; 0: any) may fail `n` more times; False if
+        the script never asked for that service."""
+        with self._lock:
+            e = self.services.get(name)
+            if e is None:
+                return False
+            e.allowance[version] = e.allowance.get(version, 0) + n
+            return True
+
+    def service_expectations(self) -> dict[str, invariants.ServiceExpect]:
+        with self._lock:
+            return {name: invariants.ServiceExpect(e.start, e.replicas, e.version, e.previous_version,
+                                                   set(e.replicas_doubt), set(e.version_doubt), e.removed,
+                                                   dict(e.allowance))
+                    for name, e in self.services.items()}
 
     # ---- disruption windows (docs/chaos.md, "Disruption windows") -----------------------------------
     @property
@@ -264,9 +338,14 @@ class Run:
         return len(threads)
 
     def collect(self) -> invariants.Snapshot:
-        return invariants.snapshot(self.cluster, self.expectations(),
-                                   [self.cluster.worker_name(w) for w in self.live_workers()],
-                                   self.window_list(), self.slack, self.watcher)
+        with self._lock:
+            allowance, asked, unnamed = dict(self.allowance), set(self.asked), self.unnamed_starts
+        s = invariants.snapshot(self.cluster, self.expectations(),
+                                [self.cluster.worker_name(w) for w in self.live_workers()],
+                                self.window_list(), self.slack, self.watcher,
+                                service_expect=self.service_expectations(), allowance=allowance)
+        s.asked, s.unnamed_starts = asked, unnamed
+        return s
 
     def check_invariants(self, names: list[str] | None, bound: float) -> bool:
         unknown = [n for n in names or [] if n not in invariants.CHECKS]
@@ -344,9 +423,12 @@ def run_script(path_or_script: str | Script, out: Out = print, keep: bool = Fals
     result.passed = ok
     result.seconds = time.monotonic() - t0
     result.acknowledged = len(run.acked)
+    result.services = sum(1 for e in run.service_expectations().values() if e.start == invariants.ACKED)
     verdict = "PASS" if ok else "FAIL"
     out(f"{verdict} {script.name}: {result.steps_run}/{result.steps_total} steps, "
-        f"{len(result.invariants)} invariants, {result.acknowledged} tasks acknowledged, {result.seconds:.1f}s"
+        f"{len(result.invariants)} invariants, {result.acknowledged} tasks"
+        + (f" and {result.services} service{'s' if result.services != 1 else ''}" if result.services else "")
+        + f" acknowledged, {result.seconds:.1f}s"
         + (f"; failed at {result.failed_step}" if result.failed_step else ""))
     return result
 

@@ -25,13 +25,21 @@ STEP_KEYS: dict[str, set[str]] = {
     "pause": {"target", "for"},
     "resume": {"target"},
     "restart": {"target", "wait"},
-    "container": {"task", "action"},
-    "wait": {"for", "task", "match", "node", "state", "timeout", "workers_ready", "log"},
-    "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state", "log"},
+    "container": {"task", "action", "service", "slot"},
+    "wait": {"for", "task", "match", "node", "state", "timeout", "workers_ready", "log", "service", "running",
+             "version", "rollout", "replicas", "updated", "tasks"},
+    "assert": {"task", "match", "containers", "tasks", "reasons", "node", "state", "log", "service", "running",
+               "version", "rollout", "replicas", "updated"},
     "check": {"invariants", "settle"},
     "join": {"timeout"},
-    "allow": {"task", "restarts"},
+    "allow": {"task", "restarts", "service", "version"},
+    "service": {"action", "name", "replicas", "task", "update", "force", "expect", "code", "retries", "timeout"},
 }
+#: `service` step actions and the API request each sends (docs/protocol.md, "Services").
+SERVICE_ACTIONS = {"create": "service.create", "scale": "service.scale", "update": "service.update",
+                   "rollback": "service.rollback", "rm": "service.rm"}
+#: What a `wait` or `assert` with `service` may look at (docs/chaos.md, "Services").
+SERVICE_CONDITIONS = ("running", "version", "rollout", "replicas", "updated")
 CLUSTER_KEYS = {"workers", "later", "grace", "heartbeat", "scheduler", "store", "settle", "worker_args", "image",
                 "stop_timeout"}
 LOG_KEYS = {"target", "contains", "count"}
@@ -141,9 +149,28 @@ def _step(number: int, raw: Any) -> Step:
         raise ScriptError(f"step {number} ({kind}): unknown key {sorted(bad)[0]!r} "
                           f"(known: {', '.join(sorted(STEP_KEYS[kind]))})")
     need = {"stop": "task", "send": "to", "fault": "action", "kill": "target", "pause": "target",
-            "resume": "target", "restart": "target", "container": "task", "allow": "task"}.get(kind)
+            "resume": "target", "restart": "target", "service": "action"}.get(kind)
     if need and need not in raw:
         raise ScriptError(f"step {number} ({kind}): {need!r} is required")
+    if kind in ("container", "allow") and not ({"task", "service"} & set(raw)):
+        raise ScriptError(f"step {number} ({kind}): 'task' is required (or 'service')")
+    if kind in ("container", "allow") and {"task", "service"} <= set(raw):
+        raise ScriptError(f"step {number} ({kind}): give 'task' or 'service', not both")
+    if kind == "service":
+        _service_step(number, raw)
+    if kind == "container" and "slot" in raw and "service" not in raw:
+        raise ScriptError(f"step {number} (container): 'slot' is a service's slot: give service = NAME")
+    if kind == "allow" and "version" in raw and "service" not in raw:
+        raise ScriptError(f"step {number} (allow): 'version' is a service's version: give service = NAME")
+    if kind in ("wait", "assert"):
+        given = [k for k in SERVICE_CONDITIONS if k in raw]
+        if given and "service" not in raw:
+            raise ScriptError(f"step {number} ({kind}): {given[0]!r} is about a service: give service = NAME")
+        if kind == "wait" and "tasks" in raw and "service" not in raw:
+            raise ScriptError(f"step {number} (wait): 'tasks' waits on a service's tasks: give service = NAME")
+        if "service" in raw and not (set(SERVICE_CONDITIONS) | {"tasks"}) & set(raw):
+            raise ScriptError(f"step {number} ({kind}): service = {raw['service']!r} but no condition: give "
+                              f"{', '.join(SERVICE_CONDITIONS)} or tasks")
     if "restarts" in raw and (kind in ("start", "allow")):
         n = raw["restarts"]
         if isinstance(n, bool) or not isinstance(n, int) or n < 0:
@@ -152,11 +179,30 @@ def _step(number: int, raw: Any) -> Step:
         raise ScriptError(f"step {number} (allow): 'restarts' is required (how many failures to allow)")
     if kind == "send" and not ({"type", "raw", "raw_b64", "frames"} & set(raw)):
         raise ScriptError(f"step {number} (send): give a message type, or raw / raw_b64 / frames")
-    if kind == "wait" and not ({"for", "task", "node", "workers_ready", "log"} & set(raw)):
-        raise ScriptError(f"step {number} (wait): wait for what? give for, task, node, workers_ready or log")
+    if kind == "wait" and not ({"for", "task", "node", "workers_ready", "log", "service"} & set(raw)):
+        raise ScriptError(f"step {number} (wait): wait for what? give for, task, node, workers_ready, log or service")
     if "log" in raw:
         _log_checks(number, kind, raw["log"])
     return Step(number, kind, {k: v for k, v in raw.items() if k != "do"})
+
+
+def _service_step(number: int, raw: dict[str, Any]) -> None:
+    """A `service` step: an action, a service name, and the body keys that action takes."""
+    action = raw["action"]
+    if action not in SERVICE_ACTIONS:
+        raise ScriptError(f"step {number} (service): action {action!r}: use one of {', '.join(SERVICE_ACTIONS)}")
+    if not isinstance(raw.get("name"), str) or not raw.get("name"):
+        raise ScriptError(f"step {number} (service): 'name' is required (the service's name)")
+    takes = {"create": {"replicas", "task", "update"}, "scale": {"replicas"}, "update": {"task", "update", "force"},
+             "rollback": set(), "rm": set()}[action]
+    bad = sorted({"replicas", "task", "update", "force"} & set(raw) - takes)
+    if bad:
+        raise ScriptError(f"step {number} (service {action}): {bad[0]!r} is not for {action}")
+    if action == "scale" and "replicas" not in raw:
+        raise ScriptError(f"step {number} (service scale): 'replicas' is required")
+    for key in ("task", "update"):
+        if key in raw and not isinstance(raw[key], dict):
+            raise ScriptError(f"step {number} (service): {key!r} must be a table")
 
 
 def _log_checks(number: int, kind: str, value: Any) -> None:

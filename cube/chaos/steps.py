@@ -1,6 +1,7 @@
 """What each kind of chaos step does. A step returns a one-line result or raises StepFailed.
 
-Steps talk to the cluster the way a client, a peer or an operator would: the manager's api, raw
+Steps talk to the cluster the way a client, a peer or an operator would: the manager's api (tasks
+and services), raw
 ZeroMQ sockets on every bound endpoint, signals to processes, the Docker SDK behind Cube's back,
 and fault rules for the injectors inside the actors (cube/chaos/rules.py).
 """
@@ -20,6 +21,7 @@ import zmq
 
 from cube.chaos import invariants
 from cube.chaos.rules import Rule
+from cube.chaos.script import SERVICE_ACTIONS
 from cube.harness import wait_for
 from cube.runtime.base import LABEL_TASK
 from cube.wire.envelope import VERSION, decode
@@ -71,6 +73,7 @@ def _starts(run: "Run", step: "Step") -> str:
         spec["id"] = str(run.resolve(step.get("id"))) if step.get("id") else str(uuid.uuid4())
         if declared:
             run.allow(spec["id"], declared)
+        run.asking(spec["id"])  # before it is sent: a check meanwhile may see the task already
         reply, error, tries = run.api_tries("task.start", {"task": spec}, retries=int(step.get("retries", 3)),
                                             timeout=float(step.get("timeout", 3.0)))
         outcome = run.record_start(spec["id"], tries, reply["task"]["desired"] if reply else None)
@@ -116,10 +119,16 @@ def stop(run: "Run", step: "Step") -> str:
 
 
 def allow(run: "Run", step: "Step") -> str:
-    """Declare failures the runner cannot see the script cause (docs/chaos.md, restart accounting)."""
+    """Declare failures the runner cannot see the script cause (docs/chaos.md, restart accounting):
+    for tasks, or for every task of a service (of one spec version), present and future."""
     n = int(step.get("restarts"))
     if n < 0:
         raise StepFailed(f"restarts = {n}: an allowance is a number of failures, >= 0")
+    if step.get("service") is not None:
+        name, version = str(run.resolve(step.get("service"))), int(step.get("version", 0))
+        if not run.allow_service(name, version, n):
+            raise StepFailed(f"service {name!r}: the script never asked for it (a service step creates it)")
+        return f"each task of service {name}" + (f" at version {version}" if version else "") + f" may fail {n} more times"
     ids = run.task_ids(step.get("task"))
     for task_id in ids:
         run.allow(task_id, n)
@@ -130,10 +139,11 @@ def container(run: "Run", step: "Step") -> str:
     action = step.get("action", "kill")
     if action not in ("kill", "remove", "stop"):
         raise StepFailed(f"container action {action!r}: use kill, remove or stop")
+    ids = _service_task_ids(run, step) if step.get("service") is not None else run.task_ids(step.get("task"))
     client = docker.from_env(timeout=30)
     hit = []
     try:
-        for task_id in run.task_ids(step.get("task")):
+        for task_id in ids:
             for c in client.containers.list(filters={"label": f"{LABEL_TASK}={task_id}"}):
                 run.allow(task_id, 1)  # the script makes this task fail once (restart accounting)
                 {"kill": c.kill, "stop": lambda c=c: c.stop(timeout=1),
@@ -142,8 +152,136 @@ def container(run: "Run", step: "Step") -> str:
     finally:
         client.close()
     if not hit:
-        raise StepFailed(f"no running container for {step.get('task')}")
+        raise StepFailed(f"no running container for {step.get('task') or 'service ' + str(step.get('service'))}")
     return f"{action}: {', '.join(hit)}"
+
+
+def _service_task_ids(run: "Run", step: "Step") -> list[str]:
+    """The Running tasks (desired running) of a service, or of one of its slots (`slot`)."""
+    name = str(run.resolve(step.get("service")))
+    tasks = run.cluster.call("service.ps", {"name": name})["tasks"]
+    slot = step.get("slot")
+    return [t["id"] for t in tasks if t["state"] == "Running" and t["desired"] == "running"
+            and (slot is None or t.get("slot") == int(slot))]
+
+
+# ---- services -----------------------------------------------------------------------------------
+
+def service(run: "Run", step: "Step") -> str:
+    """A service request (docs/protocol.md, "Services"), re-sent when unanswered or `unavailable`
+    (except a rollback or a forced update: not idempotent), and recorded for the invariants: the
+    replicas and version the manager acknowledged, or what an unanswered request may still set."""
+    action, expect = step.get("action"), step.get("expect", "ok")
+    body: dict[str, Any] = {"name": str(run.resolve(step.get("name")))}
+    for key in ("replicas", "task", "update", "force"):
+        if key in step.args:
+            body[key] = run.resolve(step.get(key))
+    if action == "create":
+        task = dict(body.get("task") or {})
+        task.setdefault("image", run.script.cluster.image)
+        task.setdefault("command", "sleep 600")
+        body["task"] = task
+    once = action == "rollback" or bool(body.get("force"))
+    reply, error, tries = run.api_tries(SERVICE_ACTIONS[action], body, retries=int(step.get("retries", 0 if once else 3)),
+                                        timeout=float(step.get("timeout", 3.0)))
+    outcome = run.record_service(action, body, tries, reply)
+    if reply is None:
+        assert error is not None
+        said = f"service.{action} {body['name']} {outcome}: {error.code}: {error.message}"
+        if expect == "ok":
+            raise StepFailed(said)
+        if expect == "error" and step.get("code") and error.code != step.get("code"):
+            raise StepFailed(f"expected error code {step.get('code')}; {said}")
+        return said
+    if expect == "error":
+        raise StepFailed(f"expected service.{action} {body['name']} to be refused; it was acknowledged")
+    view = reply.get("service")
+    if isinstance(view, dict):
+        rollout = (view.get("rollout") or {}).get("state") or "none"
+        return (f"service.{action} {body['name']} acknowledged: {view.get('replicas')} replicas, version "
+                f"{view.get('version')}, rollout {rollout}" + (" (existing)" if reply.get("existing") else "")
+                + (" (unchanged)" if reply.get("unchanged") else ""))
+    return f"service.{action} {body['name']} acknowledged: {reply}"
+
+
+def _service_state(run: "Run", name: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    reply = run.cluster.call("service.ps", {"name": name})
+    return reply["service"], reply["tasks"]
+
+
+#: Rollout states the manager leaves only when the script asks (an update, a rollback, a scale...).
+_ROLLOUT_RESTING = ("", "completed", "paused", "rollback_paused", "rollback_completed")
+
+
+def _service_mismatch(run: "Run", step: "Step", svc: dict[str, Any], tasks: list[dict[str, Any]]) -> tuple[str, bool]:
+    """('' , _) when the service matches the step's conditions; else what differs, and whether it
+    can still come to match without the script doing anything (a rollout that ended elsewhere
+    cannot)."""
+    version = int(svc.get("version") or 0)
+    replicas = int(svc.get("replicas") or 0)
+    rollout = svc.get("rollout") or {}
+    state = str(rollout.get("state") or "")
+    running = _running_slots(svc, tasks)
+    want_state = step.get("rollout")
+    if want_state is not None:
+        want_state = "" if want_state in ("none", "") else str(want_state)
+        if state != want_state:
+            final = state in _ROLLOUT_RESTING or (state.startswith("rollback") and not want_state.startswith("rollback"))
+            return f"rollout is {state or 'none'}, not {want_state or 'none'} ({rollout.get('message') or '-'})", not final
+    if step.get("version") is not None and version != int(step.get("version")):
+        return f"version is {version}, not {step.get('version')}", True
+    if step.get("replicas") is not None and replicas != int(step.get("replicas")):
+        return f"{replicas} replicas, not {step.get('replicas')}", True
+    if step.get("running") is not None and not _count_ok(len(running), step.get("running")):
+        return f"{len(running)} of {replicas} slots Running at version {version}, expected {step.get('running')}", True
+    if step.get("updated") is not None and not _count_ok(len(rollout.get("done") or []), step.get("updated")):
+        return (f"{len(rollout.get('done') or [])} slots updated in the rollout ({state or 'none'}), "
+                f"expected {step.get('updated')}"), True
+    if step.get("tasks") is not None and not _count_ok(len(tasks), step.get("tasks")):
+        return f"the service has {len(tasks)} tasks, expected {step.get('tasks')}", True
+    return "", True
+
+
+def _wait_service(run: "Run", step: "Step", timeout: float) -> str:
+    name = str(run.resolve(step.get("service")))
+    t0 = time.monotonic()
+    deadline = t0 + timeout
+    why = ""
+    while True:
+        try:
+            svc, tasks = _service_state(run, name)
+            why, can = _service_mismatch(run, step, svc, tasks)
+        except CubeError as e:  # not there (yet), or the manager is restarting: keep asking
+            svc, tasks, why, can = {}, [], f"service.ps: {e.code}: {e.message}", True
+        if not why:
+            return f"service {name} matched after {time.monotonic() - t0:.1f}s: {_service_line(svc, tasks)}"
+        if not can:
+            raise StepFailed(f"service {name}: {why}; it will not change by itself{_service_events(run, name)}")
+        if time.monotonic() >= deadline:
+            raise StepFailed(f"service {name} after {timeout:g}s: {why}{_service_events(run, name)}")
+        time.sleep(0.2)
+
+
+def _running_slots(svc: dict[str, Any], tasks: list[dict[str, Any]]) -> set[int]:
+    """Slots 1..replicas with a task Running (desired running) at the service's version."""
+    version, replicas = int(svc.get("version") or 0), int(svc.get("replicas") or 0)
+    return {int(t.get("slot") or 0) for t in tasks if t["state"] == "Running" and t["desired"] == "running"
+            and t.get("version") == version and 1 <= int(t.get("slot") or 0) <= replicas}
+
+
+def _service_line(svc: dict[str, Any], tasks: list[dict[str, Any]]) -> str:
+    rollout = svc.get("rollout") or {}
+    return (f"{len(_running_slots(svc, tasks))} of {svc.get('replicas')} slots Running at version "
+            f"{svc.get('version')} ({svc.get('running')} Running tasks), rollout {rollout.get('state') or 'none'}")
+
+
+def _service_events(run: "Run", name: str) -> str:
+    """The service's latest events, for a failure message."""
+    try:
+        events = run.cluster.call("service.inspect", {"name": name}).get("events") or []
+    except CubeError:
+        return ""
+    return ("; latest events: " + " | ".join(str(e.get("message")) for e in events[-4:])) if events else ""
 
 
 # ---- raw messages ---------------------------------------------------------------------------------
@@ -158,6 +296,9 @@ def send(run: "Run", step: "Step") -> str:
     if to not in SOCKET_KIND:
         raise StepFailed(f"send to {to!r}: use one of {', '.join(SOCKET_KIND)}")
     frames, msg_id, msg = _frames(run, step)
+    if to == "api" and msg is not None and msg.get("type") == "task.start" and isinstance(msg.get("body"), dict) \
+            and isinstance(msg["body"].get("task"), dict) and isinstance(msg["body"]["task"].get("id"), str):
+        run.asking(msg["body"]["task"]["id"])
     kind = SOCKET_KIND[to]
     if kind == zmq.PUB and not step.get("frames"):
         frames = [METRICS_TOPIC, *frames]  # the topic the scheduler subscribes to
@@ -225,8 +366,14 @@ def _record_api(run: "Run", msg: dict[str, Any], replies: list[Any], times: int)
              + ["error"] * (len(replies) - len(oks) - len(doubts)))
     if msg.get("type") == "task.start" and isinstance(body.get("task"), dict) and isinstance(body["task"].get("id"), str):
         run.record_start(body["task"]["id"], tries)  # _judge records the acknowledged desired state
+    elif msg.get("type") == "task.start" and isinstance(body.get("task"), dict):
+        run.unnamed_starts += tries.count("none")  # created under an id the runner never learns, maybe
     elif msg.get("type") == "task.stop" and isinstance(body.get("id"), str) and not oks and "none" in tries:
         run.doubt(body["id"], "stopped")
+    elif isinstance(msg.get("type"), str) and msg["type"].startswith("service."):
+        action = msg["type"].partition(".")[2]
+        if action in ("create", "scale", "update", "rollback", "rm"):
+            run.record_service(action, body, tries, oks[0].body if oks else None)
 
 
 def _frames(run: "Run", step: "Step") -> tuple[list[bytes], str | None, dict[str, Any] | None]:
@@ -424,6 +571,8 @@ def wait(run: "Run", step: "Step") -> str:
         except TimeoutError:
             raise StepFailed(f"after {timeout:g}s: {'; '.join(_log_problems(run, checks))}") from None
         return f"log lines found after {time.monotonic() - t0:.1f}s"
+    if step.get("service") is not None:
+        return _wait_service(run, step, timeout)
     if step.get("workers_ready"):
         for short in run.live_workers():
             run.cluster.wait_worker_ready(short, timeout)
@@ -511,7 +660,14 @@ def check_assert(run: "Run", step: "Step") -> str:
         if state != step.get("state", "ready"):
             raise StepFailed(f"node {name} is {state}, expected {step.get('state', 'ready')}")
         said.append(f"node {name} {state}")
-    if step.get("tasks") is not None:
+    if step.get("service") is not None:
+        name = str(run.resolve(step.get("service")))
+        svc, tasks = _service_state(run, name)
+        why, _ = _service_mismatch(run, step, svc, tasks)
+        if why:
+            raise StepFailed(f"service {name}: {why}")
+        said.append(f"service {name}: {_service_line(svc, tasks)}, {len(tasks)} tasks")
+    elif step.get("tasks") is not None:
         n = len(invariants.all_tasks(run.cluster))
         if n != int(step.get("tasks")):
             raise StepFailed(f"the manager knows {n} tasks, expected {step.get('tasks')}")
@@ -565,4 +721,4 @@ def join(run: "Run", step: "Step") -> str:
 
 STEPS = {"start": start, "stop": stop, "send": send, "fault": fault, "clear": clear, "kill": kill,
          "pause": pause, "resume": resume, "restart": restart, "container": container, "wait": wait,
-         "assert": check_assert, "check": check, "join": join, "allow": allow}
+         "assert": check_assert, "check": check, "join": join, "allow": allow, "service": service}

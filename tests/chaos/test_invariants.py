@@ -65,7 +65,7 @@ def snap(tasks: list[dict[str, Any]], containers: list[C] = (), expect: dict[str
          **kw: Any) -> Snapshot:
     by_id = {t["id"]: t for t in tasks}
     s = Snapshot(by_id, list(containers), expect if expect is not None else {t: Expect() for t in by_id},
-                 stored={tid: dict(t) for tid, t in by_id.items()})
+                 stored={tid: dict(t) for tid, t in by_id.items()}, services={}, stored_services={})
     for k, v in kw.items():
         setattr(s, k, v)
     return s
@@ -332,6 +332,8 @@ class FakeTarget:
             return {"tasks": self.ls.pop(0) if len(self.ls) > 1 else self.ls[0]}
         if msg_type == "store.list":
             return {"items": [], "more": False}
+        if msg_type == "service.ls":
+            return {"services": [], "continue": ""}
         if msg_type in ("sched.nodes", "node.ls"):
             return {"nodes": []}
         return {}
@@ -346,7 +348,8 @@ def test_a_snapshot_is_bracketed_by_two_task_ls_and_retaken_when_they_differ(mon
     target = FakeTarget([[a1], [a2], [a2], [a2]])
     s = inv.snapshot(target, {}, [])
     assert s.errors == [] and s.tasks["a"]["state"] == "Running"
-    assert target.calls[:6] == ["task.ls", "store.list", "sched.nodes", "node.ls", "task.ls", "task.ls"]
+    assert target.calls[:8] == ["task.ls", "store.list", "service.ls", "store.list", "sched.nodes", "node.ls",
+                                "task.ls", "task.ls"]
     moving = FakeTarget([[task("a", updated_at=float(i))] for i in range(10)])
     s = inv.snapshot(moving, {}, [], tries=3)
     assert s.errors and "no consistent look" in s.errors[0]
