@@ -16,16 +16,26 @@ next starts (its containers removed), so none pays for another's leftovers:
   would: `cube service create` (the CLI, following until every replica runs), timed until it
   exits.
 - swarm: `docker swarm init --advertise-addr 127.0.0.1` (left again afterwards, unless this
-  machine was already in a swarm), `docker service create --detach --replicas 30
-  --no-resolve-image`, timed until 30 of its tasks are running (polled through the Docker API).
+  machine was already in a swarm), one service create request for 30 replicas through the
+  Docker API (what `docker service create --detach --replicas 30 --no-resolve-image` sends,
+  without the CLI's process start), timed until 30 of its tasks are running (the task list is
+  polled every 20 ms once the daemon has started the 30 containers, so the polling neither
+  loads the daemon while it works nor delays the answer).
+
+Each is timed until the system itself says the replicas run: a start call returned (raw), the
+Manager's Running event (Cube, written to its Store first), the task state (Swarm). The same
+yardstick for all three is also printed: the time of the daemon's `start` event of the 30th
+container (`start:` figures), so a difference in how each reports cannot hide in the result.
 
 Prints each time and ends with one line:
     RESULT replicas=30 raw_s=… cube_s=… cube_cli_s=… swarm_s=… swarm_over_cube=… cube_over_raw=…
+           raw_start_s=… cube_start_s=… swarm_start_s=…
 Targets (issue 11): swarm/cube >= 2.0, cube/raw <= 1.25.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import pathlib
 import statistics
 import subprocess
@@ -40,11 +50,13 @@ from typing import Any
 import docker
 import docker.errors
 import zmq
+from docker.types import ServiceMode
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from cube.harness import Cluster, ensure_busybox_image, force_remove, wait_for
 from cube.messages import task as task_msg
+from cube.runtime.base import LABEL_WORKER
 from cube.wire import sockets
 from cube.wire.client import Client
 from cube.wire.envelope import decode
@@ -59,10 +71,55 @@ def wait_gone(find: Callable[[], list[Any]], what: str, timeout: float = 120.0) 
     wait_for(lambda: not find(), timeout, f"{what} to be removed", interval=0.2)
 
 
+# ---- the daemon's own account: container start events -----------------------------------------------
+
+class DaemonStarts:
+    """Follows the daemon's container `start` events for containers with `label`, whose labels
+    pass `keep` (wall-clock times from the daemon, so no delivery delay is counted)."""
+
+    def __init__(self, label: str, keep: Callable[[dict[str, str]], bool] = lambda labels: True):
+        self.keep = keep
+        self.starts: dict[str, float] = {}  # container id -> daemon time of its (first) start
+        self._cond = threading.Condition()
+        self._client = docker.from_env(timeout=None)
+        self._stream = self._client.events(decode=True, filters={"type": "container", "event": "start",
+                                                                 "label": label})
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for e in self._stream:
+                if not self.keep((e.get("Actor") or {}).get("Attributes") or {}):
+                    continue
+                with self._cond:
+                    self.starts.setdefault(e.get("id", ""), e["timeNano"] / 1e9)
+                    self._cond.notify_all()
+        except Exception:  # the stream closed by close()
+            pass
+
+    def wait(self, n: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self.starts) >= n, timeout)
+
+    def nth(self, n: int, t0_wall: float) -> float | None:
+        """Seconds from t0_wall to the n-th start (None if fewer than n were seen)."""
+        with self._cond:
+            times = sorted(self.starts.values())
+        return times[n - 1] - t0_wall if len(times) >= n else None
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._stream.close()
+        self._client.close()
+        self._thread.join(2)
+
+
 # ---- raw Docker SDK ----------------------------------------------------------------------------------
 
-def raw(image: str, n: int, threads: int, token: str, round_: int) -> float:
-    """n containers created and started on `threads` threads; seconds until all started."""
+def raw(image: str, n: int, threads: int, token: str, round_: int) -> tuple[float, float | None]:
+    """n containers created and started on `threads` threads; seconds until all started (and
+    until the daemon's n-th start event)."""
     local = threading.local()
     clients: list[docker.DockerClient] = []
     lock = threading.Lock()
@@ -78,12 +135,14 @@ def raw(image: str, n: int, threads: int, token: str, round_: int) -> float:
         c = client().containers.run(image, COMMAND, detach=True, name=f"{token}-raw{round_}-{i}", labels={LABEL: token})
         return c.id
 
+    starts = DaemonStarts(f"{LABEL}={token}")
     try:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda _: client(), range(threads)))  # connections made before the clock starts
-            t0 = time.perf_counter()
+            t0, t0_wall = time.perf_counter(), time.time()
             started = list(pool.map(one, range(n)))
             took = time.perf_counter() - t0
+        starts.wait(n, 10)
         check = docker.from_env(timeout=60)
         try:
             running = check.containers.list(filters={"label": f"{LABEL}={token}", "status": "running"})
@@ -91,8 +150,9 @@ def raw(image: str, n: int, threads: int, token: str, round_: int) -> float:
                 raise SystemExit(f"raw: {len(running)} of {n} containers running")
         finally:
             check.close()
-        return took
+        return took, starts.nth(n, t0_wall)
     finally:
+        starts.close()
         for c in clients:
             c.close()
         remove_raw(token)  # before the next measurement
@@ -149,21 +209,26 @@ class RunningWatch:
         self._thread.join(5)
 
 
-def cube_api(c: Cluster, image: str, n: int, name: str) -> float:
-    """One service.create for n replicas; seconds until the n-th Running event."""
+def cube_api(c: Cluster, image: str, n: int, name: str) -> tuple[float, float | None]:
+    """One service.create for n replicas; seconds until the n-th Running event (and until the
+    daemon's n-th start event of the cluster's containers)."""
     curve = c.credentials().curve()
+    workers = {c.worker_name("w1"), c.worker_name("w2")}
+    starts = DaemonStarts(LABEL_WORKER, keep=lambda labels: labels.get(LABEL_WORKER) in workers)
     watch = RunningWatch(c.endpoints["events"], name, n, curve)
     client = Client(c.endpoints["api"], name="bench", timeout=30, curve=curve)
     try:
         client.call("manager.ping")  # the CURVE handshake is made before the clock starts
-        t0 = time.perf_counter()
+        t0, t0_wall = time.perf_counter(), time.time()
         client.call("service.create", {"name": name, "replicas": n, "task": {"image": image, "command": COMMAND}})
         if not watch.done.wait(300):
             raise SystemExit(f"cube: only {len(watch.running)} of {n} replicas Running after 300 s")
-        return watch.last - t0
+        starts.wait(n, 10)
+        return watch.last - t0, starts.nth(n, t0_wall)
     finally:
         client.close()
         watch.close()
+        starts.close()
 
 
 def cube_cli(c: Cluster, image: str, n: int, name: str) -> float:
@@ -208,22 +273,31 @@ def swarm_leave() -> None:
     subprocess.run(["docker", "swarm", "leave", "--force"], capture_output=True, text=True, timeout=120, check=False)
 
 
-def swarm(client: docker.DockerClient, image: str, n: int, name: str) -> float:
-    t0 = time.perf_counter()
-    r = subprocess.run(["docker", "service", "create", "--detach", "--quiet", "--replicas", str(n),
-                        "--no-resolve-image", "--name", name, image, *COMMAND],
-                       capture_output=True, text=True, timeout=120, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"docker service create: {(r.stderr or r.stdout).strip()}")
-
-    def running() -> bool:
-        tasks = client.api.tasks(filters={"service": name, "desired-state": "running"})
-        return sum(1 for t in tasks if (t.get("Status") or {}).get("State") == "running") >= n
+def swarm(client: docker.DockerClient, image: str, n: int, name: str) -> tuple[float, float | None]:
+    """One service create request (as the CLI sends it with --no-resolve-image: the API itself
+    never asks a registry); seconds until n of its tasks are running (and until the daemon's
+    n-th start event of its containers)."""
+    starts = DaemonStarts(f"com.docker.swarm.service.name={name}")
     try:
-        wait_for(running, 300, f"{n} swarm tasks running", interval=0.02)
-    except TimeoutError as e:
-        raise RuntimeError(str(e)) from None
-    return time.perf_counter() - t0
+        t0, t0_wall = time.perf_counter(), time.time()
+        try:
+            client.services.create(image, command=COMMAND, name=name, mode=ServiceMode("replicated", replicas=n))
+        except docker.errors.APIError as e:
+            raise RuntimeError(f"docker service create: {e.explanation or e}") from None
+
+        def running() -> bool:
+            tasks = client.api.tasks(filters={"service": name, "desired-state": "running"})
+            return sum(1 for t in tasks if (t.get("Status") or {}).get("State") == "running") >= n
+        try:
+            # Polling from the start would load the daemon while it starts the containers; a
+            # task runs once its container started, so the polling starts with the n-th start.
+            starts.wait(n, 300)
+            wait_for(running, 300, f"{n} swarm tasks running", interval=0.02)
+        except TimeoutError as e:
+            raise RuntimeError(str(e)) from None
+        return time.perf_counter() - t0, starts.nth(n, t0_wall)
+    finally:
+        starts.close()
 
 
 def swarm_remove(client: docker.DockerClient, name: str) -> None:
@@ -261,6 +335,13 @@ def main() -> None:
     token = f"bsvc{uuid.uuid4().hex[:6]}"
     client = docker.from_env(timeout=120)
     times: dict[str, list[float]] = {"raw": [], "cube": [], "cube_cli": [], "swarm": []}
+    starts: dict[str, list[float]] = {"raw": [], "cube": [], "swarm": []}  # the daemon's n-th start event
+
+    def started(what: str, at: float | None) -> str:
+        if at is None:
+            return " (start: n/a)"
+        starts[what].append(at)
+        return f" (start: {at:.2f}s)"
     notes: list[str] = []
     c = Cluster(scheduler=args.scheduler, prefix="b", stop_timeout=1.0, log_level="WARNING")
     swarm_ok, we_made_swarm = False, False
@@ -280,14 +361,16 @@ def main() -> None:
             if not swarm_ok:
                 notes.append(f"swarm unavailable: {why}")
         for r in range(args.rounds):
-            t = raw(image, n, args.threads, token, r)
+            t, at = raw(image, n, args.threads, token, r)
             times["raw"].append(t)
-            print(f"round {r + 1}: raw Docker SDK, {n} containers on {args.threads} threads: {t:.2f}s")
+            print(f"round {r + 1}: raw Docker SDK, {n} containers on {args.threads} threads: {t:.2f}s"
+                  + started("raw", at))
 
             name = f"bench{r}"
-            t = cube_api(c, image, n, name)
+            t, at = cube_api(c, image, n, name)
             times["cube"].append(t)
-            print(f"round {r + 1}: cube, one service.create of {n} replicas -> all Running: {t:.2f}s")
+            print(f"round {r + 1}: cube, one service.create of {n} replicas -> all Running: {t:.2f}s"
+                  + started("cube", at))
             cube_remove(c, name)
 
             if not args.no_cli:
@@ -305,9 +388,10 @@ def main() -> None:
             if swarm_ok:
                 name = f"{token}-swarm{r}"
                 try:
-                    t = swarm(client, image, n, name)
+                    t, at = swarm(client, image, n, name)
                     times["swarm"].append(t)
-                    print(f"round {r + 1}: swarm, docker service create --replicas {n} -> {n} running: {t:.2f}s")
+                    print(f"round {r + 1}: swarm, service create --replicas {n} -> {n} running: {t:.2f}s"
+                          + started("swarm", at))
                 finally:
                     swarm_remove(client, name)
     finally:
@@ -323,6 +407,8 @@ def main() -> None:
     print(f"cube service.create (API):        {fmt(times['cube'])}")
     print(f"cube service create (CLI):        {fmt(times['cube_cli'])}")
     print(f"docker service create (Swarm):    {fmt(times['swarm'])}")
+    print(f"the daemon's {n}th start event, raw / cube / swarm: "
+          + " / ".join(fmt(starts[k]) for k in ("raw", "cube", "swarm")))
     swarm_over_cube = swarm_s / cube_s if swarm_s and cube_s else None
     cube_over_raw = cube_s / raw_s if cube_s and raw_s else None
     if swarm_over_cube is not None:
@@ -335,7 +421,8 @@ def main() -> None:
     def show(x: float | None) -> str:
         return "na" if x is None else f"{x:.2f}"
     print(f"RESULT replicas={n} raw_s={show(raw_s)} cube_s={show(cube_s)} cube_cli_s={show(cli_s)} "
-          f"swarm_s={show(swarm_s)} swarm_over_cube={show(swarm_over_cube)} cube_over_raw={show(cube_over_raw)}")
+          f"swarm_s={show(swarm_s)} swarm_over_cube={show(swarm_over_cube)} cube_over_raw={show(cube_over_raw)} "
+          + " ".join(f"{k}_start_s={show(med(starts[k]))}" for k in ("raw", "cube", "swarm")))
 
 
 if __name__ == "__main__":

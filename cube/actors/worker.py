@@ -328,6 +328,10 @@ class Worker(Actor):
         slot = self.slots.get(ev.task_id)
         if slot is None or slot.desired != RUNNING or slot.attempt != ev.attempt:
             return  # our own doing (stop, replace) or not ours to report
+        if ev.kind == "start":
+            # The start of our own run(), whose converge reports it: looking again would list
+            # and report the task a second time for every container started.
+            return
         if slot.busy:  # mid-start: look again once the start is done, so nothing is missed
             slot.dirty = True
             return

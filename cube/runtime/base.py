@@ -79,7 +79,11 @@ class Runtime(Protocol):
         """The container's current state, or None when it no longer exists."""
 
     def list(self, worker: str | None = None) -> list[ContainerInfo]:
-        """Every container labelled with cube.task_id (only this worker's when given)."""
+        """Every container labelled with cube.task_id (only this worker's when given).
+
+        Cheap enough to call before every start: a runtime may leave started_at and error empty
+        for containers that have not exited (exit_code, error and finished_at of an exited
+        one are always there); inspect() has everything."""
 
     def events(self, stop: threading.Event) -> Iterator[RuntimeEvent]:
         """Blocking stream of events of labelled containers until `stop` is set."""

@@ -40,7 +40,10 @@ SECURITY_OPT = ["no-new-privileges"]
 CAP_DROP = ["NET_RAW"]
 DEFAULT_PIDS_LIMIT = 1024
 ANY_ADDRESS = "0.0.0.0"
+_HOST_CONFIG_KEYS = frozenset({"restart_policy", "init", "security_opt", "cap_drop", "pids_limit",
+                               "mem_limit", "nano_cpus"})
 _NEVER = "0001-01-01T00:00:00Z"  # docker's zero time for "not started/finished yet"
+EXITED_STATES = ("exited", "dead")  # listed containers that are inspected for their exit code
 
 
 def container_name(spec: ContainerSpec) -> str:
@@ -133,6 +136,29 @@ def _info(attrs: dict[str, Any]) -> ContainerInfo:
     )
 
 
+def _summary_info(summary: dict[str, Any]) -> ContainerInfo:
+    """ContainerInfo from a `docker ps` row of a container that has not exited: its state,
+    labels and host ports (no start time, nor the error of a start that failed, are there)."""
+    labels = summary.get("Labels") or {}
+    try:
+        attempt = int(labels.get(LABEL_ATTEMPT, 0))
+    except ValueError:
+        attempt = 0
+    ports: dict[str, list[dict[str, str]]] = {}
+    for p in summary.get("Ports") or []:
+        if p.get("PublicPort") is not None:
+            ports.setdefault(f"{p.get('PrivatePort')}/{p.get('Type', 'tcp')}", []).append(
+                {"HostIp": p.get("IP", ""), "HostPort": str(p["PublicPort"])})
+    return ContainerInfo(
+        container_id=summary["Id"],
+        task_id=labels.get(LABEL_TASK, ""),
+        attempt=attempt,
+        state=summary.get("State", ""),
+        host_ports=_host_ports(ports),
+        worker=labels.get(LABEL_WORKER, ""),
+    )
+
+
 def _host_ports(ports: dict[str, list[dict[str, str]] | None]) -> dict[str, int]:
     """"8080/tcp" -> host port, preferring the IPv4 binding (docker also lists "::")."""
     out: dict[str, int] = {}
@@ -181,37 +207,42 @@ class DockerRuntime:
     # -- run -------------------------------------------------------------------------------
 
     def run(self, spec: ContainerSpec) -> ContainerInfo:
-        self._ensure_image(spec.image)
+        """Create and start the attempt's container: create, start, inspect (for its host ports),
+        as `docker run -d` does. The optimistic order costs nothing on the usual path: the image
+        is pulled only when create says it is missing, and the name is checked only when create
+        says it is taken (a retried run of the same attempt is then answered with its container).
+        """
         name = container_name(spec)
-        for _ in range(3):  # a concurrent run() of the same attempt may win the name race
-            reused = self._reuse_or_remove(name, spec)
-            if reused is not None:
-                return reused
+        create = self._create_args(spec)
+        pulled = False
+        for _ in range(4):  # a pull, then a concurrent run() of the same attempt may win the name race
             try:
-                container = self.client.containers.create(spec.image, name=name, **self._create_kwargs(spec))
+                container_id = self.client.api.create_container(spec.image, name=name, **create)["Id"]
+            except docker.errors.ImageNotFound as exc:
+                if pulled:  # pulled, yet create does not find it
+                    raise RuntimeFailure(f"image '{spec.image}' is not present locally and could not be pulled: "
+                                         f"{_explain(exc)}") from exc
+                self._pull(spec.image)
+                pulled = True
+                continue
             except docker.errors.APIError as exc:
-                if exc.status_code == 409:
+                if exc.status_code == 409:  # the name is taken: ours (a retry) or a leftover
+                    reused = self._reuse_or_remove(name, spec)
+                    if reused is not None:
+                        return reused
                     continue
                 raise RuntimeFailure(f"cannot create container for task {spec.task_id}: {_explain(exc)}") from exc
             except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
                 raise RuntimeFailure(f"cannot create container for task {spec.task_id}: {_explain(exc)}") from exc
-            return self._start(container, spec)
+            return self._start(container_id, spec)
         raise RuntimeFailure(f"cannot create container {name}: the name stays taken by another container")
 
-    def _ensure_image(self, image: str) -> None:
-        """Pull only when the image is missing, reporting the registry's reason on failure."""
-        try:
-            self.client.images.get(image)
-            return
-        except docker.errors.ImageNotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise RuntimeFailure(f"cannot check image '{image}': {_explain(exc)}") from exc
+    def _pull(self, image: str) -> None:
+        """Pull a missing image, reporting the registry's reason on failure."""
         try:
             for line in self.client.api.pull(image, stream=True, decode=True):
                 if isinstance(line, dict) and line.get("error"):
                     raise RuntimeFailure(line["error"])
-            self.client.images.get(image)
         except (RuntimeFailure, docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             reason = str(exc) if isinstance(exc, RuntimeFailure) else _explain(exc)
             raise RuntimeFailure(
@@ -221,16 +252,18 @@ class DockerRuntime:
         """Idempotent retries: keep our own running container, clear anything else under the name."""
         with _translated(f"cannot check existing container {name}"):
             try:
-                existing = self.client.containers.get(name)
+                existing = self.client.api.inspect_container(name)
             except docker.errors.NotFound:
                 return None
-            info = _info(existing.attrs)
+            info = _info(existing)
             if info.task_id == spec.task_id and info.attempt == spec.attempt and info.running:
                 return info
-            self._remove(existing.id)
+            self._remove(existing["Id"])
             return None
 
     def _create_kwargs(self, spec: ContainerSpec) -> dict[str, Any]:
+        """The container as the SDK's high-level containers.create() takes it (see _create_args).
+        A new host-config option must also be named in _HOST_CONFIG_KEYS."""
         labels = {**spec.labels, LABEL_TASK: spec.task_id, LABEL_ATTEMPT: str(spec.attempt)}
         kwargs: dict[str, Any] = dict(
             command=spec.command or None,
@@ -256,19 +289,32 @@ class DockerRuntime:
             kwargs["nano_cpus"] = int(min(spec.cpu, os.cpu_count() or 1) * 1e9)
         return kwargs
 
+    def _create_args(self, spec: ContainerSpec) -> dict[str, Any]:
+        """_create_kwargs for the SDK's low-level create_container, as containers.create() splits
+        them, without the inspection of the new container that containers.create() adds."""
+        kwargs = self._create_kwargs(spec)
+        bindings = kwargs.pop("ports")
+        host = {key: kwargs.pop(key) for key in list(kwargs) if key in _HOST_CONFIG_KEYS}
+        if bindings:
+            host["port_bindings"] = bindings
+            kwargs["ports"] = [tuple(p.split("/", 1)) for p in sorted(bindings)]
+        kwargs["host_config"] = self.client.api.create_host_config(**host)
+        return kwargs  # anything left over is refused by create_container (TypeError), not dropped
+
     @property
     def _binding(self) -> tuple[str] | None:
         """None publishes on every address (IPv4 and IPv6), as Docker does without a HostIp."""
         return None if self.bind_address == ANY_ADDRESS else (self.bind_address,)
 
-    def _start(self, container: Any, spec: ContainerSpec) -> ContainerInfo:
+    def _start(self, container_id: str, spec: ContainerSpec) -> ContainerInfo:
         try:
-            container.start()
-            container.reload()
-            return _info(container.attrs)
+            self.client.api.start(container_id)
+            # Inspected after the start: the host ports Docker chose, and a container that has
+            # already exited (a bad command) is reported as such rather than as running.
+            return _info(self.client.api.inspect_container(container_id))
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
-                container.remove(v=True, force=True)
+                self.client.api.remove_container(container_id, v=True, force=True)
             raise RuntimeFailure(
                 f"container for task {spec.task_id} ({spec.image}) failed to start: {_explain(exc)}") from exc
 
@@ -302,9 +348,20 @@ class DockerRuntime:
     def list(self, worker: str | None = None) -> list[ContainerInfo]:
         labels = [LABEL_TASK] + ([f"{LABEL_WORKER}={worker}"] if worker is not None else [])
         with _translated("cannot list containers"):
-            containers = self.client.containers.list(all=True, filters={"label": labels},
-                                                     ignore_removed=True)
-            return [_info(c.attrs) for c in containers]
+            out = []
+            # One listing; only a container that has exited is inspected (for its exit code,
+            # error and times). Inspecting every one would be a call per container per listing
+            # (the Worker lists before each start), and an inspect waits while the container is
+            # being started (the daemon holds its lock), so a start would wait for its neighbours'.
+            for summary in self.client.api.containers(all=True, filters={"label": labels}):
+                if summary.get("State") not in EXITED_STATES:
+                    out.append(_summary_info(summary))
+                    continue
+                try:
+                    out.append(_info(self.client.api.inspect_container(summary["Id"])))
+                except docker.errors.NotFound:
+                    pass  # removed since the listing
+            return out
 
     def logs(self, container_id: str, tail: int = 100) -> str:
         with _translated(f"cannot read logs of container {container_id[:12]}"):

@@ -282,3 +282,66 @@ def test_events_reconnect_resume_without_loss_or_duplicates():
     assert client.calls[0]["since"] == "1700000000.000000000"
     assert client.calls[-1]["since"] == "1700000000.123456789"  # resumed at the last event seen
     assert all(c["filters"] == {"type": "container", "label": [LABEL_TASK]} for c in client.calls)
+
+
+# -- what a start and a listing cost (the Worker lists and starts for every task) -----------------
+
+
+class _Calls:
+    """Counts the Engine API requests a DockerRuntime makes, as "METHOD path" with ids elided."""
+
+    def __init__(self, runtime: DockerRuntime) -> None:
+        self.seen: list[str] = []
+        self._request = runtime.client.api.request
+
+        def request(method, url, *args, **kwargs):
+            path = url.split("?")[0].split("/v1.", 1)[-1].split("/")[1:]
+            self.seen.append(method + " " + "/".join("ID" if len(p) > 30 or p.startswith("cube-") else p for p in path))
+            return self._request(method, url, *args, **kwargs)
+        runtime.client.api.request = request
+
+    def take(self) -> list[str]:
+        seen, self.seen = self.seen, []
+        return seen
+
+
+@pytest.fixture
+def counted(image):
+    runtime = DockerRuntime()
+    yield runtime, _Calls(runtime)
+    runtime.client.close()
+
+
+def test_a_start_is_create_start_inspect_and_a_listing_one_call(counted, new_worker, image, collector):
+    runtime, calls = counted
+    worker = new_worker()
+    running = [runtime.run(spec(worker, image, ["sleep", "300"])) for _ in range(3)]
+    # As `docker run -d`: no image lookup, no name lookup, no second inspection.
+    assert calls.take() == ["POST containers/create", "POST containers/ID/start", "GET containers/ID/json"] * 3
+    listed = runtime.list(worker=worker)
+    assert calls.take() == ["GET containers/json"]  # running containers are not inspected one by one
+    assert {c.container_id for c in listed} == {c.container_id for c in running}
+    assert all(c.running and c.worker == worker and c.attempt == 1 for c in listed)
+    exited = runtime.run(spec(worker, image, ["sh", "-c", "exit 5"]))
+    collector.wait_for("die", exited.container_id)
+    calls.take()
+    by_id = {c.container_id: c for c in runtime.list(worker=worker)}
+    assert calls.take() == ["GET containers/json", "GET containers/ID/json"]  # the exited one, for its exit code
+    assert by_id[exited.container_id].state == "exited" and by_id[exited.container_id].exit_code == 5
+    assert by_id[exited.container_id].finished_at
+
+
+def test_listed_host_ports_are_those_the_start_reported(runtime, worker, image):
+    info = runtime.run(spec(worker, image, HTTPD, ports=["8080/tcp", "9090"]))
+    assert set(info.host_ports) == {"8080/tcp", "9090/tcp"}
+    [listed] = runtime.list(worker=worker)
+    assert listed.host_ports == info.host_ports and listed.task_id == info.task_id and listed.running
+
+
+def test_a_taken_name_costs_a_look_only_then(counted, worker, image):
+    runtime, calls = counted
+    s = spec(worker, image, ["sleep", "300"])
+    first = runtime.run(s)
+    calls.take()
+    assert runtime.run(s).container_id == first.container_id  # create refused (409), then ours found
+    assert calls.take() == ["POST containers/create", "GET containers/ID/json"]
