@@ -11,13 +11,12 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import time
 from typing import Any
 
 from cube.cli import api, render, session
 from cube.cli.args import UsageError, command
 from cube.cli.output import print_json, warn
-from cube.cli.tasks import each
+from cube.cli.tasks import each, show_each
 
 FAILURE_ACTIONS = ("rollback", "pause", "continue")  # cube.model.service.FAILURE_ACTIONS
 ORDERS = ("stop-first", "start-first")  # cube.model.service.ORDERS
@@ -149,20 +148,7 @@ class Service:
             names: service names
             json: the service and its events as JSON (a list for several names)
         """
-        conn = session.connect(manager, credentials)
-        replies: list[dict[str, Any]] = []
-
-        def one(name: str) -> None:
-            reply = session.call(conn, api.SERVICE_INSPECT, {"name": name})
-            if not json:
-                if replies:
-                    print()
-                print(describe(reply, time.time()))
-            replies.append(reply)
-        status = each(names, one)
-        if json and replies:
-            print_json(replies[0] if len(names) == 1 else replies)
-        return status
+        return show_each(session.connect(manager, credentials), api.SERVICE_INSPECT, "name", names, describe, json)
 
     @command(example="cube service scale web 5")
     def scale(self, *targets: str, detach: bool = False, timeout: str = FOLLOW, manager: str | None = None,
@@ -240,8 +226,8 @@ class Service:
                          update_max_failure_ratio, update_order)
         if not any(v not in (None, []) for v in flags.values()) and restart is None and max_restarts is None \
                 and not policy and not force:
-            raise UsageError(f"nothing to update: give task flags (--image ...), update flags (--update-...) or "
-                             f"--force; see cube service update --help")
+            raise UsageError("nothing to update: give task flags (--image ...), update flags (--update-...) or "
+                             "--force; see cube service update --help")
         conn = session.connect(manager, credentials)
         current = None
         if max_restarts is not None and restart is None:  # keep the template's policy, change its limit

@@ -144,20 +144,7 @@ class Task:
             ids: task ids, id prefixes or names
             json: the task and its events as JSON (a list for several ids)
         """
-        conn = session.connect(manager, credentials)
-        replies: list[dict[str, Any]] = []
-
-        def one(i: str) -> None:
-            reply = session.call(conn, api.TASK_INSPECT, {"id": i})
-            if not json:
-                if replies:
-                    print()
-                print(describe(reply, time.time()))
-            replies.append(reply)
-        status = each(ids, one)
-        if json and replies:
-            print_json(replies[0] if len(ids) == 1 else replies)
-        return status
+        return show_each(session.connect(manager, credentials), api.TASK_INSPECT, "id", ids, describe, json)
 
     @command(example="cube task logs web --tail 20")
     def logs(self, *ids: str, tail: str = "100", manager: str | None = None,
@@ -193,6 +180,24 @@ def each(ids: tuple[str, ...], act: Callable[[str], Any]) -> int:
                                        f"it is older than this cube") from None
             warn(e.message)
             status = 1
+    return status
+
+
+def show_each(conn: Any, msg_type: str, field: str, refs: tuple[str, ...],
+              describe: Callable[[dict[str, Any], float], str], json: bool) -> int:
+    """`inspect` of several things: each reply described (a blank line between), or as JSON."""
+    replies: list[dict[str, Any]] = []
+
+    def one(ref: str) -> None:
+        reply = session.call(conn, msg_type, {field: ref})
+        if not json:
+            if replies:
+                print()
+            print(describe(reply, time.time()))
+        replies.append(reply)
+    status = each(refs, one)
+    if json and replies:
+        print_json(replies[0] if len(refs) == 1 else replies)
     return status
 
 
