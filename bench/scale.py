@@ -31,15 +31,12 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from cube.actors.metrics import Capacity  # noqa: E402
 from cube.actors.worker import Worker, WorkerConfig  # noqa: E402
-from cube.harness import Cluster, wait_for  # noqa: E402
-from cube.messages import task as task_msg  # noqa: E402
+from cube.harness import Cluster, RunningWatch, wait_for  # noqa: E402
 from cube.model.task import new_task_id, task_from_spec  # noqa: E402
 from cube.runtime.fake import FakeRuntime  # noqa: E402
 from cube.store.leveldb import LevelDBStore  # noqa: E402
 from cube.store.memory import MemoryStore  # noqa: E402
-from cube.wire import sockets  # noqa: E402
 from cube.wire.client import Client  # noqa: E402
-from cube.wire.envelope import decode  # noqa: E402
 from cube.wire.loop import Loop  # noqa: E402
 
 
@@ -59,46 +56,6 @@ def cpu_seconds(c: Cluster) -> dict[str, float]:
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-class RunningWatch:
-    """Counts tasks reaching Running, from the Manager's task.event stream (PUB/SUB)."""
-
-    def __init__(self, endpoint: str, expected: set[str], curve: Any = None):
-        self.curve = curve
-        self.expected = expected
-        self.running: set[str] = set()
-        self.last = 0.0
-        self.done = threading.Event()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(endpoint,), daemon=True)
-        self._thread.start()
-        self._ready.wait(5)
-        time.sleep(0.5)  # PUB/SUB: the subscription must reach the publisher before anything is sent
-
-    def _run(self, endpoint: str) -> None:
-        ctx = zmq.Context()
-        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),), curve=self.curve)
-        sub.setsockopt(zmq.RCVHWM, 0)  # never drop an event: we count them
-        self._ready.set()
-        try:
-            while not self._stop.is_set() and not self.done.is_set():
-                if not sub.poll(200):
-                    continue
-                body = decode(sub.recv_multipart()[-1]).body
-                if body["state"] == "Running" and body["task_id"] in self.expected:
-                    self.running.add(body["task_id"])
-                    self.last = time.perf_counter()
-                    if len(self.running) == len(self.expected):
-                        self.done.set()
-        finally:
-            sub.close(linger=0)
-            ctx.term()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
 
 
 def submit_all(endpoint: str, ids: list[str], clients: int, curve: Any = None) -> tuple[float, list[float]]:
@@ -162,7 +119,8 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
         print(f"{n_workers} simulated workers registered and publishing metrics in {time.perf_counter() - t0:.1f}s")
 
         ids = [new_task_id() for _ in range(n_tasks)]
-        watch = RunningWatch(c.endpoints["events"], set(ids), curve)
+        expected = set(ids)
+        watch = RunningWatch(c.endpoints["events"], len(ids), lambda body: body["task_id"] in expected, curve)
         cpu0 = cpu_seconds(c)
         t0 = time.perf_counter()
         submit_s, latencies = submit_all(c.endpoints["api"], ids, n_clients, curve)

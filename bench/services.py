@@ -49,17 +49,13 @@ from typing import Any
 
 import docker
 import docker.errors
-import zmq
 from docker.types import ServiceMode
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from cube.harness import Cluster, ensure_busybox_image, force_remove, wait_for
-from cube.messages import task as task_msg
+from cube.harness import Cluster, RunningWatch, ensure_busybox_image, force_remove, wait_for
 from cube.runtime.base import LABEL_WORKER
-from cube.wire import sockets
 from cube.wire.client import Client
-from cube.wire.envelope import decode
 
 COMMAND = ["sleep", "600"]
 LABEL = "cube.bench"  # raw containers carry it, so they are found and removed whatever happens
@@ -170,52 +166,13 @@ def remove_raw(token: str) -> None:
 
 # ---- Cube ----------------------------------------------------------------------------------------------
 
-class RunningWatch:
-    """Counts a service's tasks reaching Running, from the Manager's task.event stream (PUB/SUB)."""
-
-    def __init__(self, endpoint: str, service: str, n: int, curve: Any):
-        self.service, self.n = service, n
-        self.running: set[str] = set()
-        self.last = 0.0
-        self.done = threading.Event()
-        self._stop = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(endpoint, curve), daemon=True)
-        self._thread.start()
-        self._ready.wait(5)
-        time.sleep(0.5)  # PUB/SUB: the subscription must reach the publisher before anything is sent
-
-    def _run(self, endpoint: str, curve: Any) -> None:
-        ctx = zmq.Context()
-        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),), curve=curve)
-        sub.setsockopt(zmq.RCVHWM, 0)
-        self._ready.set()
-        try:
-            while not self._stop.is_set() and not self.done.is_set():
-                if not sub.poll(100):
-                    continue
-                body = decode(sub.recv_multipart()[-1]).body
-                if body["state"] == "Running" and (body.get("task") or {}).get("service") == self.service:
-                    self.running.add(body["task_id"])
-                    self.last = time.perf_counter()
-                    if len(self.running) >= self.n:
-                        self.done.set()
-        finally:
-            sub.close(linger=0)
-            ctx.term()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-
 def cube_api(c: Cluster, image: str, n: int, name: str) -> tuple[float, float | None]:
     """One service.create for n replicas; seconds until the n-th Running event (and until the
     daemon's n-th start event of the cluster's containers)."""
     curve = c.credentials().curve()
     workers = {c.worker_name("w1"), c.worker_name("w2")}
     starts = DaemonStarts(LABEL_WORKER, keep=lambda labels: labels.get(LABEL_WORKER) in workers)
-    watch = RunningWatch(c.endpoints["events"], name, n, curve)
+    watch = RunningWatch(c.endpoints["events"], n, lambda body: (body.get("task") or {}).get("service") == name, curve)
     client = Client(c.endpoints["api"], name="bench", timeout=30, curve=curve)
     try:
         client.call("manager.ping")  # the CURVE handshake is made before the clock starts

@@ -424,3 +424,48 @@ class Cluster:
         force_remove(self.containers())
         if not self.keep:
             shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RunningWatch:
+    """Counts tasks reaching Running on the Manager's task.event stream (PUB/SUB), for the
+    benchmarks: `counts(event body)` says which tasks count; `done` is set once `n` did."""
+
+    def __init__(self, endpoint: str, n: int, counts: Callable[[dict[str, Any]], bool], curve: Any = None):
+        self.n, self.counts, self.curve = n, counts, curve
+        self.running: set[str] = set()
+        self.last = 0.0  # perf_counter time of the latest one
+        self.done = threading.Event()
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(endpoint,), daemon=True)
+        self._thread.start()
+        self._ready.wait(5)
+        time.sleep(0.5)  # PUB/SUB: the subscription must reach the publisher before anything is sent
+
+    def _run(self, endpoint: str) -> None:
+        import zmq
+
+        from cube.messages import task as task_msg
+        from cube.wire import sockets
+        from cube.wire.envelope import decode
+        ctx = zmq.Context()
+        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),), curve=self.curve)
+        sub.setsockopt(zmq.RCVHWM, 0)  # never drop an event: they are counted
+        self._ready.set()
+        try:
+            while not self._stop.is_set() and not self.done.is_set():
+                if not sub.poll(100):
+                    continue
+                body = decode(sub.recv_multipart()[-1]).body
+                if body["state"] == "Running" and self.counts(body):
+                    self.running.add(body["task_id"])
+                    self.last = time.perf_counter()
+                    if len(self.running) >= self.n:
+                        self.done.set()
+        finally:
+            sub.close(linger=0)
+            ctx.term()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
