@@ -1,6 +1,8 @@
 """Test-side helpers over cube.harness (the one process harness)."""
 from __future__ import annotations
 
+import time
+import urllib.request
 from typing import Any, Callable
 
 from cube import harness
@@ -12,3 +14,16 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, what: str = ""
         return harness.wait_for(predicate, timeout, what, interval)
     except TimeoutError as e:
         raise AssertionError(str(e)) from None
+
+
+def fetch(url: str, within: float = 3.0) -> bytes:
+    """GET `url`, retrying for `within` seconds while nothing answers yet (a server starting)."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                return response.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

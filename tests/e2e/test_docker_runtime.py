@@ -4,7 +4,6 @@ from __future__ import annotations
 import queue
 import threading
 import time
-import urllib.request
 import uuid
 
 import docker
@@ -14,6 +13,7 @@ import pytest
 from cube.harness import docker_available, ensure_busybox_image, remove_containers
 from cube.runtime.base import LABEL_ATTEMPT, LABEL_TASK, LABEL_WORKER, ContainerSpec, RuntimeFailure
 from cube.runtime.docker import DockerRuntime
+from tests.support import fetch
 
 pytestmark = [
     pytest.mark.skipif(not docker_available(), reason="the Docker daemon is not reachable (docker info fails)"),
@@ -97,18 +97,6 @@ def collector(runtime):
     c = Collector(runtime)
     yield c
     c.close()
-
-
-def fetch(url: str, within: float = 3.0) -> bytes:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_httpd_is_reachable_with_labels_and_limits(runtime, client, worker, image):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-import urllib.request
 import uuid
 
 import docker
@@ -15,6 +14,7 @@ from cube.model.runspec import RunSpec
 from cube.model.task import task_from_spec
 from cube.runtime.base import LABEL_WORKER, ContainerSpec
 from cube.runtime.docker import DEFAULT_PIDS_LIMIT, DockerRuntime
+from tests.support import fetch
 
 pytestmark = [
     pytest.mark.skipif(not docker_available(), reason="the Docker daemon is not reachable (docker info fails)"),
@@ -66,18 +66,6 @@ def wait_for_logs(runtime: DockerRuntime, container_id: str, text: str, within: 
         if text in logs or time.monotonic() > deadline:
             return logs
         time.sleep(0.1)
-
-
-def fetch(url: str, within: float = 3.0) -> bytes:
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                return response.read()
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
 
 
 def test_a_task_container_is_hardened_and_published_on_the_bind_address(runtime, client, worker, image):
