@@ -19,7 +19,7 @@ from cube.security import curve as zcurve
 from cube.security import keys
 from cube.security.keyring import FILE as KEYRING_FILE
 from cube.security.keyring import Keyring
-from cube.security.zap import Gate, HandshakeWatch
+from cube.security.zap import Gate, HandshakeCounter
 from cube.messages import node as node_msg
 from cube.messages import sched as msg
 from cube.scheduling import ClusterView, Demand, make_scheduler
@@ -51,7 +51,7 @@ class SchedulerActor(Actor):
         self.metrics = sockets.subscriber(self.loop.ctx, bind=metrics_bind, topics=(node_msg.METRICS.encode(),),
                                           curve=server)
         if server is not None:
-            HandshakeWatch(self.loop, self.metrics, "metrics", self.stats)
+            HandshakeCounter(self.loop, self.metrics, "metrics", self.stats)
         self.serve(self.sock, accept=msg.ALL)
         self.serve(self.metrics, accept={node_msg.METRICS}, replies=False, authenticated=server is not None)
 

@@ -41,7 +41,6 @@ from cube.messages import sched as sched_msg
 from cube.messages import task as task_msg
 from cube.messages import worker as worker_msg
 from cube.control import rollout as planner
-from cube.model.service import ACTIVE as ROLLOUT_ACTIVE
 from cube.model.service import Service, check_replicas, check_template, service_from_spec, update_policy
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, same_spec, task_from_spec
@@ -51,7 +50,7 @@ from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.security import curve as zcurve
 from cube.security.authority import Authority, JoinRefused, addresses
 from cube.security.keyring import ADMIN, ROLES
-from cube.security.zap import Gate, HandshakeWatch
+from cube.security.zap import Gate, HandshakeCounter
 from cube.wire.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE, CubeError
 
 log = logging.getLogger(__name__)
@@ -86,7 +85,7 @@ class Manager(Actor):
         self.events = sockets.publisher(ctx, bind=config.bind(config.events_port), curve=curve(zcurve.EVENTS))
         if self.authority:
             for label, sock in (("api", self.api), ("workers", self.workers_sock), ("events", self.events)):
-                HandshakeWatch(self.loop, sock, label, self.stats)
+                HandshakeCounter(self.loop, sock, label, self.stats)
         self.store_sock = sockets.dealer(ctx, config.store_endpoint)
         self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
         self.store = AsyncStore(self, self.store_sock)

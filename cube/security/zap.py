@@ -5,7 +5,7 @@ domain (curve.py), say yes or no to a client key (z85 text). A refused key never
 handler: ZeroMQ drops the connection. The ZAP User-Id of an admitted connection is its key, so
 every message received on it can be traced to the key that sent it (Actor.serve, `authenticated`).
 
-HandshakeWatch counts what the gate and the CURVE mechanism turn away (plaintext peers, wrong
+HandshakeCounter counts what the gate and the CURVE mechanism turn away (plaintext peers, wrong
 server keys, refused keys) from the socket's monitor events, and logs them throttled.
 """
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any, Callable
 
 import zmq
 from zmq.auth.thread import ThreadAuthenticator
-from zmq.utils.monitor import recv_monitor_message
 
 from cube.logs import Throttled
+from cube.wire.handshake import next_event
 
 log = logging.getLogger(__name__)
 Allow = Callable[[str], bool]
@@ -60,8 +60,9 @@ _FAILURES = {
 }
 
 
-class HandshakeWatch:
-    """Counts failed handshakes on a server socket into `stats` (auth.<label>.<why>)."""
+class HandshakeCounter:
+    """Counts failed handshakes on a server socket into `stats` (auth.<label>.<why>); the client
+    side's verdicts are cube/wire/handshake.py's."""
 
     def __init__(self, loop: Any, sock: zmq.Socket, label: str, stats: dict[str, int]):
         self.label, self.stats = label, stats
@@ -74,16 +75,12 @@ class HandshakeWatch:
 
     def _on_event(self, sock: zmq.Socket) -> None:
         for _ in range(100):
-            try:
-                event = recv_monitor_message(sock, zmq.NOBLOCK)
-            except zmq.Again:
+            got = next_event(sock)
+            if got is None:
                 return
-            except zmq.ZMQError:
-                return
-            why = _FAILURES.get(event["event"])
+            why = _FAILURES.get(got[0])
             if why is None:
                 continue
             self.stats[f"auth.{self.label}.{why}"] = self.stats.get(f"auth.{self.label}.{why}", 0) + 1
-            self.throttled.warning(f"{self.label}.{why}", "%s: refused a connection on %s (%s, errno %s)",
-                                   self.label, event.get("endpoint", b"").decode(errors="replace"), why,
-                                   event.get("value"))
+            self.throttled.warning(f"{self.label}.{why}", "%s: refused a connection on %s (%s)",
+                                   self.label, got[1], why)

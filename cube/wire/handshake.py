@@ -23,6 +23,17 @@ _FAILED = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PRO
 _EVENTS = _FAILED | zmq.EVENT_CONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_CONNECT_RETRIED
 
 
+def next_event(monitor: zmq.Socket) -> tuple[int, str] | None:
+    """The next event waiting on a socket monitor (event, endpoint), or None. Its first frame is
+    (event: uint16, value: int32); zmq.utils.monitor does the same but imports asyncio, a third of
+    a CLI command's start-up."""
+    try:
+        frames = monitor.recv_multipart(zmq.NOBLOCK)
+        return struct.unpack("=H", frames[0][:2])[0], frames[1].decode(errors="replace") if len(frames) > 1 else ""
+    except (zmq.Again, zmq.ZMQError, struct.error, IndexError):
+        return None
+
+
 class HandshakeWatch:
     def __init__(self, sock: zmq.Socket, unexplained_limit: int = 3):
         self.sock = sock
@@ -34,12 +45,10 @@ class HandshakeWatch:
     def verdict(self) -> str | None:
         """Read the events that arrived; REFUSED, UNREACHABLE, or None (nothing decided)."""
         while True:
-            try:
-                # The first frame is (event: uint16, value: int32); zmq.utils.monitor would do the
-                # same but imports asyncio, a third of a CLI command's start-up.
-                event = struct.unpack("=H", self.monitor.recv_multipart(zmq.NOBLOCK)[0][:2])[0]
-            except (zmq.Again, zmq.ZMQError, struct.error, IndexError):
+            got = next_event(self.monitor)
+            if got is None:
                 return None
+            event = got[0]
             if event == zmq.EVENT_CONNECTED:
                 self.connected = True
             elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
