@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 
 def setup(role: str, level: str | None = None) -> None:
@@ -26,7 +27,6 @@ class Throttled:
         self.log(logging.WARNING, kind, msg, *args)
 
     def log(self, level: int, kind: str, msg: str, *args: object) -> None:
-        import time
         now = time.monotonic()
         start, logged, suppressed = self._windows.get(kind, (now, 0, 0))
         if now - start >= self.per:
