@@ -38,7 +38,9 @@ class ManagerConfig:
     events_port: int = EVENTS_PORT
     data_dir: str = field(default_factory=lambda: default_data_dir("manager"))
     scheduler: str = "epvm"
-    store: str = "leveldb"  # or "memory" (tests)
+    store: str = "leveldb"  # or "etcd" (several managers, docs/ha.md), or "memory" (tests)
+    etcd: str = ""  # etcd endpoints, http://H1:2379,http://H2:2379 (with store "etcd")
+    lease_ttl: float = 3.0  # the leader's etcd lease: a dead leader is replaced within about this (docs/ha.md)
     advertise: str = ""  # host workers should publish metrics to; default: the bind host or 127.0.0.1
     heartbeat_interval: float = 1.0
     grace: float = 5.0  # a worker silent this long is lost
@@ -73,6 +75,19 @@ class ManagerConfig:
         """There is no unauthenticated mode on an address other machines can reach."""
         if self.insecure and not is_loopback(self.host):
             raise ValueError(f"--insecure is only allowed on a loopback address, not {self.host!r}")
+
+    def check_store(self) -> None:
+        if self.store not in ("leveldb", "memory", "etcd"):
+            raise ValueError(f"--store {self.store!r}: use leveldb, etcd or memory")
+        if (self.store == "etcd") != bool(self.etcd):
+            raise ValueError("--store etcd needs --etcd http://HOST:2379,... (and --etcd needs --store etcd)")
+        if not 1 <= self.lease_ttl <= 60:  # etcd leases count whole seconds (at least 2 by default)
+            raise ValueError(f"--lease-ttl {self.lease_ttl:g}: between 1 and 60 seconds")
+
+    @property
+    def ha(self) -> bool:
+        """Several managers share the store and elect a leader (docs/ha.md)."""
+        return self.store == "etcd"
 
 
 def is_loopback(host: str) -> bool:

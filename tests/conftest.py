@@ -25,3 +25,28 @@ def busybox() -> str:
     if not docker_available():
         pytest.fail("Docker is not reachable: these tests need a running dockerd (scripts/setup.sh starts one)")
     return ensure_busybox_image()
+
+
+@pytest.fixture(scope="session")
+def etcd_endpoints(tmp_path_factory):
+    """One throwaway etcd member on loopback for the whole session (Debian's etcd-server); each
+    test keeps to its own key prefix. Its data dir is removed with pytest's temp dirs."""
+    from cube.ha.etcd_process import EtcdCluster, etcd_available
+    if not etcd_available():
+        pytest.fail("etcd is not installed: these tests need Debian's etcd-server (scripts/setup.sh installs it)")
+    cluster = EtcdCluster(str(tmp_path_factory.mktemp("etcd")), 1).start()
+    yield cluster.endpoints
+    cluster.stop()
+
+
+@pytest.fixture
+def etcd3(tmp_path):
+    """A three-member etcd cluster of its own, for tests that kill members or managers."""
+    from cube.ha.etcd_process import EtcdCluster, etcd_available
+    if not etcd_available():
+        pytest.fail("etcd is not installed: these tests need Debian's etcd-server (scripts/setup.sh installs it)")
+    cluster = EtcdCluster(str(tmp_path / "etcd"), 3)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

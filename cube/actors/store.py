@@ -18,7 +18,7 @@ from typing import Any
 from cube.chaos import hook
 from cube.messages import store as msg
 from cube.store import Store, StoreError, open_store
-from cube.store.base import Op, pack
+from cube.store.base import Op, StoreInDoubt, StoreUnavailable, pack
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
@@ -88,13 +88,23 @@ class StoreActor(Actor):
         try:
             self.store.batch([op for w in live for op in w.ops])
             self.groups += 1
+        except StoreUnavailable as e:  # etcd unreachable: nothing applied, say so
+            for w in live:
+                self._answer(w, error=CubeError(UNAVAILABLE, f"the write was not applied: {e}"))
+            return
+        except StoreInDoubt as e:  # sent, not answered: no answer, so each client reads it back
+            log.warning("store: %d writes in doubt: %s", len(live), e)
+            return
         except StoreError:  # one bad write must not fail the others: apply them one by one
             for w in live:
                 try:
                     self.store.batch(w.ops)
                     self._answer(w, {"applied": len(w.ops)})
+                except StoreInDoubt:
+                    pass  # no answer: its client reads it back
                 except StoreError as e:
-                    self._answer(w, error=CubeError(BAD_REQUEST, str(e)))
+                    code = UNAVAILABLE if isinstance(e, StoreUnavailable) else BAD_REQUEST
+                    self._answer(w, error=CubeError(code, str(e)))
             return
         for w in live:
             self._answer(w, {"applied": len(w.ops)})
@@ -162,13 +172,15 @@ class _store_errors:
         return None
 
     def __exit__(self, kind, err, tb) -> bool:
+        if isinstance(err, (StoreUnavailable, StoreInDoubt)):  # etcd: try again later
+            raise CubeError(UNAVAILABLE, str(err)) from None
         if err is not None and isinstance(err, StoreError):
             raise CubeError(BAD_REQUEST, str(err)) from None
         return False
 
 
-def run_store(endpoint: str, kind: str, path: str) -> None:
+def run_store(endpoint: str, kind: str, path: str, etcd: str = "") -> None:
     """Process entry point."""
-    actor = StoreActor(open_store(kind, path), endpoint)
+    actor = StoreActor(open_store(kind, path, etcd), endpoint)
     hook.attach(actor)
     actor.run()

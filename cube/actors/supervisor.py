@@ -69,7 +69,8 @@ class Supervisor:
         self.ctx = mp.get_context("fork")
         self.stopping = False
         self.children = [
-            Child("store", run_store, (config.store_endpoint, config.store, os.path.join(config.data_dir, "db"))),
+            Child("store", run_store, (config.store_endpoint, config.store, os.path.join(config.data_dir, "db"),
+                                       config.etcd)),
             Child("scheduler", run_scheduler, (config.scheduler_endpoint, config.bind(config.metrics_port),
                                                config.scheduler, config.grace,
                                                "" if config.insecure else config.data_dir)),
@@ -164,7 +165,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             metrics_port: int = cfg.env("metrics_port", cfg.METRICS_PORT),
             events_port: int = cfg.env("events_port", cfg.EVENTS_PORT),
             data_dir: str = cfg.env("data_dir", ""), scheduler: str = cfg.env("scheduler", "epvm"),
-            store: str = cfg.env("store", "leveldb"), advertise: str = cfg.env("advertise", ""),
+            store: str = cfg.env("store", "leveldb"), etcd: str = cfg.env("etcd", ""),
+            lease_ttl: float = cfg.env("lease_ttl", 3.0), advertise: str = cfg.env("advertise", ""),
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
             retention: float = cfg.env("retention", 24 * 3600.0),
             max_tasks: int = cfg.env("max_tasks", 100_000), insecure: bool = cfg.env("insecure", False),
@@ -172,7 +174,9 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
 
     Every flag also reads CUBE_<FLAG> (e.g. CUBE_API_PORT, CUBE_DATA_DIR, CUBE_SCHEDULER).
-    --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb or memory;
+    --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb, memory, or etcd
+    with --etcd http://H1:2379,http://H2:2379,... (several managers share it and elect a leader;
+    --lease-ttl seconds bounds how long a dead leader goes unreplaced: docs/ha.md);
     --retention is how long (seconds) finished tasks and their events are kept, --max-tasks how
     many tasks (live and finished) the cluster keeps at most; --insecure turns CURVE off and is
     only allowed on a loopback --host.
@@ -188,13 +192,15 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
         sys.exit(2)
     config = ManagerConfig(host=str(host), api_port=int(api_port), worker_port=int(worker_port),
                            metrics_port=int(metrics_port), events_port=int(events_port),
-                           scheduler=scheduler, store=store, advertise=str(advertise),
+                           scheduler=scheduler, store=store, etcd=str(etcd), lease_ttl=float(lease_ttl),
+                           advertise=str(advertise),
                            heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention),
                            max_tasks=int(max_tasks), insecure=bool(insecure))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))
     try:
         config.check_security()
+        config.check_store()
         hardening.ensure_private_dir(config.data_dir)
         hardening.tighten(config.data_dir)  # data written before the umask (an older Cube)
     except (ValueError, OSError) as e:

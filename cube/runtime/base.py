@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Callable, Iterator, Protocol
+
+from cube.runtime.logstore import Record
 
 LABEL_TASK = "cube.task_id"
 LABEL_WORKER = "cube.worker"
@@ -72,8 +74,10 @@ class Runtime(Protocol):
     def run(self, spec: ContainerSpec) -> ContainerInfo:
         """Ensure the image (pull only when missing), create and start the container."""
 
-    def stop(self, container_id: str, timeout: float = 5.0) -> None:
-        """Stop and remove the container with its volumes; a missing container is not an error."""
+    def stop(self, container_id: str, timeout: float = 5.0,
+             before_remove: Callable[[], None] | None = None) -> None:
+        """Stop and remove the container with its volumes; a missing container is not an error.
+        `before_remove` runs once it is stopped, before it is removed (the worker keeps its output)."""
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
         """The container's current state, or None when it no longer exists."""
@@ -90,3 +94,8 @@ class Runtime(Protocol):
 
     def logs(self, container_id: str, tail: int = 100) -> str:
         """The last lines of the container's output."""
+
+    def output(self, container_id: str, tail: int | None = None, since: int = 0) -> Iterator[Record]:
+        """The container's output, stdout and stderr interleaved, as timestamped records
+        (cube/runtime/logstore.py): the last `tail` records (None: all), or those stamped at or
+        after `since` (nanoseconds; then `tail` is ignored). RuntimeFailure if the container is gone."""

@@ -14,12 +14,14 @@ import re
 import socket
 import threading
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import docker
 import docker.errors
 import requests.exceptions
 
+from cube.runtime import logstore
+from cube.runtime.logstore import Record
 from cube.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_TASK,
@@ -320,12 +322,15 @@ class DockerRuntime:
 
     # -- stop / inspect / list / logs ------------------------------------------------------
 
-    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+    def stop(self, container_id: str, timeout: float = 5.0,
+             before_remove: Callable[[], None] | None = None) -> None:
         with _translated(f"cannot stop container {container_id[:12]}"):
             try:
                 self.client.api.stop(container_id, timeout=max(0, math.ceil(timeout)))
             except docker.errors.NotFound:
                 return
+            if before_remove is not None:
+                before_remove()
             self._remove(container_id)
 
     def _remove(self, container_id: str) -> None:
@@ -370,6 +375,27 @@ class DockerRuntime:
             except docker.errors.NotFound as exc:
                 raise RuntimeFailure(f"container {container_id[:12]} no longer exists") from exc
             return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else str(raw)
+
+    def output(self, container_id: str, tail: int | None = None, since: int = 0) -> Iterator[Record]:
+        """Docker's multiplexed log stream with timestamps: one frame per logged line, stdout and
+        stderr in the order the daemon received them. `since` is passed in whole seconds (the
+        SDK takes a float, too coarse for nanoseconds); the records before it are skipped here."""
+        what = f"cannot read the output of container {container_id[:12]}"
+        with _translated(what):
+            try:
+                stream = self.client.api.logs(container_id, stdout=True, stderr=True, stream=True, follow=False,
+                                              timestamps=True, tail="all" if tail is None or since else max(tail, 0),
+                                              since=since // 1_000_000_000 if since >= 1_000_000_000 else None)
+            except docker.errors.NotFound as exc:
+                raise RuntimeFailure(f"container {container_id[:12]} no longer exists") from exc
+        try:
+            with _translated(what):
+                for record in logstore.from_docker(stream):
+                    if record.ts >= since:
+                        yield record
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
 
     # -- events ----------------------------------------------------------------------------
 

@@ -29,6 +29,14 @@ class StoreError(Exception):
     """The store cannot do what was asked (bad namespace, closed, disk trouble)."""
 
 
+class StoreUnavailable(StoreError):
+    """A networked backend (etcd) could not be reached: nothing was applied."""
+
+
+class StoreInDoubt(StoreError):
+    """A networked backend (etcd) got the write but did not answer: it may or may not be applied."""
+
+
 Op = tuple[str, str, str, Any]  # ("put" | "delete" | "delete_prefix", ns, key or prefix, value)
 
 WRITE_MARGIN = 0.5  # seconds of a client's wait left for the write itself and the reply
@@ -73,8 +81,8 @@ class Store(abc.ABC):
             raise StoreError(f"bad key {key!r}")
 
 
-def open_store(kind: str, path: str | None = None) -> Store:
-    """`leveldb` (needs `path`, a directory) or `memory`."""
+def open_store(kind: str, path: str | None = None, etcd: str = "") -> Store:
+    """`leveldb` (needs `path`, a directory), `etcd` (needs `etcd`, its endpoints) or `memory`."""
     if kind == "memory":
         from cube.store.memory import MemoryStore
         return MemoryStore()
@@ -83,4 +91,7 @@ def open_store(kind: str, path: str | None = None) -> Store:
             raise StoreError("the leveldb store needs a data directory")
         from cube.store.leveldb import LevelDBStore
         return LevelDBStore(path)
-    raise StoreError(f"unknown store kind {kind!r} (use leveldb or memory)")
+    if kind == "etcd":
+        from cube.store.etcd import EtcdStore
+        return EtcdStore(etcd)
+    raise StoreError(f"unknown store kind {kind!r} (use leveldb, etcd or memory)")

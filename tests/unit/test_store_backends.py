@@ -1,17 +1,24 @@
-"""One suite, both backends: MemoryStore and LevelDBStore must behave the same."""
+"""One suite, every backend: MemoryStore, LevelDBStore and EtcdStore (a throwaway etcd) must
+behave the same."""
 from __future__ import annotations
+
+import uuid
 
 import pytest
 
 from cube.store import Store, StoreError, open_store
+from cube.store.etcd import EtcdStore
 from cube.store.leveldb import LevelDBStore
 from cube.store.memory import MemoryStore
 from cube.wire import codec
 
 
-@pytest.fixture(params=["memory", "leveldb"])
+@pytest.fixture(params=["memory", "leveldb", "etcd"])
 def store(request, tmp_path):
-    s = MemoryStore() if request.param == "memory" else LevelDBStore(str(tmp_path / "db"))
+    if request.param == "etcd":  # each test in a prefix of its own on the session's etcd
+        s = EtcdStore(request.getfixturevalue("etcd_endpoints"), prefix=f"/test/{uuid.uuid4().hex}/")
+    else:
+        s = MemoryStore() if request.param == "memory" else LevelDBStore(str(tmp_path / "db"))
     yield s
     s.close()
 
@@ -194,3 +201,40 @@ def test_open_store(tmp_path):
         open_store("leveldb")
     with pytest.raises(StoreError, match="unknown store kind"):
         open_store("bolt")
+
+
+# ---- etcd specifics --------------------------------------------------------------------------------
+
+def test_batch_delete_prefix(store):
+    store.batch([("put", "events", f"t1/{i}", i) for i in range(3)] + [("put", "events", "t10/1", "other")])
+    store.batch([("delete_prefix", "events", "t1/", None), ("put", "tasks", "t2", 2)])
+    assert store.list("events") == [("t10/1", "other")] and store.get("tasks", "t2") == 2
+
+
+def test_etcd_moves_on_from_a_member_that_cannot_be_reached(etcd_endpoints):
+    from cube.ha.etcd_process import free_port
+    s = EtcdStore(f"http://127.0.0.1:{free_port()},{etcd_endpoints}", prefix=f"/test/{uuid.uuid4().hex}/")
+    s.put("tasks", "a", 1)
+    assert s.get("tasks", "a") == 1 and s.count("tasks") == 1
+
+
+def test_etcd_unreachable_is_unavailable_not_applied(etcd_endpoints):
+    from cube.ha.etcd_process import free_port
+    from cube.store.etcd import StoreUnavailable
+    s = EtcdStore(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(StoreUnavailable, match="no etcd member answered"):
+        s.put("tasks", "a", 1)
+    with pytest.raises(StoreUnavailable):
+        s.get("tasks", "a")
+
+
+@pytest.mark.parametrize("text", ["", " , ", "ftp://h:1", "http://nohost", "http://:2379"])
+def test_etcd_bad_endpoints_are_store_errors(text):
+    with pytest.raises(StoreError):
+        EtcdStore(text)
+
+
+def test_open_store_etcd(etcd_endpoints):
+    s = open_store("etcd", etcd=etcd_endpoints)
+    assert isinstance(s, EtcdStore)
+    assert s.etcd.clients[0].base_url == etcd_endpoints.split(",")[0]

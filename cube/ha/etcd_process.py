@@ -1,0 +1,129 @@
+"""Throwaway etcd members on loopback, for tests and benchmarks (docs/ha.md, "Testing").
+
+Debian's `etcd-server` package provides /usr/bin/etcd (3.4 on Debian 12); nothing is downloaded.
+Each member gets free loopback ports and its own data dir under `root`; `stop()` kills every
+member and removes nothing the caller did not give us (the caller owns `root`).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+ETCD = shutil.which("etcd") or "/usr/bin/etcd"
+# The flags Cube needs from any etcd it uses (docs/ha.md): a Manager's group commit and prune
+# are transactions of up to a few thousand operations, and a request may approach 1.4 MiB once
+# its values are base64-encoded by the gateway.
+CUBE_FLAGS = ["--max-txn-ops", "10000", "--max-request-bytes", "10485760",
+              "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000"]
+
+
+def etcd_available() -> bool:
+    return os.access(ETCD, os.X_OK)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Member:
+    name: str
+    client_port: int
+    peer_port: int
+    data_dir: str
+    log_path: str
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/health", timeout=0.5) as r:
+                return b'"true"' in r.read()
+        except OSError:
+            return False
+
+
+@dataclass
+class EtcdCluster:
+    """`size` members forming one cluster (1 for store tests, 3 for HA tests)."""
+
+    root: str
+    size: int = 1
+    members: list[Member] = field(default_factory=list)
+
+    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+        if not etcd_available():
+            raise RuntimeError("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
+        self.members = [Member(f"m{i}", free_port(), free_port(), os.path.join(self.root, f"etcd-m{i}"),
+                               os.path.join(self.root, f"etcd-m{i}.log")) for i in range(self.size)]
+        for m in self.members:
+            self._launch(m, "new")
+        self.wait_healthy(timeout)
+        return self
+
+    def _launch(self, m: Member, state: str) -> None:
+        initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
+        cmd = [ETCD, "--name", m.name, "--data-dir", m.data_dir,
+               "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
+               "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
+               "--initial-cluster", initial, "--initial-cluster-state", state,
+               "--initial-cluster-token", f"cube-test-{os.getpid()}-{id(self)}",
+               "--heartbeat-interval", "100", "--election-timeout", "1000",
+               "--logger", "zap", "--log-level", "warn", *CUBE_FLAGS]
+        log = open(m.log_path, "ab")
+        m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+        log.close()
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not all(m.healthy() for m in self.members if m.proc is not None):
+            for m in self.members:
+                if m.proc is not None and m.proc.poll() is not None:
+                    raise RuntimeError(f"etcd {m.name} exited with {m.proc.returncode}: {self._tail(m)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("etcd did not become healthy in time: "
+                                   + " | ".join(self._tail(m) for m in self.members))
+            time.sleep(0.1)
+
+    @staticmethod
+    def _tail(m: Member) -> str:
+        try:
+            with open(m.log_path, "rb") as f:
+                return f.read()[-600:].decode(errors="replace")
+        except OSError:
+            return "(no log)"
+
+    @property
+    def endpoints(self) -> str:
+        """The `--etcd` value for cube-manager."""
+        return ",".join(m.url for m in self.members)
+
+    def kill(self, i: int) -> None:
+        m = self.members[i]
+        if m.proc is not None and m.proc.poll() is None:
+            m.proc.send_signal(signal.SIGKILL)
+            m.proc.wait(10)
+        m.proc = None
+
+    def restart(self, i: int) -> None:
+        self._launch(self.members[i], "existing")
+
+    def stop(self) -> None:
+        for i in range(len(self.members)):
+            self.kill(i)

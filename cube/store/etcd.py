@@ -1,0 +1,186 @@
+"""The Store on etcd (v3, through its gRPC gateway, with the etcd3gw client): docs/ha.md.
+
+Key layout: `<prefix><namespace>\\x00<key>` (prefix `/cube/` by default), values msgpack as in
+LevelDB. Namespaces cannot contain NUL (Store.check), so `<prefix><ns>\\x00` is exactly the keys
+of one namespace, and etcd's byte order is LevelDB's (UTF-8 keeps code-point order).
+
+Durability: a write is acknowledged when etcd answered it, i.e. once it is committed by a
+majority of the members (each synced its WAL). A batch is one etcd transaction: all or nothing.
+
+Failures keep the Store's meaning (cube/store/base.py): a write etcd refused (too many ops, too
+large) is a StoreError, applied nowhere; a write that could not be sent to any member (every
+connection refused) is StoreUnavailable, not applied; a write sent but not answered (a timeout,
+a dropped connection, etcd without a leader) is StoreInDoubt: it may still be committed, so its
+client must read it back (the Store actor then sends no answer, which its client already treats
+as "in doubt").
+
+Endpoints are tried in order, moving on from one that cannot be reached; reads are linearizable
+(served through the etcd leader), so a read never misses an acknowledged write.
+"""
+from __future__ import annotations
+
+import base64
+import logging
+from typing import Any, Iterable
+from urllib.parse import urlsplit
+
+from cube.store.base import Op, Store, StoreError, StoreInDoubt, StoreUnavailable
+from cube.store.base import pack, unpack
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/cube/"
+SEP = b"\x00"
+TIMEOUT = 2.0  # seconds for one HTTP request to one member
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
+
+
+def unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def prefix_end(key: bytes) -> bytes:
+    """The smallest key greater than every key starting with `key` (etcd's range_end)."""
+    k = bytearray(key)
+    while k:
+        if k[-1] < 0xFF:
+            k[-1] += 1
+            return bytes(k)
+        k.pop()
+    return b"\x00"  # every key
+
+
+def parse_endpoints(text: str) -> list[tuple[str, str, int]]:
+    """`http://H1:2379,http://H2:2379` -> [(scheme, host, port)]; a bare H:P means http."""
+    out = []
+    for item in (p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        u = urlsplit(item if "://" in item else "http://" + item)
+        if u.scheme not in ("http", "https") or not u.hostname or not u.port:
+            raise StoreError(f"etcd endpoint {item!r} is not http://HOST:PORT")
+        out.append((u.scheme, u.hostname, u.port))
+    if not out:
+        raise StoreError("the etcd store needs at least one endpoint (--etcd http://HOST:2379,...)")
+    return out
+
+
+class Etcd:
+    """etcd3gw clients for several members: a request goes to the current one and moves on to
+    the next while a member cannot be reached. Shared by the Store and the election."""
+
+    def __init__(self, endpoints: str, timeout: float = TIMEOUT):
+        import etcd3gw
+        from etcd3gw import exceptions
+        self.errors = exceptions
+        self.clients = [etcd3gw.Etcd3Client(host=h, port=p, protocol=s, timeout=timeout, api_path="/v3/")
+                        for s, h, p in parse_endpoints(endpoints)]
+        self.current = 0
+
+    @property
+    def url(self) -> str:
+        return self.clients[self.current].base_url
+
+    def call(self, path: str, body: dict[str, Any], write: bool = False) -> dict[str, Any]:
+        """POST one gateway request (`/kv/range`, `/kv/txn`, `/lease/grant`, ...)."""
+        ex = self.errors
+        last = ""
+        for i in range(len(self.clients)):
+            n = (self.current + i) % len(self.clients)
+            client = self.clients[n]
+            try:
+                reply = client.post(client.get_url(path), json=body)
+                self.current = n
+                return reply
+            except ex.ConnectionFailedError as e:
+                detail = str(e.detail_text or e)
+                if write and not _not_sent(detail):
+                    raise StoreInDoubt(f"etcd {client.base_url} failed during {path}: {_short(detail)}") from None
+                last = f"{client.base_url}: {_short(detail)}"
+            except ex.ConnectionTimeoutError as e:
+                if write:
+                    raise StoreInDoubt(f"etcd {client.base_url} did not answer {path} in time") from None
+                last = f"{client.base_url}: timeout ({_short(str(e.detail_text or e))})"
+            except ex.InternalServerError as e:
+                if write:
+                    raise StoreInDoubt(f"etcd {client.base_url}: {_short(str(e.detail_text))}") from None
+                last = f"{client.base_url}: {_short(str(e.detail_text))}"
+            except ex.Etcd3Exception as e:  # refused (invalid argument, too large): not applied
+                raise StoreError(f"etcd refused {path}: {_short(str(e.detail_text or e))}") from None
+            log.debug("etcd: %s", last)
+        raise StoreUnavailable(f"no etcd member answered {path} ({last})")
+
+
+def _not_sent(detail: str) -> bool:
+    """A connection that was never made (nothing listens, no route): the request did not leave."""
+    return any(s in detail for s in ("Connection refused", "NewConnectionError", "No route to host",
+                                     "Name or service not known", "ConnectTimeout"))
+
+
+def _short(text: str) -> str:
+    return text.strip().replace("\n", " ")[:200]
+
+
+class EtcdStore(Store):
+    def __init__(self, endpoints: str, prefix: str = PREFIX, etcd: Etcd | None = None):
+        self.etcd = etcd or Etcd(endpoints)
+        self.prefix = prefix.encode()
+
+    def _key(self, ns: str, key: str) -> bytes:
+        Store.check(ns, key)
+        return self.prefix + ns.encode() + SEP + key.encode()
+
+    def put(self, ns: str, key: str, value: Any) -> None:
+        self.batch([("put", ns, key, value)])
+
+    def delete(self, ns: str, key: str) -> None:
+        self.batch([("delete", ns, key, None)])
+
+    def get(self, ns: str, key: str) -> Any | None:
+        reply = self.etcd.call("/kv/range", {"key": b64(self._key(ns, key))})
+        kvs = reply.get("kvs") or []
+        return unpack(unb64(kvs[0].get("value", ""))) if kvs else None
+
+    def list(self, ns: str, prefix: str = "", after: str = "", limit: int | None = None) -> list[tuple[str, Any]]:
+        start = self._key(ns, prefix)
+        end = prefix_end(start)
+        lo = start
+        if after:
+            past = self._key(ns, after) + b"\x00"  # the first key greater than `after`
+            lo = max(start, past)
+        if lo >= end:
+            return []
+        body: dict[str, Any] = {"key": b64(lo), "range_end": b64(end)}
+        if limit is not None:
+            if limit <= 0:
+                return []
+            body["limit"] = limit
+        skip = len(self.prefix) + len(ns.encode()) + 1
+        reply = self.etcd.call("/kv/range", body)
+        return [(unb64(kv["key"])[skip:].decode(), unpack(unb64(kv.get("value", ""))))
+                for kv in reply.get("kvs") or []]
+
+    def count(self, ns: str) -> int:
+        start = self._key(ns, "")
+        reply = self.etcd.call("/kv/range", {"key": b64(start), "range_end": b64(prefix_end(start)),
+                                             "count_only": True})
+        return int(reply.get("count") or 0)
+
+    def batch(self, ops: Iterable[Op]) -> None:
+        txn = []
+        for op, ns, key, value in ops:
+            k = self._key(ns, key)
+            if op == "put":
+                txn.append({"request_put": {"key": b64(k), "value": b64(pack(value))}})
+            elif op == "delete":
+                txn.append({"request_delete_range": {"key": b64(k)}})
+            elif op == "delete_prefix":  # e.g. every event of a pruned task: one range delete
+                txn.append({"request_delete_range": {"key": b64(k), "range_end": b64(prefix_end(k))}})
+            else:
+                raise StoreError(f"unknown batch op {op!r}")
+        if not txn:
+            return
+        self.etcd.call("/kv/txn", {"compare": [], "success": txn, "failure": []}, write=True)
