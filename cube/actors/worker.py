@@ -24,8 +24,10 @@ from cube.chaos import hook
 from cube.messages import node as node_msg
 from cube.messages import worker as msg
 from cube.model.runspec import RunSpec, RunSpecError
-from cube.model.task import Task
+from cube.model.task import MAX_OUTPUT, Task
+from cube.runtime import logstore
 from cube.runtime.base import LABEL_WORKER, ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, RuntimeFailure
+from cube.runtime.logstore import LogStore
 from cube.store import Store, StoreError
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
@@ -41,6 +43,8 @@ SLOTS = "slots"
 META = "meta"
 RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, IN_DOUBT, INTERNAL})  # not answers: send the status again
 MAX_TOMBSTONES = 10_000
+LOG_PRUNE_INTERVAL = 60.0  # seconds between applications of the retained logs' age bound
+FAILURE_LINES = 10  # lines of a failed attempt's output reported for `task inspect`
 RUNNING, STOPPED = "running", "stopped"
 
 
@@ -55,6 +59,8 @@ class WorkerConfig:
     stop_timeout: float = 5.0
     liveness: int = 3  # missed heartbeat replies before the manager is presumed gone
     resync_interval: float = 10.0  # how often Docker is listed to catch what its event stream missed
+    log_retain: int = logstore.PER_ATTEMPT  # bytes of each attempt's output kept after its container; 0: none
+    log_retain_total: int = logstore.TOTAL  # bytes of retained output in all (the oldest go first)
     join: str = ""  # join token (docs/security.md); needed once, until the manager knows our key
     insecure: bool = False  # no CURVE: loopback tests only
 
@@ -91,6 +97,9 @@ class Worker(Actor):
         self.store = store
         self.capacity = capacity
         self.slots: dict[str, Slot] = {k: _load_slot(k, v) for k, v in store.list(SLOTS)}
+        # Output of removed containers (docs/architecture.md, "Logs"); none without a data dir.
+        self.logstore = LogStore(os.path.join(config.data_dir, "logs"), config.log_retain, config.log_retain_total) \
+            if config.data_dir else LogStore("", 0)
         self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir)
         self.metrics_sock: zmq.Socket | None = None
         self.metrics_endpoint = ""
@@ -123,6 +132,7 @@ class Worker(Actor):
         threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
         self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
         self.loop.call_every(self.config.resync_interval, self._resync)
+        self.loop.call_every(LOG_PRUNE_INTERVAL, lambda: self.loop.run_blocking(self.logstore.prune))
         for task_id, slot in list(self.slots.items()):
             if slot.desired == STOPPED:  # a stop cut short by our own restart: finish it
                 self._converge(task_id)
@@ -174,6 +184,9 @@ class Worker(Actor):
         self.stop()
 
     def _registered(self, reply: dict[str, Any]) -> None:
+        retention = reply.get("retention")
+        if isinstance(retention, (int, float)) and retention > 0:  # the manager forgets ended tasks then
+            self.logstore.max_age = float(retention)
         self._use_metrics_endpoint(reply.get("metrics", ""))
         self._publish_metrics()
 
@@ -238,17 +251,56 @@ class Worker(Actor):
 
     @handles(msg.LOGS)
     def on_logs(self, m: Envelope) -> None:
-        slot = self.slots.get(m.body["task_id"])
-        if slot is None or not slot.container_id:
-            raise CubeError(NOT_FOUND, f"no container for task {m.body['task_id']} on {self.name}")
+        """One page of an attempt's output (docs/protocol.md, "Logs"): from its container while
+        there is one, else from the copy kept when it was removed."""
+        task_id = m.body["task_id"]
+        slot = self.slots.get(task_id)
+        attempt = m.body.get("attempt") or (slot.attempt if slot else 0)
+        try:
+            cursor = logstore.parse_cursor(m.body.get("cursor") or "")
+        except ValueError as e:
+            raise CubeError(BAD_REQUEST, str(e)) from None
+        tail = m.body.get("tail")
+        current = slot is not None and slot.attempt == attempt
+        hint = slot.container_id if current else ""
+        starting = current and slot.desired == RUNNING and not slot.started  # no output yet, but soon
 
-        def done(logs: str | None, error: BaseException | None) -> None:
+        def done(reply: dict[str, Any] | None, error: BaseException | None) -> None:
             if error is not None:
-                m.respond(error=CubeError(NOT_FOUND, str(error)))
+                m.respond(error=error if isinstance(error, CubeError) else CubeError(INTERNAL, str(error)))
             else:
-                m.respond({"logs": logs})
-        self.loop.run_blocking(self.runtime.logs, slot.container_id, m.body.get("tail") or 100, done=done)
-        return None
+                m.respond(reply)
+        self.loop.run_blocking(self._read_logs, task_id, attempt, hint, tail, cursor, starting, done=done)
+
+    def _read_logs(self, task_id: str, attempt: int, container_id: str, tail: int | None,
+                   cursor: tuple[int, int] | None, starting: bool) -> dict[str, Any]:
+        """Runs in the pool. The container first: the retained copy is written just before it
+        is removed, so when Docker no longer has it the copy is complete."""
+        if not container_id:
+            container_id = next((c.container_id for c in self.runtime.list(self.name)
+                                 if c.task_id == task_id and c.attempt == attempt), "")
+        failure: RuntimeFailure | None = None
+        if container_id:
+            try:
+                return self._logs_reply(lambda t, s: self.runtime.output(container_id, t, s), tail, cursor, "container")
+            except RuntimeFailure as e:  # removed meanwhile: its copy is kept by now
+                failure = e
+        records = self.logstore.records(task_id, attempt)
+        if records is not None:
+            return self._logs_reply(lambda t, s: logstore.select(records, t, s), tail, cursor, "retained")
+        if starting:
+            return {"logs": "", "cursor": logstore.format_cursor(*(cursor or (0, 0))), "more": False, "source": "none"}
+        why = f" ({failure})" if failure else ""
+        kept = "retention is off (--log-retain 0)" if not self.logstore.enabled else \
+            "pruned by the age or size bound, or never captured"
+        raise CubeError(NOT_FOUND, f"no output of attempt {attempt} of task {task_id} on worker {self.name}: "
+                                   f"no container, and no retained copy ({kept}){why}")
+
+    @staticmethod
+    def _logs_reply(source: Callable[[int | None, int], Any], tail: int | None,
+                    cursor: tuple[int, int] | None, where: str) -> dict[str, Any]:
+        text, after, more = logstore.read(source, tail, cursor)
+        return {"logs": text.decode("utf-8", errors="replace"), "cursor": after, "more": more, "source": where}
 
     # ---- converging containers to the desired state -----------------------------------------
     def _converge(self, task_id: str) -> None:
@@ -272,7 +324,7 @@ class Worker(Actor):
             if desired == RUNNING and c.attempt == attempt and current is None:
                 current = c
             else:
-                self.runtime.stop(c.container_id, self.config.stop_timeout)
+                self.runtime.stop(c.container_id, self.config.stop_timeout, before_remove=self._keeper(c))
         if desired == STOPPED:
             return {"state": "stopped"}
         if current is not None:
@@ -307,6 +359,22 @@ class Worker(Actor):
             slot.container_id = ""
             self._forget(task_id)
         self._status(task_id, attempt, result)
+
+    def _keeper(self, c: ContainerInfo) -> Callable[[], None] | None:
+        """What runs between stopping a container and removing it: its output's tail is kept."""
+        if not self.logstore.enabled:
+            return None
+
+        def keep() -> None:
+            try:
+                records = self.runtime.output(c.container_id, self.logstore.tail_lines)
+                size = self.logstore.save(c.task_id, c.attempt, records)
+                log.debug("worker %s: kept %d bytes of output of %s attempt %d", self.name, size,
+                          c.task_id[:8], c.attempt)
+            except Exception as e:  # the container goes anyway: a lost copy must not keep it
+                log.warning("worker %s: could not keep the output of %s attempt %d: %s", self.name,
+                            c.task_id[:8], c.attempt, e)
+        return keep
 
     def _spec(self, spec: RunSpec, attempt: int) -> ContainerSpec:
         return ContainerSpec(task_id=spec.task_id, attempt=attempt, name=spec.name, image=spec.image,
@@ -350,8 +418,9 @@ class Worker(Actor):
             def with_reason(logs: str | None, error: BaseException | None) -> None:
                 lines = [line for line in (logs or "").splitlines() if line.strip()]
                 report["error"] = lines[-1][-300:] if lines else ""
+                report["output"] = _last_lines(lines, MAX_OUTPUT)  # shown by `task inspect`
                 self._status(ev.task_id, ev.attempt, report)
-            self.loop.run_blocking(self.runtime.logs, ev.container_id, 5, done=with_reason)
+            self.loop.run_blocking(self.runtime.logs, ev.container_id, FAILURE_LINES, done=with_reason)
         elif ev.kind == "destroy":
             self._status(ev.task_id, ev.attempt, {"state": "removed", "container_id": ev.container_id})
 
@@ -428,6 +497,20 @@ def _storable(task_id: str) -> None:
         Store.check(SLOTS, task_id)
     except StoreError as e:
         raise CubeError(BAD_REQUEST, f"task id {task_id[:80]!r}: {e}") from None
+
+
+def _last_lines(lines: list[str], limit: int) -> str:
+    """The last lines that fit in `limit` characters (the end of one longer line if none fits)."""
+    kept: list[str] = []
+    size = 0
+    for line in reversed(lines):
+        if size + len(line) + 1 > limit:
+            if not kept:
+                kept.append(line[-limit:])
+            break
+        kept.append(line)
+        size += len(line) + 1
+    return "\n".join(reversed(kept))
 
 
 def _report(c: ContainerInfo) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from cube.manager.placement import Placement
 from cube.manager.registry import WorkerRegistry
 from cube.manager.taskbook import Done, Skip, TaskBook
 from cube.model.state import State
-from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task
+from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, MAX_OUTPUT, Task
 from cube.wire.errors import CubeError
 from cube.wire.loop import Loop
 
@@ -153,7 +153,7 @@ class TaskLife:
             if b.get("error"):
                 cause += f" ({b['error']})"
             self.ended(task.id, task.attempt, b.get("exit_code") if state == "exited" else None, cause,
-                       b.get("error", ""), clock, reply)
+                       b.get("error", ""), clock, reply, output=b.get("output", ""))
         elif state == "failed":
             self.ended(task.id, task.attempt, None, f"could not start: {b.get('error') or 'unknown error'}",
                        b.get("error", ""), clock, reply)
@@ -199,9 +199,11 @@ class TaskLife:
         self.book.commit(task_id, change, "", done=written)
 
     def ended(self, task_id: str, attempt: int, exit_code: int | None, cause: str, error: str = "",
-              clock: list[int] | None = None, done: Done | None = None, worker_lost: bool = False) -> None:
+              clock: list[int] | None = None, done: Done | None = None, worker_lost: bool = False,
+              output: str = "") -> None:
         """A container ended (exit, removal, failed start, lost worker, failed health check).
-        `worker_lost`: not the task's fault (a rolling update does not count it as a failure)."""
+        `worker_lost`: not the task's fault (a rolling update does not count it as a failure).
+        `output`: the last lines it printed (a failure), kept for `task inspect`."""
         outcome: list[policy.Outcome] = []
         old_worker: list[str] = []
 
@@ -217,6 +219,8 @@ class TaskLife:
             t.report_clock = clock or t.report_clock
             t.exit_code = exit_code
             t.error = error
+            if output:
+                t.output, t.output_attempt = output[-MAX_OUTPUT:], attempt
             t.finished_at = time.time()
             if worker_lost:
                 t.lost_count += 1

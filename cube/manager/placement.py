@@ -162,6 +162,7 @@ class Placement:
             t.transition(State.SCHEDULED)
             t.worker = node
             t.attempt += 1
+            t.ran(t.attempt, node)  # its logs are asked of that worker (docs/architecture.md, "Logs")
             t.container_id = ""
             t.host_ports = {}
             t.exit_code = None

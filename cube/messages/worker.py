@@ -21,10 +21,14 @@ register(JOIN, {"name": Field(str, max_len=128), "address": Field(str, max_len=2
 register(HEARTBEAT, {"name": Field(str, max_len=128), "tasks": opt(list, items=dict)})
 register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "state": Field(str),
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
-                  "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2)})
+                  "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2),
+                  "output": opt(str, max_len=2048)})  # the last lines of a failed attempt's output
 register(RUN, {"spec": Field(dict), "attempt": Field(int)})  # cube.model.runspec.RunSpec
 register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str)})
-register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int)})
+# An attempt's output from its container, or once it is gone from the worker's retained copy; a
+# page at a time from `cursor` (docs/protocol.md, "Logs").
+register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int), "attempt": opt(int),
+                "cursor": opt(str, max_len=64)})
 
 FROM_WORKER = {JOIN, HELLO, HEARTBEAT, STATUS}
 TO_WORKER = {RUN, STOP, LOGS}

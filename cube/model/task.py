@@ -16,6 +16,8 @@ from typing import Any
 from cube.model.state import State, check_transition
 from cube.model.units import MAX_SIZE, describe_size, parse_size
 
+MAX_RAN_ON = 20  # attempts whose worker a task remembers (their logs can be asked for)
+MAX_OUTPUT = 512  # bytes of a failed attempt's last lines kept in the task
 DESIRED_RUNNING = "running"
 DESIRED_STOPPED = "stopped"
 RESTART_POLICIES = ("no", "on-failure", "always")
@@ -91,6 +93,11 @@ class Task:
     # The worker's report clock of the last status applied for this attempt: a hello snapshot or
     # a status stamped earlier is older than what this task records (docs/protocol.md).
     report_clock: list[int] = field(default_factory=list)
+    # Logs (docs/architecture.md, "Logs"): which worker ran each recent attempt (its retained output
+    # is there), and the last lines of the latest failed attempt's output, kept here for `inspect`.
+    ran_on: dict[str, str] = field(default_factory=dict)  # str(attempt) -> worker, the last MAX_RAN_ON
+    output: str = ""
+    output_attempt: int = 0
     created_at: float = 0.0
     started_at: float = 0.0
     finished_at: float = 0.0
@@ -104,6 +111,17 @@ class Task:
         if reason:
             self.reason = reason
 
+    def ran(self, attempt: int, worker: str) -> None:
+        """Note where an attempt runs; the oldest are forgotten beyond MAX_RAN_ON."""
+        self.ran_on[str(attempt)] = worker
+        while len(self.ran_on) > MAX_RAN_ON:
+            del self.ran_on[min(self.ran_on, key=lambda a: int(a) if a.isdecimal() else -1)]
+
+    def worker_of(self, attempt: int) -> str:
+        """The worker that ran `attempt` ("" if not remembered)."""
+        found = self.ran_on.get(str(attempt), "")
+        return found or (self.worker if attempt == self.attempt else "")
+
     @property
     def demand(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "memory": self.memory, "disk": self.disk}
@@ -116,6 +134,7 @@ class Task:
         d["ports"] = list(self.ports)
         d["host_ports"] = dict(self.host_ports)
         d["report_clock"] = list(self.report_clock)
+        d["ran_on"] = dict(self.ran_on)
         d["restart"] = dict(self.restart.__dict__)
         d["health"] = dict(self.health.__dict__) if self.health is not None else None
         d["state"] = self.state.value
@@ -128,6 +147,7 @@ class Task:
         t.command = list(self.command) if self.command is not None else None
         t.env, t.ports, t.host_ports = dict(self.env), list(self.ports), dict(self.host_ports)
         t.report_clock = list(self.report_clock)
+        t.ran_on = dict(self.ran_on)
         t.restart = RestartPolicy(**self.restart.__dict__)
         t.health = HealthCheck(**self.health.__dict__) if self.health is not None else None
         return t
@@ -144,7 +164,7 @@ class Task:
         return cls(**data)
 
 
-_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "restart", "health", "state"}
+_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "ran_on", "restart", "health", "state"}
 _PLAIN_FIELDS = [f.name for f in fields(Task) if f.name not in _NESTED]
 
 

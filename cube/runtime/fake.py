@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from cube.runtime.base import (
     LABEL_ATTEMPT,
@@ -23,7 +23,9 @@ from cube.runtime.base import (
     RuntimeEvent,
     RuntimeFailure,
 )
+from cube.runtime import logstore
 from cube.runtime.docker import container_name  # same names as Docker, so retries behave alike
+from cube.runtime.logstore import Record
 
 HISTORY = 1000  # events kept for events(since=...), like the daemon's own event buffer
 
@@ -40,6 +42,7 @@ class _Container:
     spec: ContainerSpec
     labels: dict[str, str]
     logs: list[str] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)  # the same lines, timestamped
 
 
 class FakeRuntime:
@@ -79,10 +82,19 @@ class FakeRuntime:
             self._emit("start", info)
             return replace(info)
 
-    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+    def stop(self, container_id: str, timeout: float = 5.0,
+             before_remove: Callable[[], None] | None = None) -> None:
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None:
+                return
+            if c.info.running:
+                self._exit(c, 143)  # SIGTERM honoured
+        if before_remove is not None:  # outside the lock: it reads this container's output
+            before_remove()
         with self._lock:
             if container_id in self._containers:
-                self._remove(container_id, exit_code=143)  # SIGTERM honoured
+                self._remove(container_id)
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
         with self._lock:
@@ -101,6 +113,16 @@ class FakeRuntime:
                 raise RuntimeFailure(f"container {container_id[:12]} no longer exists")
             lines = c.logs[-tail:] if tail > 0 else []
             return "".join(line + "\n" for line in lines)
+
+    def output(self, container_id: str, tail: int | None = None, since: int = 0) -> Iterator[Record]:
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None:
+                raise RuntimeFailure(f"container {container_id[:12]} no longer exists")
+            records = list(c.records)
+        if since:
+            return iter([r for r in records if r.ts >= since])
+        return iter(records if tail is None else logstore.last(records, tail))
 
     def events(self, stop: threading.Event, since: float | None = None) -> Iterator[RuntimeEvent]:
         """Events emitted after subscribing (or replayed from `since`) until `stop` is set."""
@@ -151,6 +173,8 @@ class FakeRuntime:
             c = self._containers.get(container_id)
             if c is not None:
                 c.logs.append(line)
+                ts = max(time.time_ns(), c.records[-1].ts if c.records else 0)  # never before the last
+                c.records.append(Record(ts, line.encode() + b"\n"))
 
     # -- internals (lock held) -------------------------------------------------------------
 

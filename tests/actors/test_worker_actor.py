@@ -181,7 +181,8 @@ def test_logs(setup):
     fm.command("worker.run", {"spec": TASK, "attempt": 1})
     cid = fm.status("task-1", "running").body["container_id"]
     runtime.write_log(cid, "line one")
-    assert fm.command("worker.logs", {"task_id": "task-1", "tail": 5}).body == {"logs": "line one\n"}
+    body = fm.command("worker.logs", {"task_id": "task-1", "tail": 5}).body
+    assert body["logs"] == "line one\n" and body["source"] == "container" and not body["more"]
     assert fm.command("worker.logs", {"task_id": "nope"}).body["code"] == "not_found"
 
 
@@ -268,9 +269,9 @@ class SlowStopRuntime(FakeRuntime):
         super().__init__()
         self.stop_seconds = stop_seconds
 
-    def stop(self, container_id: str, timeout: float = 5.0) -> None:
+    def stop(self, container_id: str, timeout: float = 5.0, before_remove=None) -> None:
         time.sleep(self.stop_seconds)
-        super().stop(container_id, timeout)
+        super().stop(container_id, timeout, before_remove)
 
 
 # Regression (issue 14, D1): copies of a task's worker.run arriving while its stop was still in
