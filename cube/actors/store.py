@@ -18,11 +18,11 @@ from typing import Any
 from cube.chaos import hook
 from cube.messages import store as msg
 from cube.store import Store, StoreError, open_store
-from cube.store.base import Op, StoreInDoubt, StoreUnavailable, pack
+from cube.store.base import Op, StoreFenced, StoreInDoubt, StoreUnavailable, pack
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
-from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, NOT_LEADER, UNAVAILABLE, CubeError
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +83,30 @@ class StoreActor(Actor):
                 live.append(w)
             except CubeError as e:  # it waited in the queue past its deadline
                 self._answer(w, error=e)
-        if not live:
-            return
+        runs: list[list[PendingWrite]] = []  # in order; one leader's term per run (docs/ha.md)
+        for w in live:
+            if runs and runs[-1][0].request.body.get("term") == w.request.body.get("term"):
+                runs[-1].append(w)
+            else:
+                runs.append([w])
+        for run in runs:
+            self._apply(run, run[0].request.body.get("term") or 0)
+
+    def _batch(self, ops: list[Op], term: int) -> None:
+        """A leader's writes are applied only while it still leads (etcd compares its term)."""
+        if term:
+            self.store.batch(ops, term=term)  # type: ignore[call-arg]  # EtcdStore
+        else:
+            self.store.batch(ops)
+
+    def _apply(self, live: list[PendingWrite], term: int) -> None:
         try:
-            self.store.batch([op for w in live for op in w.ops])
+            self._batch([op for w in live for op in w.ops], term)
             self.groups += 1
+        except StoreFenced as e:  # another manager leads now: nothing applied
+            for w in live:
+                self._answer(w, error=CubeError(NOT_LEADER, str(e)))
+            return
         except StoreUnavailable as e:  # etcd unreachable: nothing applied, say so
             for w in live:
                 self._answer(w, error=CubeError(UNAVAILABLE, f"the write was not applied: {e}"))
@@ -98,12 +117,13 @@ class StoreActor(Actor):
         except StoreError:  # one bad write must not fail the others: apply them one by one
             for w in live:
                 try:
-                    self.store.batch(w.ops)
+                    self._batch(w.ops, term)
                     self._answer(w, {"applied": len(w.ops)})
                 except StoreInDoubt:
                     pass  # no answer: its client reads it back
                 except StoreError as e:
-                    code = UNAVAILABLE if isinstance(e, StoreUnavailable) else BAD_REQUEST
+                    code = (NOT_LEADER if isinstance(e, StoreFenced) else
+                            UNAVAILABLE if isinstance(e, StoreUnavailable) else BAD_REQUEST)
                     self._answer(w, error=CubeError(code, str(e)))
             return
         for w in live:

@@ -26,11 +26,14 @@ class AsyncStore:
         self.actor = actor
         self.sock = sock
         self.timeout = timeout
+        self.term = 0  # while leading: every write is fenced by it at the Store (docs/ha.md)
         self._queued: list[tuple[list[Op], Done]] = []
 
     def _call(self, msg_type: str, body: dict[str, Any], done: Done, timeout: float | None = None,
               pick: Callable[[dict[str, Any]], Any] = lambda b: b) -> None:
         wait = self.timeout if timeout is None else timeout
+        if self.term and "deadline" in body:  # a write
+            body["term"] = self.term
 
         def on_reply(reply: Envelope | None) -> None:
             if reply is None:

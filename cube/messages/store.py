@@ -18,11 +18,12 @@ NAMESPACES = ("tasks", "events", "nodes", "services", "meta")  # what the Manage
 _NS = Field(str, max_len=32)
 _KEY = Field(str, max_len=256)
 _DEADLINE = opt(NUMBER)
-register(PUT, {"ns": _NS, "key": _KEY, "value": Field(object), "deadline": _DEADLINE})
+_TERM = opt(int)  # the writing leader's term: refused `not_leader` once another leads (docs/ha.md)
+register(PUT, {"ns": _NS, "key": _KEY, "value": Field(object), "deadline": _DEADLINE, "term": _TERM})
 register(GET, {"ns": _NS, "key": _KEY})
-register(DELETE, {"ns": _NS, "key": _KEY, "deadline": _DEADLINE})
+register(DELETE, {"ns": _NS, "key": _KEY, "deadline": _DEADLINE, "term": _TERM})
 register(LIST, {"ns": _NS, "prefix": opt(str), "after": opt(str), "limit": opt(int)})
 register(COUNT, {"ns": _NS})
-register(BATCH, {"ops": Field(list, items=dict), "deadline": _DEADLINE})
+register(BATCH, {"ops": Field(list, items=dict), "deadline": _DEADLINE, "term": _TERM})
 
 ALL = {PUT, GET, DELETE, LIST, COUNT, BATCH}

@@ -33,6 +33,10 @@ class StoreUnavailable(StoreError):
     """A networked backend (etcd) could not be reached: nothing was applied."""
 
 
+class StoreFenced(StoreError):
+    """A leader's write refused because another manager leads now (docs/ha.md): not applied."""
+
+
 class StoreInDoubt(StoreError):
     """A networked backend (etcd) got the write but did not answer: it may or may not be applied."""
 

@@ -24,7 +24,7 @@ import logging
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
-from cube.store.base import Op, Store, StoreError, StoreInDoubt, StoreUnavailable
+from cube.store.base import Op, Store, StoreError, StoreFenced, StoreInDoubt, StoreUnavailable
 from cube.store.base import pack, unpack
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,7 @@ class EtcdStore(Store):
     def __init__(self, endpoints: str, prefix: str = PREFIX, etcd: Etcd | None = None):
         self.etcd = etcd or Etcd(endpoints)
         self.prefix = prefix.encode()
+        self.leader_key = self.prefix + b"leader"  # the election's key (cube/ha/election.py)
 
     def _key(self, ns: str, key: str) -> bytes:
         Store.check(ns, key)
@@ -169,7 +170,9 @@ class EtcdStore(Store):
                                              "count_only": True})
         return int(reply.get("count") or 0)
 
-    def batch(self, ops: Iterable[Op]) -> None:
+    def batch(self, ops: Iterable[Op], term: int = 0) -> None:
+        """All of `ops` or none; with `term`, only while the leader key is that leader's
+        (its create revision is the term: docs/ha.md), else StoreFenced and nothing applied."""
         txn = []
         for op, ns, key, value in ops:
             k = self._key(ns, key)
@@ -183,4 +186,9 @@ class EtcdStore(Store):
                 raise StoreError(f"unknown batch op {op!r}")
         if not txn:
             return
-        self.etcd.call("/kv/txn", {"compare": [], "success": txn, "failure": []}, write=True)
+        compare = []
+        if term:
+            compare = [{"key": b64(self.leader_key), "target": "CREATE", "result": "EQUAL", "create_revision": term}]
+        reply = self.etcd.call("/kv/txn", {"compare": compare, "success": txn, "failure": []}, write=True)
+        if term and not reply.get("succeeded"):
+            raise StoreFenced(f"not leader: term {term} is over (another manager leads); the write was not applied")

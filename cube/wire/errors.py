@@ -13,6 +13,7 @@ IN_DOUBT = "in_doubt"  # no answer from a peer: the request may or may not have 
 INTERNAL = "internal"
 FORBIDDEN = "forbidden"  # these credentials may not do this (e.g. a read-only client starting a task)
 NOT_JOINED = "not_joined"  # a worker key that is not (or no longer) bound to a worker name
+NOT_LEADER = "not_leader"  # a manager that does not lead: "not leader: the leader is H:P" (docs/ha.md)
 
 
 class CubeError(Exception):

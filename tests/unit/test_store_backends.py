@@ -238,3 +238,23 @@ def test_open_store_etcd(etcd_endpoints):
     s = open_store("etcd", etcd=etcd_endpoints)
     assert isinstance(s, EtcdStore)
     assert s.etcd.clients[0].base_url == etcd_endpoints.split(",")[0]
+
+
+def test_etcd_fenced_write_of_a_former_leader_is_refused_unapplied(etcd_endpoints):
+    from cube.ha.election import Election, Leader
+    from cube.store.base import StoreFenced
+    s = EtcdStore(etcd_endpoints, prefix=f"/test/{uuid.uuid4().hex}/")
+    first = Election(s.etcd, s.leader_key, Leader("a", "a:1", "a:2"), 2)
+    first.step()
+    assert first.leading()
+    s.batch([("put", "tasks", "t1", 1)], term=first.term)  # the leader writes
+    first.resign()
+    second = Election(s.etcd, s.leader_key, Leader("b", "b:1", "b:2"), 2)
+    second.step()
+    assert second.term > first.term
+    with pytest.raises(StoreFenced, match="not leader"):
+        s.batch([("put", "tasks", "t1", "stale"), ("put", "tasks", "t2", 2)], term=first.term)
+    assert s.get("tasks", "t1") == 1 and s.get("tasks", "t2") is None
+    s.batch([("put", "tasks", "t2", 2)], term=second.term)
+    assert s.get("tasks", "t2") == 2
+    second.resign()

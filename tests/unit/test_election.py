@@ -1,0 +1,196 @@
+"""The leader election's logic (cube/ha/election.py) against a fake etcd on a fake clock."""
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from cube.ha.election import Election, Leader
+from cube.store.base import StoreInDoubt, StoreUnavailable
+
+KEY = b"/cube/leader"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeEtcd:
+    """Leases that expire on the clock, one key, a revision counter; `down` makes every call fail."""
+
+    def __init__(self, clock: Clock):
+        self.clock = clock
+        self.leases: dict[int, float] = {}  # id -> expiry
+        self.ttl: dict[int, int] = {}
+        self.kv: tuple[bytes, int, int] | None = None  # value, create revision, lease
+        self.revision = 1
+        self.next_id = 0x10
+        self.down: type[Exception] | None = None
+        self.lose_answer = False  # apply the next txn, then raise StoreInDoubt
+
+    def _expire(self) -> None:
+        for lid, at in list(self.leases.items()):
+            if at <= self.clock.now:
+                del self.leases[lid]
+                if self.kv and self.kv[2] == lid:
+                    self.kv = None
+                    self.revision += 1
+
+    def call(self, path, body, write=False):
+        if self.down:
+            raise self.down("etcd down")
+        self._expire()
+        if path == "/lease/grant":
+            self.next_id += 1
+            self.leases[self.next_id] = self.clock.now + body["TTL"]
+            self.ttl[self.next_id] = body["TTL"]
+            return {"ID": str(self.next_id), "TTL": str(body["TTL"])}
+        if path == "/lease/keepalive":
+            lid = body["ID"]
+            if lid not in self.leases:
+                return {"result": {"ID": str(lid)}}
+            self.leases[lid] = self.clock.now + self.ttl[lid]
+            return {"result": {"ID": str(lid), "TTL": str(self.ttl[lid])}}
+        if path == "/kv/lease/revoke":
+            self.leases[body["ID"]] = self.clock.now
+            self._expire()
+            return {}
+        if path == "/kv/txn":
+            put = body["success"][0]["request_put"]
+            if self.kv is None:
+                self.revision += 1
+                self.kv = (base64.b64decode(put["value"]), self.revision, put["lease"])
+                if self.lose_answer:
+                    self.lose_answer = False
+                    raise StoreInDoubt("answer lost")
+                return {"succeeded": True, "header": {"revision": str(self.revision)}}
+            value, rev, lease = self.kv
+            return {"succeeded": False, "header": {"revision": str(self.revision)},
+                    "responses": [{"response_range": {"kvs": [{
+                        "key": base64.b64encode(KEY).decode(), "value": base64.b64encode(value).decode(),
+                        "create_revision": str(rev), "lease": str(lease)}]}}]}
+        raise AssertionError(path)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+@pytest.fixture
+def etcd(clock):
+    return FakeEtcd(clock)
+
+
+def manager(etcd, clock, name, ttl=3):
+    return Election(etcd, KEY, Leader(name, f"{name}:5555", f"{name}:5556"), ttl, clock=clock)
+
+
+def test_first_manager_leads_the_other_follows_and_knows_the_leader(etcd, clock):
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    b.step()
+    assert a.leading() and a.term > 0
+    assert not b.leading() and b.term == 0
+    assert b.leader == Leader("a", "a:5555", "a:5556", a.term)
+
+
+def test_leader_stops_leading_before_its_lease_can_expire(etcd, clock):
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    etcd.down = StoreUnavailable  # a cut off from etcd
+    granted = clock.now
+    while a.leading():
+        clock.now += 0.1
+        a.step()
+    assert clock.now < granted + 3  # strictly before etcd could expire its lease
+    assert a.deposed
+    etcd.down = None
+    clock.now = granted + 3.01  # a's lease expires at etcd
+    b.step()
+    assert b.leading() and b.term > a.term
+    a.step()  # deposition is final
+    assert not a.leading()
+
+
+def test_a_live_leader_keeps_leading_and_a_dead_one_is_replaced(etcd, clock):
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    for _ in range(30):  # 15 s of keepalives every 0.5 s
+        a.step()
+        b.step()
+        clock.now += 0.5
+    assert a.leading() and not b.leading()
+    # a dies (no more steps): b leads once the lease is gone, and not before
+    for _ in range(5):
+        b.step()
+        clock.now += 0.5
+    assert not b.leading()
+    clock.now += 1.0
+    b.step()
+    assert b.leading() and b.term > a.term
+
+
+def test_paused_leader_wakes_deposed(etcd, clock):
+    """SIGSTOP past its TTL: when it resumes it does not lead, even before its first step."""
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    clock.now += 10
+    assert not a.leading()
+    b.step()
+    assert b.leading()
+    a.step()
+    assert a.deposed and not a.leading()
+
+
+def test_lost_answer_to_the_winning_attempt_is_found_next_round(etcd, clock):
+    a = manager(etcd, clock, "a")
+    etcd.lose_answer = True
+    a.step()
+    assert not a.leading()
+    clock.now += 0.5
+    a.step()
+    assert a.leading() and a.term == etcd.kv[1]
+
+
+def test_a_follower_whose_lease_lapsed_takes_a_new_one(etcd, clock):
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    b.step()
+    old = b.lease
+    clock.now += 2.0
+    a.step()
+    clock.now += 2.0  # b was paused past its lease's TTL
+    a.step()
+    b.step()
+    assert b.lease != old and not b.leading() and a.leading()
+
+
+def test_resign_lets_another_lead_at_once(etcd, clock):
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    a.resign()
+    assert not a.leading()
+    b.step()
+    assert b.leading()
+
+
+def test_etcd_in_doubt_keeps_the_leader_within_its_margin(etcd, clock):
+    a = manager(etcd, clock, "a")
+    a.step()
+    etcd.down = StoreInDoubt
+    clock.now += 1.0
+    a.step()
+    assert a.leading()  # one unanswered keepalive is no reason to stop
+    etcd.down = None
+    clock.now += 0.5
+    a.step()
+    assert a.leading()
+
+
+def test_ttl_is_whole_seconds():
+    e = Election(FakeEtcd(Clock()), KEY, Leader("a", "", ""), 2.2)
+    assert e.ttl == 3 and 0 < e.margin < e.ttl
