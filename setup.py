@@ -15,6 +15,7 @@ setup(
         "fire>=0.5",
         "numpy>=1.24",
         "rich>=13",
+        "prometheus-client>=0.20",
         "etcd3gw>=2.4",  # the etcd store (docs/ha.md): etcd's gRPC gateway over HTTP, no gRPC stack
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout>=2", "hypothesis>=6"]},

@@ -8,6 +8,9 @@ API_PORT = 5555
 WORKER_PORT = 5556
 METRICS_PORT = 5557
 EVENTS_PORT = 5558
+PROMETHEUS_PORT = 5559  # cube-manager's /metrics (docs/architecture.md, "Metrics")
+WORKER_PROMETHEUS_PORT = 5560  # cube-worker's /metrics
+PROMETHEUS_HOST = "127.0.0.1"  # loopback by default, as node exporters usually are
 
 
 def env(name: str, default):
@@ -49,6 +52,8 @@ class ManagerConfig:
     max_tasks: int = 100_000  # tasks the cluster keeps (live and finished); starts beyond are refused
     insecure: bool = False  # no CURVE: only allowed on a loopback address (in-process tests)
     store_endpoint: str = ""  # default: ipc:// in the data directory
+    prometheus_port: int = 0  # /metrics of the Manager actor's process; 0: none (cube-manager's default is 5559)
+    prometheus_host: str = PROMETHEUS_HOST
     scheduler_endpoint: str = ""
 
     def resolved(self) -> "ManagerConfig":

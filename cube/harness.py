@@ -176,12 +176,15 @@ class Cluster:
 
     `chaos=True` turns the fault injector on in every process (CUBE_CHAOS=1) with an empty rules
     file in the temp dir (`rules`). `stop_timeout` and `worker_args` go to every worker.
+    `prometheus=True` serves /metrics from cube-manager (`prometheus_port`) and every worker
+    (`worker_prometheus[short]`) on free loopback ports; otherwise they serve none (their default
+    ports would collide between clusters).
     """
 
     def __init__(self, scheduler: str = "roundrobin", grace: float = 3.0, heartbeat: float = 0.5,
                  store: str = "leveldb", worker_args: list[str] | tuple[str, ...] = (),
                  stop_timeout: float | None = None, chaos: bool = False, log_level: str = "INFO",
-                 prefix: str = "t", keep: bool = False, insecure: bool = False):
+                 prefix: str = "t", keep: bool = False, insecure: bool = False, prometheus: bool = False):
         self.scheduler, self.grace, self.heartbeat, self.store = scheduler, grace, heartbeat, store
         self.worker_args = list(worker_args)
         self.stop_timeout = stop_timeout
@@ -191,6 +194,11 @@ class Cluster:
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="cube-chaos-" if chaos else "cube-cluster-"))
         self.token = f"{prefix}{uuid.uuid4().hex[:6]}"
         self.api_port, self.worker_port, self.metrics_port, self.events_port = free_ports(4)
+        self.prometheus = prometheus
+        self.prometheus_port = 0
+        self.worker_prometheus: dict[str, int] = {}  # short name -> its /metrics port (kept across restarts)
+        if prometheus:
+            self.prometheus_port = self._free_port()
         self.data_dir = self.tmp / "manager"
         # Every flag also reads CUBE_<FLAG>: nothing of the caller's environment may leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("CUBE_")}
@@ -216,6 +224,12 @@ class Cluster:
     def worker_name(self, short: str) -> str:
         return f"{self.token}-{short}"
 
+    def _free_port(self) -> int:
+        """A free loopback port none of this cluster's processes uses yet."""
+        used = {self.api_port, self.worker_port, self.metrics_port, self.events_port, self.prometheus_port,
+                *self.worker_prometheus.values()}
+        return next(p for p in free_ports(8) if p not in used)
+
     # ---- processes ---------------------------------------------------------------------------
     def _command(self, module: str, prog: str, args: list[str]) -> list[str]:
         """`python -c` importing `module` (from ROOT, by PYTHONPATH): no dependency on bin/ or on
@@ -236,6 +250,7 @@ class Cluster:
             "--metrics-port", str(self.metrics_port), "--events-port", str(self.events_port),
             "--data-dir", str(self.data_dir), "--scheduler", self.scheduler, "--store", self.store,
             "--grace", str(self.grace), "--heartbeat", str(self.heartbeat),
+            "--prometheus-port", str(self.prometheus_port),
             *(["--insecure"] if self.insecure else [])])
         if not self.insecure:  # the CLI processes this cluster runs use its admin credentials
             self.env["CUBE_CREDENTIALS"] = str(self.credentials_path)
@@ -249,10 +264,13 @@ class Cluster:
         stop = ["--stop-timeout", str(self.stop_timeout)] if self.stop_timeout is not None else []
         # The token in the environment, as `cube join-token` prints it (docs/security.md).
         join = {} if self.insecure else {"CUBE_WORKER_JOIN": self.join_token()}
+        if self.prometheus and short not in self.worker_prometheus:
+            self.worker_prometheus[short] = self._free_port()
+        prometheus = ["--prometheus-port", str(self.worker_prometheus.get(short, 0))]
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
             "--manager", f"127.0.0.1:{self.worker_port}", "--name", name, "--address", "127.0.0.1",
             "--data-dir", str(self.tmp / f"worker-{short}"), *(["--insecure"] if self.insecure else []),
-            *stop, *self.worker_args, *flags], env=join)
+            *stop, *prometheus, *self.worker_args, *flags], env=join)
         if wait:
             self.wait_worker_ready(short)
         return name

@@ -80,6 +80,7 @@ if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; 
 fi
 if ! static_busybox; then missing+=(busybox-static); fi
 if ! command -v curl >/dev/null 2>&1; then missing+=(curl); fi
+if ! command -v tmux >/dev/null 2>&1; then missing+=(tmux); fi   # tests drive `cube top` in a real terminal
 if ! command -v etcd >/dev/null 2>&1; then missing+=(etcd-server); fi  # the etcd store's tests (docs/ha.md)
 if [ "${#missing[@]}" -gt 0 ]; then
     apt_install "${missing[@]}"

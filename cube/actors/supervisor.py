@@ -118,6 +118,9 @@ class Supervisor:
                  self.config.bind(self.config.api_port), self.config.bind(self.config.worker_port),
                  self.config.bind(self.config.metrics_port), self.config.bind(self.config.events_port),
                  self.config.scheduler, self.config.data_dir)
+        if self.config.prometheus_port:
+            log.info("prometheus metrics: http://%s:%d/metrics", self.config.prometheus_host,
+                     self.config.prometheus_port)
         while not self.stopping:
             sentinels = [c.process.sentinel for c in self.children if c.process]
             multiprocessing.connection.wait(sentinels, timeout=0.2)
@@ -164,6 +167,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             worker_port: int = cfg.env("worker_port", cfg.WORKER_PORT),
             metrics_port: int = cfg.env("metrics_port", cfg.METRICS_PORT),
             events_port: int = cfg.env("events_port", cfg.EVENTS_PORT),
+            prometheus_port: int = cfg.env("prometheus_port", cfg.PROMETHEUS_PORT),
+            prometheus_host: str = cfg.env("prometheus_host", cfg.PROMETHEUS_HOST),
             data_dir: str = cfg.env("data_dir", ""), scheduler: str = cfg.env("scheduler", "epvm"),
             store: str = cfg.env("store", "leveldb"), etcd: str = cfg.env("etcd", ""),
             lease_ttl: float = cfg.env("lease_ttl", 3.0), advertise: str = cfg.env("advertise", ""),
@@ -174,6 +179,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
 
     Every flag also reads CUBE_<FLAG> (e.g. CUBE_API_PORT, CUBE_DATA_DIR, CUBE_SCHEDULER).
+    --prometheus-port serves Prometheus metrics at /metrics (0: off) on --prometheus-host
+    (default 127.0.0.1: other machines' scrapers need it set to an address they reach).
     --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb, memory, or etcd
     with --etcd http://H1:2379,http://H2:2379,... (several managers share it and elect a leader;
     --lease-ttl seconds bounds how long a dead leader goes unreplaced: docs/ha.md);
@@ -198,6 +205,10 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
                            max_tasks=int(max_tasks), insecure=bool(insecure))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))
+    config.prometheus_port, config.prometheus_host = int(prometheus_port), str(prometheus_host)
+    if not 0 <= config.prometheus_port < 65536:
+        print(f"cube-manager: --prometheus-port {prometheus_port}: a port (1-65535), or 0 for none", file=sys.stderr)
+        sys.exit(2)
     try:
         config.check_security()
         config.check_store()

@@ -522,6 +522,7 @@ def _report(c: ContainerInfo) -> dict[str, Any]:
 def worker(manager: str = "", name: str = "", address: str = "", data_dir: str = "",
            cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
            stop_timeout: float = 0.0, join: str = "", join_file: str = "", insecure: bool = False,
+           prometheus_port: int = -1, prometheus_host: str = "",
            log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
@@ -532,6 +533,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     on the manager prints the command; afterwards the worker remembers the manager's key). --join
     TOKEN works too, but other local users can read a process's arguments while it runs.
     --insecure (loopback only) turns CURVE off.
+    --prometheus-port serves Prometheus metrics at /metrics (default 5560; 0: off) on
+    --prometheus-host (default 127.0.0.1).
     Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
     """
     from cube import config as cfg
@@ -568,6 +571,12 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     if conf.insecure and not cfg.is_loopback(conf.manager_endpoint.split("://")[-1].rsplit(":", 1)[0]):
         print("cube-worker: --insecure is only allowed with a manager on a loopback address", file=sys.stderr)
         sys.exit(2)
+    prom_port = prometheus_port if prometheus_port != -1 else \
+        cfg.env("worker_prometheus_port", cfg.WORKER_PROMETHEUS_PORT)  # 0 turns it off
+    prom_host = str(opt(prometheus_host, "prometheus_host", cfg.PROMETHEUS_HOST))
+    if not isinstance(prom_port, int) or not 0 <= prom_port < 65536:
+        print(f"cube-worker: --prometheus-port {prom_port}: a port (1-65535), or 0 for none", file=sys.stderr)
+        sys.exit(2)
     try:
         hardening.ensure_private_dir(conf.data_dir)
         capacity = machine_capacity(conf.data_dir, float(opt(cpus, "cpus", 0.0)) or None,
@@ -585,9 +594,13 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     w.stop_on_signals()
     log.info("worker %s: %.1f cpus, %d MiB, %d GiB disk offered; manager %s; data %s", conf.name,
              capacity.cpus, capacity.memory >> 20, capacity.disk >> 30, conf.manager, conf.data_dir)
+    from cube.observability import worker_metrics
+    exported = worker_metrics.export(w, prom_host, prom_port)  # docs/architecture.md, "Metrics"
     try:
         w.run()
     finally:
+        if exported is not None:
+            exported.close()
         store.close()
     if w.fatal:
         print(f"cube-worker: {w.fatal}", file=sys.stderr)

@@ -764,4 +764,10 @@ def run_manager(config: ManagerConfig) -> None:
     manager = Manager(config.resolved())
     hook.attach(manager)
     manager.stop_on_signals()
-    manager.run()
+    from cube.observability import manager_metrics
+    exported = manager_metrics.export(manager)  # /metrics (docs/architecture.md, "Metrics"); None when off
+    try:
+        manager.run()
+    finally:
+        if exported is not None:
+            exported.close()

@@ -20,6 +20,7 @@ from cube.manager.taskbook import Skip, TaskBook
 from cube.messages import sched as sched_msg
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, Task
+from cube.observability import manager_metrics as metrics
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
 from cube.wire.errors import IN_DOUBT, CubeError
@@ -121,6 +122,7 @@ class Placement:
         if reply is None or reply.type == REPLY_ERROR:
             why = "no answer" if reply is None else reply.body.get("message")
             log.warning("manager: scheduler unavailable (%s); %d tasks wait", why, len(tasks))
+            metrics.placement_failed(metrics.SCHEDULER_UNAVAILABLE, len(tasks))
             if reply is None:  # it may have decided (and reserved) anyway: give those back
                 for t in tasks:
                     self._release(t.id)
@@ -136,6 +138,7 @@ class Placement:
                 placed_any = True
                 continue
             reason = p.get("reason") or f"scheduler chose {node}, which is not connected"
+            metrics.placement_failed(metrics.WORKER_GONE if node else metrics.reason_kind(reason))
             if node:
                 self._release(task_id)
             self._note(task_id, reason)
@@ -175,12 +178,14 @@ class Placement:
         def done(task: Task | None, error: CubeError | None) -> None:
             if error is None and task is not None and task.state == State.SCHEDULED and task.worker == node:
                 self.placed += 1
+                metrics.placements.inc()
                 self.commands.run(task)
                 return
             if error is not None and error.code == IN_DOUBT:
                 return  # it may be Scheduled there after all: keep the reservation (adoption runs it)
             self._release(task_id)
             if error is not None:
+                metrics.placement_failed(metrics.STORE)
                 log.warning("manager: could not assign %s to %s: %s", task_id[:8], node, error)
                 self.schedule(1.0)
         self.book.commit(task_id, scheduled, "", done=done)

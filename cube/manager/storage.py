@@ -7,11 +7,13 @@ answer came in time: a write may have been applied before its deadline, or never
 """
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import zmq
 
 from cube.messages import store as msg
+from cube.observability import manager_metrics as metrics
 from cube.store.base import Op, write_deadline
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
@@ -19,6 +21,7 @@ from cube.wire.errors import IN_DOUBT, NOT_FOUND, UNAVAILABLE, CubeError, Unavai
 
 Done = Callable[[Any, CubeError | None], None]
 MAX_COALESCED = 100  # batches per request; with `solo` for large ones, far below the frame limit
+WRITES = frozenset({msg.BATCH, msg.PUT, msg.DELETE})  # timed: cube_store_commit_seconds
 
 
 class AsyncStore:
@@ -35,7 +38,14 @@ class AsyncStore:
         if self.term and "deadline" in body:  # a write
             body["term"] = self.term
 
+        sent = time.perf_counter() if msg_type in WRITES else None
+
         def on_reply(reply: Envelope | None) -> None:
+            if sent is not None:  # the Store's commit as this Manager sees it: one round trip
+                if reply is None:
+                    metrics.store_unanswered.inc()
+                else:
+                    metrics.store_commit_seconds.observe(time.perf_counter() - sent)
             if reply is None:
                 done(None, Unavailable(f"the store did not answer {msg_type} within {wait:g}s"))
             elif reply.type == REPLY_ERROR:

@@ -88,6 +88,7 @@ class Actor:
         self._outstanding: dict[str, Outstanding] = {}
         self._keyed: dict[Any, str] = {}  # request key -> id of the latest request with it
         self._throttled = Throttled(log)  # a flood of bad messages must not flood the log
+        self.traffic: Any = None  # message counters (cube/observability/traffic.py) when metrics are on
 
     # ---- life cycle -------------------------------------------------------------------------
     def on_start(self) -> None:
@@ -168,6 +169,8 @@ class Actor:
         except CubeError as e:
             self._refuse(sock, route, e, reply_id_hint(payload), replies)
             return
+        if self.traffic is not None:
+            self.traffic.received(sock, env.type)
         env.route = route
         env.peer = peer
         if env.is_reply:
@@ -184,6 +187,8 @@ class Actor:
             self.admit(sock, env)
         except Ignored as e:  # a peer we owe nothing, not even an error (it could learn from it)
             self.stats["ignored." + e.why] += 1
+            if self.traffic is not None:
+                self.traffic.refused(sock, env.type)
             self._throttled.log(logging.INFO, "ignored." + e.why, "%s: ignored %s: %s", self.name, env.type, e.why)
             return
         except CubeError as e:
@@ -228,6 +233,8 @@ class Actor:
     def _refuse(self, sock: zmq.Socket, route: list[bytes], err: CubeError, re: str | None,
                 replies: bool, msg_type: str = "") -> None:
         self.stats["refused." + err.code] += 1
+        if self.traffic is not None:
+            self.traffic.refused(sock, msg_type)
         self._throttled.warning(err.code, "%s: refused %s message: %s", self.name, msg_type or "a", err.message)
         if replies and sock.type in (zmq.ROUTER, zmq.DEALER):
             out = Envelope(REPLY_ERROR, {"code": err.code, "message": err.message},
@@ -275,13 +282,19 @@ class Actor:
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
             self.stats["sent"] += 1
+            if self.traffic is not None:
+                self.traffic.sent(sock, env.type)
             return True
         except zmq.Again:
             self.stats["dropped.hwm"] += 1
+            if self.traffic is not None:
+                self.traffic.dropped(sock, env.type)
             self._throttled.warning("dropped.hwm", "%s: %s to %s dropped: peer not reachable or too far behind",
                                     self.name, env.type, self.peer_name(env.route) or "peer")
         except zmq.ZMQError as e:
             self.stats["dropped.unroutable"] += 1
+            if self.traffic is not None:
+                self.traffic.dropped(sock, env.type)
             self._throttled.warning("dropped.unroutable", "%s: %s to %s dropped: %s",
                                     self.name, env.type, self.peer_name(env.route) or "peer", e)
         return False
