@@ -194,6 +194,10 @@ class Cluster:
         self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="cube-chaos-" if chaos else "cube-cluster-"))
         self.token = f"{prefix}{uuid.uuid4().hex[:6]}"
         self.api_port, self.worker_port, self.metrics_port, self.events_port = free_ports(4)
+        # Where the manager listens, and the ZeroMQ context `call` uses: the multi-host test bed
+        # (cube/testbed) puts them in the manager's host namespace.
+        self.host = "127.0.0.1"
+        self.zmq_context: Any = None
         self.prometheus = prometheus
         self.prometheus_port = 0
         self.worker_prometheus: dict[str, int] = {}  # short name -> its /metrics port (kept across restarts)
@@ -217,8 +221,8 @@ class Cluster:
     @property
     def endpoints(self) -> dict[str, str]:
         run = self.data_dir / "run"
-        return {"api": f"tcp://127.0.0.1:{self.api_port}", "workers": f"tcp://127.0.0.1:{self.worker_port}",
-                "metrics": f"tcp://127.0.0.1:{self.metrics_port}", "events": f"tcp://127.0.0.1:{self.events_port}",
+        return {"api": f"tcp://{self.host}:{self.api_port}", "workers": f"tcp://{self.host}:{self.worker_port}",
+                "metrics": f"tcp://{self.host}:{self.metrics_port}", "events": f"tcp://{self.host}:{self.events_port}",
                 "store": f"ipc://{run}/store.sock", "scheduler": f"ipc://{run}/scheduler.sock"}
 
     def worker_name(self, short: str) -> str:
@@ -231,22 +235,31 @@ class Cluster:
         return next(p for p in free_ports(8) if p not in used)
 
     # ---- processes ---------------------------------------------------------------------------
-    def _command(self, module: str, prog: str, args: list[str]) -> list[str]:
+    def _command(self, module: str, prog: str, args: list[str], where: str = "cli") -> list[str]:
         """`python -c` importing `module` (from ROOT, by PYTHONPATH): no dependency on bin/ or on
         an installed copy of the package."""
-        return [sys.executable, "-c", _LAUNCH.format(module=module, name=prog), *args]
+        return [*self.command_prefix(where), sys.executable, "-c", _LAUNCH.format(module=module, name=prog), *args]
+
+    def command_prefix(self, where: str) -> list[str]:
+        """argv prefix of process `where` ("manager", "worker-<short>", "cli"): none here; the
+        test bed's runs each in its host's network namespace."""
+        return []
+
+    def worker_address(self, short: str) -> str:
+        """Worker `short`'s --address, where its published ports are."""
+        return "127.0.0.1"
 
     def _spawn(self, log_name: str, module: str, prog: str, args: list[str],
                env: dict[str, str] | None = None) -> subprocess.Popen:
         log = open(self.tmp / f"{log_name}.log", "ab")
         self._logs.append(log)
-        return subprocess.Popen(self._command(module, prog, args), stdout=log, stderr=subprocess.STDOUT,
+        return subprocess.Popen(self._command(module, prog, args, log_name), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env={**self.env, **(env or {})}, cwd=self.tmp,
                                 start_new_session=True)
 
     def start_manager(self, wait: bool = True, timeout: float = 20.0) -> None:
         self.manager = self._spawn("manager", "cube.actors.supervisor", "cube-manager", [
-            "--host", "127.0.0.1", "--api-port", str(self.api_port), "--worker-port", str(self.worker_port),
+            "--host", self.host, "--api-port", str(self.api_port), "--worker-port", str(self.worker_port),
             "--metrics-port", str(self.metrics_port), "--events-port", str(self.events_port),
             "--data-dir", str(self.data_dir), "--scheduler", self.scheduler, "--store", self.store,
             "--grace", str(self.grace), "--heartbeat", str(self.heartbeat),
@@ -268,7 +281,7 @@ class Cluster:
             self.worker_prometheus[short] = self._free_port()
         prometheus = ["--prometheus-port", str(self.worker_prometheus.get(short, 0))]
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
-            "--manager", f"127.0.0.1:{self.worker_port}", "--name", name, "--address", "127.0.0.1",
+            "--manager", f"{self.host}:{self.worker_port}", "--name", name, "--address", self.worker_address(short),
             "--data-dir", str(self.tmp / f"worker-{short}"), *(["--insecure"] if self.insecure else []),
             *stop, *prometheus, *self.worker_args, *flags], env=join)
         if wait:
@@ -364,7 +377,7 @@ class Cluster:
     def call(self, msg_type: str, body: dict[str, Any] | None = None, timeout: float = 3.0,
              endpoint: str = "api") -> dict[str, Any]:
         creds = self.credentials() if endpoint == "api" else None
-        client = Client(self.endpoints[endpoint], name="harness", timeout=timeout,
+        client = Client(self.endpoints[endpoint], name="harness", timeout=timeout, ctx=self.zmq_context,
                         curve=creds.curve() if creds else None)
         try:
             return client.call(msg_type, body or {})
@@ -398,7 +411,7 @@ class Cluster:
 
     def cli_command(self, *args: str) -> list[str]:
         """The argv of `cube ARGS --manager <this cluster>`, to run it in the background."""
-        return self._command("cube.cli.main", "cube", [*args, "--manager", f"127.0.0.1:{self.api_port}"])
+        return self._command("cube.cli.main", "cube", [*args, "--manager", f"{self.host}:{self.api_port}"])
 
     def cli(self, *args: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess:
         result = subprocess.run(self.cli_command(*args), capture_output=True, text=True, timeout=timeout,
