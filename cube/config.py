@@ -50,6 +50,7 @@ class ManagerConfig:
     command_retry: float = 1.0  # re-send an unacknowledged command to a worker after this
     retention: float = 24 * 3600.0  # finished tasks (and their events) are forgotten after this
     max_tasks: int = 100_000  # tasks the cluster keeps (live and finished); starts beyond are refused
+    events_kept: int = 100_000  # the event log keeps this many events at most (and none older than retention)
     insecure: bool = False  # no CURVE: only allowed on a loopback address (in-process tests)
     store_endpoint: str = ""  # default: ipc:// in the data directory
     prometheus_port: int = 0  # /metrics of the Manager actor's process; 0: none (cube-manager's default is 5559)

@@ -175,6 +175,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
             retention: float = cfg.env("retention", 24 * 3600.0),
             max_tasks: int = cfg.env("max_tasks", 100_000), insecure: bool = cfg.env("insecure", False),
+            events_kept: int = cfg.env("events_kept", 100_000),
             log_level: str = cfg.env("log_level", "INFO")) -> None:
     """Run the Cube manager: Store, Scheduler and Manager actors under one supervisor.
 
@@ -184,7 +185,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb, memory, or etcd
     with --etcd http://H1:2379,http://H2:2379,... (several managers share it and elect a leader;
     --lease-ttl seconds bounds how long a dead leader goes unreplaced: docs/ha.md);
-    --retention is how long (seconds) finished tasks and their events are kept, --max-tasks how
+    --retention is how long (seconds) finished tasks and events are kept (--events-kept: the
+    event log's most events), --max-tasks how
     many tasks (live and finished) the cluster keeps at most; --insecure turns CURVE off and is
     only allowed on a loopback --host.
     """
@@ -202,7 +204,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
                            scheduler=scheduler, store=store, etcd=str(etcd), lease_ttl=float(lease_ttl),
                            advertise=str(advertise),
                            heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention),
-                           max_tasks=int(max_tasks), insecure=bool(insecure))
+                           max_tasks=int(max_tasks), insecure=bool(insecure), events_kept=int(events_kept))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))
     config.prometheus_port, config.prometheus_host = int(prometheus_port), str(prometheus_host)

@@ -448,7 +448,7 @@ class Worker(Actor):
         """Tell the manager, re-sent until acknowledged; a newer status for the task replaces it."""
         body = {"task_id": task_id, "attempt": attempt, "state": result["state"], "time": time.time(),
                 "clock": self.tick()}
-        for key in ("container_id", "host_ports", "exit_code", "error"):
+        for key in ("container_id", "host_ports", "exit_code", "error", "output"):
             if result.get(key) is not None:
                 body[key] = result[key]
         # Re-sent until the manager takes it, including when it answers that its own store is

@@ -146,25 +146,68 @@ class Task:
         """
         return show_each(session.connect(manager, credentials), api.TASK_INSPECT, "id", ids, describe, json)
 
-    @command(example="cube task logs web --tail 20")
-    def logs(self, *ids: str, tail: str = "100", manager: str | None = None,
-             credentials: str | None = None) -> int:
-        """Print the last lines of tasks' output (a header per task when several).
+    @command(example="cube task logs web --tail 20 -f", short={"f": "follow"})
+    def logs(self, *ids: str, tail: str = "100", attempt: int | None = None, follow: bool = False,
+             manager: str | None = None, credentials: str | None = None) -> int:
+        """Print tasks' output, stdout and stderr interleaved (a header per task when several).
+
+        A container's output outlives it: the worker that ran it keeps the end of it (the last
+        MiB by default) after the container is removed, so a failed task's output can be read,
+        and so can an earlier attempt's after a restart.
 
         Args:
             ids: task ids, id prefixes or names
             tail: how many lines from the end: a number (0 prints none) or 'all'
+            attempt: which run of the task: 1 is its first (default: the latest)
+            follow: keep printing new output until the attempt ends (then exit 0) or Ctrl-C; one task
         """
         lines = _tail(tail)
+        if follow and len(ids) != 1:
+            raise UsageError("--follow: give one task")
+        if attempt is not None and attempt < 1:
+            raise UsageError(f"--attempt: {attempt} is not an attempt (1 is a task's first run)")
         conn = session.connect(manager, credentials)
 
         def one(i: str) -> None:
-            reply = session.call(conn, api.TASK_LOGS, {"id": i, "tail": max(lines, 1)}, timeout=8.0)
             if len(ids) > 1:
-                print(f"==> {render.clean(i)} <==")
-            text = render.clean_text(reply["logs"]) if lines else ""
-            print(text, end="" if not text or text.endswith("\n") else "\n")
+                print(f"==> {render.clean(i)} <==", flush=True)
+            print_logs(conn, i, lines, attempt, follow)
         return each(ids, one)
+
+
+FOLLOW_EVERY = 0.5  # seconds between two reads of a followed attempt that had nothing new
+
+
+def print_logs(conn: Any, ref: str, tail: int, attempt: int | None, follow: bool,
+               out: Any = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    """Page through one attempt's output (docs/protocol.md, "Logs"): every reply is bounded and
+    carries a cursor; the next request asks for what follows it. Following, a reply with nothing
+    new is asked again after FOLLOW_EVERY, until the manager says the attempt has ended."""
+    import sys
+    out = out or sys.stdout
+    body: dict[str, Any] = {"id": ref, "tail": tail}
+    if attempt:
+        body["attempt"] = attempt
+    last = "\n"
+    while True:
+        reply = session.call(conn, api.TASK_LOGS, body, timeout=8.0)
+        text = render.clean_text(reply.get("logs") or "")
+        if text:
+            out.write(text)
+            out.flush()
+            last = text[-1]
+        if not reply.get("cursor"):  # a manager older than cursors: one reply is all there is
+            break
+        # Pinned to the attempt first read: a restart meanwhile does not switch a follower over.
+        body = {"id": ref, "cursor": reply["cursor"], "attempt": reply.get("attempt") or attempt}
+        if reply.get("more"):
+            continue
+        if not follow or reply.get("ended", True):
+            break
+        sleep(FOLLOW_EVERY)
+    if last != "\n":
+        out.write("\n")
+        out.flush()
 
 
 def each(ids: tuple[str, ...], act: Callable[[str], Any]) -> int:
@@ -235,7 +278,7 @@ def describe(reply: dict[str, Any], now: float) -> str:
         if key not in t:
             continue
         value = t[key]
-        if key == "report_clock":  # the manager's bookkeeping, in --json only
+        if key in ("report_clock", "ran_on", "output", "output_attempt"):  # bookkeeping, or shown below
             continue
         if key == "state":
             value = _state_detail(t)
@@ -249,7 +292,16 @@ def describe(reply: dict[str, Any], now: float) -> str:
     rows = [[e.get("seq"), render.clock(e.get("time") or 0), e.get("state"), e.get("worker") or "-",
              e.get("reason", "")] for e in reply.get("events", [])]
     events = render.table(["SEQ", "TIME", "STATE", "WORKER", "REASON"], rows, render.width(), fixed=(0, 1, 2))
-    return "\n".join(render.record(shown)) + "\n\nEVENTS\n" + events
+    return "\n".join(render.record(shown)) + _output(t) + "\n\nEVENTS\n" + events
+
+
+def _output(t: dict[str, Any]) -> str:
+    """The last lines a failed attempt printed (kept by the manager: shown even when its worker is gone)."""
+    text = render.clean_text(t.get("output") or "").rstrip("\n")
+    if not text:
+        return ""
+    lines = "\n".join("  " + line for line in text.split("\n"))
+    return f"\n\nOUTPUT (last lines of attempt {t.get('output_attempt') or '?'}; all of it: cube task logs)\n{lines}"
 
 
 def _state_detail(t: dict[str, Any]) -> str:

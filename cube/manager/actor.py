@@ -27,14 +27,17 @@ from cube import __version__
 from cube.config import ManagerConfig
 from cube.manager import listing
 from cube.manager.delivery import Commands
+from cube.manager.events import EventLog
 from cube.manager.health import HealthMonitor
 from cube.manager.lifecycle import TaskLife, report_clock
 from cube.manager.placement import Placement
 from cube.manager.registry import ACTIVE as ACTIVE_NODE
 from cube.manager.registry import DRAIN, WorkerRegistry
+from cube.manager.registry import LOST as LOST_NODE
 from cube.manager.storage import AsyncStore
 from cube.manager.taskbook import TaskBook, TaskEvent
 from cube.manager.services import DELETE, SERVICES, ServiceController, rolled_back
+from cube.messages import events as events_msg
 from cube.messages import node as node_msg
 from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
@@ -91,7 +94,11 @@ class Manager(Actor):
         self.store = AsyncStore(self, self.store_sock)
         # Insecure workers name their connection; secure ones are routed only where their key spoke.
         self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
-        self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new))
+        # Every change of a task, service or node is a numbered, stored event (events.py).
+        self.eventlog = EventLog(self.store, lambda topic, body: self.send(self.events, Envelope(topic, body)),
+                                 kept=config.events_kept, max_age=config.retention)
+        self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new),
+                             events=self.eventlog)
         self.task_order = listing.Index()  # task.ls pages walk it: creation order, then id
         self.book.watchers.append(self._index_task)
         self.commands = Commands(self, self.workers_sock, self.registry, config.command_retry)
@@ -108,7 +115,8 @@ class Manager(Actor):
         self._moving: set[str] = set()
         self._naming: dict[str, str] = {}  # names of tasks being created -> their ids
         secure = self.authority is not None
-        self.serve(self.api, accept=task_msg.API | node_msg.API | service_msg.API, authenticated=secure)
+        self.serve(self.api, accept=task_msg.API | node_msg.API | service_msg.API | events_msg.API,
+                   authenticated=secure)
         self.serve(self.workers_sock, accept=worker_msg.FROM_WORKER, authenticated=secure)
         self.serve(self.store_sock, accept=set())
         self.serve(self.sched_sock, accept=set())
@@ -179,6 +187,8 @@ class Manager(Actor):
             self.loop.call_every(0.05, self.services.tick)  # soon after a change of a service's task
             self.loop.call_every(1.0, self.book.resolve_doubts)
             self.loop.call_every(min(60.0, max(1.0, self.config.retention / 10)), self._prune)
+            self.loop.call_every(2.0, self.eventlog.prune)
+            self.loop.call_every(events_msg.HEARTBEAT_INTERVAL, lambda: self.eventlog.heartbeat(self.started))
             self.placement.schedule()
         self.store.list_all(NODES, nodes)
 
@@ -191,7 +201,8 @@ class Manager(Actor):
     def on_ping(self, m: Envelope) -> dict[str, Any]:
         return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
                 "state": "loading" if self.loading else "ready",
-                "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)])}
+                "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)]),
+                "events_port": self.config.events_port}  # clients follow events there (docs/protocol.md)
 
     @handles(task_msg.START)
     def on_start_task(self, m: Envelope) -> None:
@@ -483,7 +494,7 @@ class Manager(Actor):
         self.life.stop(task_id, done, reason=reason)
 
     def _publish_service_event(self, name: str, message: str) -> None:
-        self.send(self.events, Envelope(service_msg.EVENT, {"service": name, "message": message, "time": time.time()}))
+        self.eventlog.record({"type": "service", "service": name, "message": message}, service_msg.EVENT)
 
     # ---- node availability -----------------------------------------------------------------------------
     @handles(node_msg.DRAIN)
@@ -510,14 +521,14 @@ class Manager(Actor):
             if not others:
                 reply["warning"] = "no other worker can take new work: its tasks wait Pending until one can"
             m.respond(reply)
-        self.store.put(NODES, rec.name, rec.to_dict(), saved)
+        self._save_node(rec.to_dict(), "drained", "cube node drain", done=saved)
 
     @handles(node_msg.ACTIVATE)
     def on_activate(self, m: Envelope) -> dict[str, Any]:
         self._ready()
         rec = self._node(m.body["name"])
         rec.availability = ACTIVE_NODE
-        self._save_node(rec.to_dict())
+        self._save_node(rec.to_dict(), "activated", "cube node activate")
         self.placement.schedule()
         return {"node": rec.view()}
 
@@ -581,12 +592,16 @@ class Manager(Actor):
         if not known and revoked is None:
             raise CubeError(NOT_FOUND, f"no worker named {name!r}")
         rec = self.registry.get(name)
+        action, why = ("revoked", "cube node rm: its key was revoked") if revoked else ("removed", "cube node rm")
         if rec is not None:
             self.registry.lose(name)
             self.commands.cancel(name)
-            self._save_node(rec.to_dict())
+            self._save_node(rec.to_dict(), action, why)
             self._unmoved.add(name)
             self._removed.add(name)
+        else:  # a key that never said hello to this manager: the event alone
+            self.eventlog.record({"type": "node", "node": name, "action": action, "reason": why},
+                                 events_msg.NODE_EVENT)
         log.warning("manager: worker %s removed%s; its tasks move", name, " and its key revoked" if revoked else "")
         return {"name": name, "revoked": revoked is not None}
 
@@ -627,10 +642,11 @@ class Manager(Actor):
             raise CubeError(CONFLICT, f"stale hello from {name}: a newer one was already taken")
         # Pending commands are kept: each is the current intent for one attempt (a newer one
         # replaces it by key), and a late hello must not cancel a stop sent after its snapshot.
+        old = self.registry.get(name)
         rec = self.registry.hello(name, b["address"], float(b["cpus"]), b["memory"], b["disk"], b.get("pid", 0),
                                   clock)
         self._follow(name, m.route)
-        self._save_node(rec.to_dict())
+        self._save_node(rec.to_dict(), *_hello_event(old))
         log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
         self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
         self.placement.schedule()
@@ -703,7 +719,7 @@ class Manager(Actor):
         for rec in self.registry.expire():
             log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
             self.commands.cancel(rec.name)
-            self._save_node(rec.to_dict())
+            self._save_node(rec.to_dict(), "lost", f"silent for more than {self.config.grace:g}s")
             self._unmoved.add(rec.name)
         for name in sorted(self._unmoved - self._moving):  # retried every tick until the Store takes them
             if self.registry.is_ready(name):  # back already: its hello reconciles instead
@@ -736,17 +752,74 @@ class Manager(Actor):
         self.store.delete(NODES, name, lambda _, error: error and log.warning(
             "manager: could not forget node %s: %s", name, error))
 
-    def _save_node(self, data: dict[str, Any]) -> None:
-        self.store.put(NODES, data["name"], data, lambda _, error: error and log.warning(
-            "manager: could not record node %s: %s", data["name"], error))
+    def _save_node(self, data: dict[str, Any], action: str = "", reason: str = "", done: Any = None) -> None:
+        """Persist a node's record; with `action`, its node event is written in the same batch and
+        published once stored (docs/architecture.md, "The event log")."""
+        def saved(_: Any, error: CubeError | None) -> None:
+            if error is not None:
+                log.warning("manager: could not record node %s: %s", data["name"], error)
+            if done is not None:
+                done(_, error)
+        if not action:
+            self.store.put(NODES, data["name"], data, saved)
+            return
+        self.eventlog.record({"type": "node", "node": data["name"], "action": action, "reason": reason},
+                             events_msg.NODE_EVENT, ops=[("put", NODES, data["name"], data)], done=saved)
 
     # ---- events -----------------------------------------------------------------------------------
+    @handles(events_msg.SINCE)
+    def on_events_since(self, m: Envelope) -> None:
+        """One page of stored events after `seq` (or from `time`; neither: from now), filtered
+        (docs/protocol.md, "Events"). Events hold no env values: read-only credentials may read."""
+        self._ready()
+        b = m.body
+        filters = events_msg.filters_of(b)
+        limit = b.get("limit") or events_msg.MAX_PAGE
+        if not 1 <= limit <= events_msg.MAX_PAGE:
+            raise CubeError(BAD_REQUEST, f"limit must be between 1 and {events_msg.MAX_PAGE}")
+        if b.get("seq") is not None and b["seq"] < 0:
+            raise CubeError(BAD_REQUEST, "seq must be 0 or more")
+        log_ = self.eventlog
+
+        def read(after: int | None, error: CubeError | None) -> None:
+            if error is not None:
+                m.respond(error=error)
+                return
+            last, first = log_.published, log_.first
+
+            def page(body: dict[str, Any] | None, error: CubeError | None) -> None:
+                if error is not None:
+                    m.respond(error=error)
+                else:
+                    m.respond({**body, "last": last, "first": first, "after": after})
+            if b.get("seq") is None and b.get("time") is None:  # from now: nothing to read
+                page({"events": [], "next": last, "more": False}, None)
+            else:
+                log_.read(after, page, until=b.get("until"), limit=limit, filters=filters)
+        if b.get("seq") is not None:
+            read(b["seq"], None)
+        elif b.get("time") is not None:
+            log_.seek(float(b["time"]), read)
+        else:
+            read(log_.published, None)
+
     def _publish(self, event: TaskEvent, task: Task, record: dict[str, Any]) -> None:
         body = event.to_dict()
         body["task"] = listing.redact(record)  # subscribers never see env values
-        self.send(self.events, Envelope(task_msg.EVENT, body))
+        self.eventlog.publish(task_msg.EVENT, body)
         if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
             self.request(self.sched_sock, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)
+
+
+def _hello_event(old: Any) -> tuple[str, str]:
+    """The node event a hello makes: a first one joins, any other is a worker coming back."""
+    if old is None:
+        return "joined", "said hello"
+    if old.state == LOST_NODE:
+        return "back", "said hello again after it was lost"
+    if not old.greeted:
+        return "back", "said hello after the manager restarted"
+    return "back", "said hello again (it restarted or reconnected)"
 
 
 def _relay(m: Envelope, reply: Envelope | None, who: str, pick: Any) -> None:

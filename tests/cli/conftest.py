@@ -138,7 +138,7 @@ class FakeManager:
     def task_logs(self, body: dict[str, Any]) -> dict[str, Any]:
         self.find(body["id"])
         lines = self.logs.splitlines(keepends=True)
-        return {"logs": "".join(lines[-body["tail"]:])}
+        return {"logs": "".join(lines[-body["tail"]:] if body.get("tail") else [])}
 
     def node_ls(self, body: dict[str, Any]) -> dict[str, Any]:
         return {"nodes": self.nodes, "continue": ""}

@@ -1,0 +1,59 @@
+"""`task.logs`: which worker to ask for a page of which attempt's output (docs/protocol.md, "Logs").
+
+Output lives on workers (docs/architecture.md, "Logs"): in the container while it exists, then in
+the copy the worker keeps of it. The manager only knows where each attempt ran (Task.ran_on) and
+whether the attempt has ended, which tells a follower (`cube task logs -f`) when to stop.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from cube.model.state import State
+from cube.model.task import MAX_RAN_ON, Task
+from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
+
+DEFAULT_TAIL = 100
+LIVE = (State.SCHEDULED, State.RUNNING)
+
+
+@dataclass
+class LogsRequest:
+    worker: str
+    attempt: int
+    ended: bool  # decided before the worker reads: a page read after this saw all of an ended attempt
+    body: dict[str, Any]  # the worker.logs body
+
+    def answer(self, reply: dict[str, Any]) -> dict[str, Any]:
+        """The client's reply from the worker's."""
+        return {"logs": reply.get("logs", ""), "cursor": reply.get("cursor", ""), "more": bool(reply.get("more")),
+                "source": reply.get("source", ""), "attempt": self.attempt, "worker": self.worker,
+                "ended": self.ended}
+
+
+def plan(task: Task, body: dict[str, Any], connected: Callable[[str], bool]) -> LogsRequest:
+    """The worker.logs request for a task.logs body, or a CubeError saying why there is none."""
+    short = task.id[:12]
+    if task.attempt < 1:
+        raise CubeError(NOT_FOUND, f"task {short} has not run yet ({task.state.value}: {task.reason or 'waiting'})")
+    attempt = body.get("attempt") or task.attempt
+    if not 1 <= attempt <= task.attempt:
+        raise CubeError(NOT_FOUND, f"task {short} has no attempt {attempt} (its attempts are 1 to {task.attempt})")
+    tail = body.get("tail")
+    if tail is not None and tail < 0:
+        raise CubeError(BAD_REQUEST, "field 'tail': a number of lines >= 0")
+    worker = task.worker_of(attempt)
+    if not worker:
+        raise CubeError(NOT_FOUND, f"where attempt {attempt} of task {short} ran is forgotten (a task remembers "
+                                   f"the workers of its last {MAX_RAN_ON} attempts)")
+    if not connected(worker):
+        kept = (f"; its last lines are in `cube task inspect {short}`"
+                if task.output and task.output_attempt == attempt else "")
+        raise CubeError(UNAVAILABLE, f"worker {worker}, which ran attempt {attempt} of task {short}, is not "
+                                     f"connected: the output it keeps can be read once it is back{kept}")
+    ended = attempt != task.attempt or task.state not in LIVE
+    ask: dict[str, Any] = {"task_id": task.id, "attempt": attempt,
+                           "tail": DEFAULT_TAIL if tail is None else tail}
+    if body.get("cursor"):
+        ask["cursor"] = body["cursor"]
+    return LogsRequest(worker, attempt, ended, ask)
