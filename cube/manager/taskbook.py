@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from cube.manager.events import EventLog
 from cube.manager.storage import AsyncStore
 from cube.model.state import State
 from cube.model.task import Task
@@ -54,15 +55,22 @@ class Skip(Exception):
 
 @dataclass
 class TaskEvent:
+    """A task's event, as the event log stores and publishes it (docs/protocol.md, "Events")."""
     seq: int
     task_id: str
     state: str
     time: float
     worker: str
     reason: str
+    name: str = ""
+    attempt: int = 0
+    service: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = {"type": "task", **self.__dict__}
+        if not self.service:
+            del out["service"]
+        return out
 
 
 @dataclass
@@ -97,8 +105,9 @@ class _Queue:
 
 class TaskBook:
     def __init__(self, store: AsyncStore, publish: Callable[[TaskEvent, Task, dict[str, Any]], None] | None = None,
-                 on_adopt: Callable[[Task | None, Task], None] | None = None):
+                 on_adopt: Callable[[Task | None, Task], None] | None = None, events: EventLog | None = None):
         self.store = store
+        self.eventlog = events if events is not None else EventLog(store)  # numbers and stores every event
         self.publish = publish or (lambda event, task, record: None)
         # Called with (version before, adopted version) when a write that got no answer turns out
         # to have been applied: whatever its caller would have done next was not done.
@@ -112,7 +121,6 @@ class TaskBook:
         self._ids: list[str] = []  # every id, sorted: a prefix is a bisect, not a scan
         self._by_name: dict[str, set[str]] = {}  # name -> ids of the tasks with that name
         self._name_of: dict[str, str] = {}  # id -> its name (names never change)
-        self.seq = 0
         self.doubts: dict[str, Doubt] = {}
         self._queues: dict[str, _Queue] = {}
 
@@ -124,18 +132,22 @@ class TaskBook:
                 done(None, error)
                 return
 
-            def got_seq(seq: Any, error: CubeError | None) -> None:
+            def got_seq(_: Any, error: CubeError | None) -> None:
                 if error is not None:
                     done(None, error)
                     return
                 loaded = sorted((Task.from_dict(v) for _, v in items), key=lambda t: (t.created_at, t.id))
                 self.tasks = {t.id: t for t in loaded}  # in creation order: indexes append
-                self.seq = max(self.seq, int(seq or 0))
                 for task_id, task in self.tasks.items():
                     self._changed(task_id, task)
                 done(len(self.tasks), None)
-            self.store.get(META, "event_seq", got_seq)
+            self.eventlog.load(got_seq)
         self.store.list_all(TASKS, got_tasks)
+
+    @property
+    def seq(self) -> int:
+        """The last event number handed out (cluster-wide: the event log's)."""
+        return self.eventlog.seq
 
     # ---- reading --------------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Task]:
@@ -291,11 +303,12 @@ class TaskBook:
         record = new.to_dict()
         ops: list[Op] = [("put", TASKS, new.id, record)]
         ev = None
-        if change.event:
-            self.seq += 1  # handed out now, once: a refused write leaves a gap, never a repeat
-            ev = TaskEvent(self.seq, new.id, new.state.value, new.updated_at, new.worker, change.reason or new.reason)
-            ops.append(("put", EVENTS, f"{new.id}/{ev.seq:012d}", ev.to_dict()))
-            ops.append(("put", META, "event_seq", ev.seq))
+        if change.event:  # numbered now, once: a refused write leaves a gap, never a repeat
+            ev = TaskEvent(self.eventlog.number({})["seq"], new.id, new.state.value, new.updated_at, new.worker,
+                           change.reason or new.reason, new.name, new.attempt, new.service)
+            stored = ev.to_dict()
+            ops.append(("put", EVENTS, f"{new.id}/{ev.seq:012d}", stored))  # the task's history (inspect)
+            ops += self.eventlog.ops(stored)  # the cluster's log (events.since)
 
         def written(_: Any, error: CubeError | None) -> None:
             if error is None:

@@ -2,4 +2,4 @@
 
 Importing this package declares every schema, so any actor that imports it validates the same way.
 """
-from cube.messages import node, sched, service, store, task, worker  # noqa: F401  (declares schemas)
+from cube.messages import events, node, sched, service, store, task, worker  # noqa: F401  (declares schemas)

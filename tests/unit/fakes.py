@@ -53,6 +53,10 @@ class Request:
             self.done({"applied": len(self.ops)}, None)
         elif self.kind == "get":
             self.done(self.store.backend.get(*self.args), None)
+        elif self.kind == "page":  # one page of a list, as the Store actor answers store.list
+            ns, prefix, after, limit = self.args
+            items = self.store.backend.list(ns, prefix, after, limit + 1)
+            self.done({"items": items[:limit], "more": len(items) > limit}, None)
         else:
             ns, prefix = self.args
             self.done(self.store.backend.list(ns, prefix), None)
@@ -93,6 +97,10 @@ class FakeStore:
 
     def list_all(self, ns: str, done: Callable[[Any, CubeError | None], None], prefix: str = "") -> None:
         self._ask("list", (ns, prefix), done)
+
+    def list_page(self, ns: str, done: Callable[[Any, CubeError | None], None], prefix: str = "", after: str = "",
+                  limit: int = 1000) -> None:
+        self._ask("page", (ns, prefix, after, limit), done)
 
     # ---- the test's side ----------------------------------------------------------------------------
     def _ask(self, kind: str, args: tuple, done: Callable[[Any, CubeError | None], None]) -> None:

@@ -236,9 +236,9 @@ def test_commit_persists_task_and_event_atomically(book):
     assert added is not t and book.get("t1") is added
     backend = book.store.backend
     assert backend.get(TASKS, "t1")["state"] == "Pending"
-    first = book.store.requests[0]  # the task, its event and the sequence number: one batch
+    first = book.store.requests[0]  # the task, its event (its history, the log) and the sequence number: one batch
     assert first.kind == "batch" and [(op, ns) for op, ns, _, _ in first.ops] == [
-        ("put", TASKS), ("put", EVENTS), ("put", META)]
+        ("put", TASKS), ("put", EVENTS), ("put", "eventlog"), ("put", META)]
     events = fakes.events(book, "t1")
     assert len(events) == 1 and events[0]["state"] == "Pending" and events[0]["reason"] == "submitted"
     assert backend.get(META, "event_seq") == 1
