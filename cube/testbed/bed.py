@@ -243,9 +243,11 @@ def reap(bed_id: str | None = None, stale_only: bool = True) -> list[str]:
         if (bed_id is not None and bid != bed_id) or (stale_only and not stale(state)):
             continue
         root = RUN_DIR / bid
+        spaces = netns.names(f"{PREFIX}{bid}-")
+        for ns in spaces:  # containers first: a dockerd told to stop would wait for each to stop
+            kill_cgroup(ns)
         for pidfile in root.glob("*/docker.pid"):
             _kill_pidfile(pidfile, str(root))
-        spaces = netns.names(f"{PREFIX}{bid}-")
         for ns in spaces:
             for sig in (signals.SIGTERM, signals.SIGKILL):
                 pids = netns.pids(ns)
