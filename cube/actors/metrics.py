@@ -6,11 +6,15 @@ the book's 3 s double sample inside placement is exactly what this avoids.
 from __future__ import annotations
 
 import os
+import socket
 import time
 from dataclasses import dataclass
 from typing import Any
 
 import psutil
+
+
+ANY_ADDRESS = "0.0.0.0"
 
 
 @dataclass
@@ -31,11 +35,14 @@ def machine_capacity(data_dir: str, cpus: float | None = None, memory: int | Non
 
 
 class MetricsSampler:
-    def __init__(self, name: str, address: str, capacity: Capacity, data_dir: str):
+    def __init__(self, name: str, address: str, capacity: Capacity, data_dir: str, bind_ip: str = ANY_ADDRESS):
+        """`bind_ip`: where this worker publishes ports; what listens there (or on every address)
+        takes a host port away from the tasks that would pin it (docs/architecture.md, "Ports")."""
         self.name = name
         self.address = address
         self.capacity = capacity
         self.data_dir = data_dir
+        self.bind_ip = bind_ip
         self.seq = 0
         psutil.cpu_percent(interval=None)  # prime the counter so the first reading means something
 
@@ -46,6 +53,7 @@ class MetricsSampler:
             "cpus": self.capacity.cpus, "memory": self.capacity.memory, "disk": self.capacity.disk,
             **_machine(_existing(self.data_dir)),
             "task_count": len(task_ids), "reserved": reserved, "task_ids": task_ids,
+            "ports_in_use": ports_in_use(self.bind_ip),
         }
 
 
@@ -78,3 +86,50 @@ def _existing(path: str) -> str:
     while path and not os.path.exists(path):
         path = os.path.dirname(path)
     return path or "/"
+
+
+# ---- host ports in use ---------------------------------------------------------------------------
+_PROC_NET = (("tcp", "/proc/net/tcp", 4), ("tcp", "/proc/net/tcp6", 6),
+             ("udp", "/proc/net/udp", 4), ("udp", "/proc/net/udp6", 6))
+_TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
+_LISTENERS: list[Any] = [0.0, []]  # monotonic time, [(proto, ip, port)]: shared like _READINGS
+
+
+def ports_in_use(bind_ip: str) -> list[str]:
+    """Host ports ("8081/tcp") a container published on `bind_ip` could not get: listening TCP
+    sockets and bound UDP ones, on that address or on every address. Read from /proc/net, the
+    kernel's own tables for this network namespace, rather than psutil.net_connections(), which
+    walks every process's file descriptors to name the owners (slow, and not needed here)."""
+    now = time.monotonic()
+    if now - _LISTENERS[0] >= READING_TTL:
+        _LISTENERS[0], _LISTENERS[1] = now, _listeners()
+    wildcard = bind_ip in ("", ANY_ADDRESS, "::")
+    return sorted({f"{port}/{proto}" for proto, ip, port in _LISTENERS[1]
+                   if wildcard or ip in ("0.0.0.0", "::", bind_ip) or ip == f"::ffff:{bind_ip}"})
+
+
+def _listeners() -> list[tuple[str, str, int]]:
+    found = []
+    for proto, path, family in _PROC_NET:
+        want = _TCP_LISTEN if proto == "tcp" else _UDP_UNCONNECTED
+        try:
+            with open(path) as f:
+                next(f, None)  # the header
+                for line in f:
+                    fields = line.split()
+                    if len(fields) < 4 or fields[3] != want:
+                        continue
+                    ip_hex, _, port_hex = fields[1].partition(":")
+                    port = int(port_hex, 16)
+                    if port:
+                        found.append((proto, _ip(ip_hex, family), port))
+        except (OSError, ValueError):
+            continue  # no IPv6 on this host, or no /proc: nothing known to be in use there
+    return found
+
+
+def _ip(hex_text: str, family: int) -> str:
+    """/proc/net's address: 32-bit words in host byte order (little-endian here)."""
+    raw = bytes.fromhex(hex_text)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if family == 4 else socket.AF_INET6, words)

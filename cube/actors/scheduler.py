@@ -23,6 +23,7 @@ from cube.security.zap import Gate, HandshakeCounter
 from cube.messages import node as node_msg
 from cube.messages import sched as msg
 from cube.scheduling import ClusterView, Demand, make_scheduler
+from cube.scheduling.model import port_set
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
@@ -113,8 +114,12 @@ class SchedulerActor(Actor):
         chosen: dict[str, set[str]] = {}  # group (a service) -> nodes its items got in this request
         out = []
         for item, demand in items:
-            if demand not in reasons and any(demand.cpu >= d.cpu and demand.memory >= d.memory
-                                             and demand.disk >= d.disk for d in refused):
+            own = _strings(item.get("exclude"))  # workers this task must not go back to
+            if own:  # its own exclusions make it unlike any other task: decided on its own
+                placement = self._place_spread(item, exclude | own, chosen)
+                out.append({"task_id": item["task_id"], "node": placement.node, "reason": placement.reason})
+                continue
+            if demand not in reasons and any(demand.covers(d) for d in refused):
                 # It cannot fit either; its reason must quote its own numbers, not another task's.
                 reasons[demand] = self._place(item["task_id"], item, exclude).reason
             if demand in reasons:
@@ -163,9 +168,13 @@ class SchedulerActor(Actor):
         return {"nodes": self.view.describe(), "algorithm": self.algorithm.name}
 
 
+def _strings(value: Any) -> set[str]:
+    return {x for x in value if isinstance(x, str)} if isinstance(value, list) else set()
+
+
 def _demand(b: dict[str, Any]) -> Demand:
     try:
-        return Demand(float(b["cpu"]), int(b["memory"]), int(b["disk"]))
+        return Demand(float(b["cpu"]), int(b["memory"]), int(b["disk"]), port_set(b.get("fixed_ports")))
     except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise CubeError(BAD_REQUEST, f"sched.place: bad demand: {e}") from None
 

@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
+from cube.model.ports import container_key, fixed_host_ports
 from cube.manager.listing import redact
 from cube.model.service import ACTIVE as ROLLOUT_ACTIVE
 from cube.model.service import ROLLBACK_PAUSED, ROLLED_BACK, ROLLING_BACK
@@ -560,9 +561,14 @@ def host_ports(s: Snapshot) -> tuple[list[str], str]:
         n += 1
         have = {k: int(v) for k, v in (t.get("host_ports") or {}).items()}
         mine = [c for c in s.containers_of(tid) if c.id == t.get("container_id")]
+        exposed = {container_key(p): p for p in t.get("ports") or []}
+        for port, entry in exposed.items():  # a fixed host port is the one published
+            fixed = fixed_host_ports([entry])
+            if fixed and port in have and have[port] != int(fixed[0].partition("/")[0]):
+                problems.append(f"{_short(tid)}: asked for {entry} but host_ports[{port}] = {have[port]}")
         if mine:
             real = _bindings(mine[0])
-            for port in t.get("ports") or []:
+            for port in exposed:
                 published = {int(b["HostPort"]) for b in real.get(port, []) if str(b.get("HostPort", "")).isdigit()}
                 if port not in have:
                     problems.append(f"{_short(tid)}: port {port} missing from host_ports "
@@ -570,7 +576,7 @@ def host_ports(s: Snapshot) -> tuple[list[str], str]:
                 elif have[port] not in published:
                     problems.append(f"{_short(tid)}: host_ports[{port}] = {have[port]} but Docker publishes it on "
                                     f"{sorted(published) or 'nothing'}")
-            for port in sorted(set(have) - set(t.get("ports") or [])):
+            for port in sorted(set(have) - set(exposed)):
                 problems.append(f"{_short(tid)}: host_ports has {port}, which the task does not expose")
         # else: single-container reports the missing container
         address = (s.nodes.get(t.get("worker") or "") or {}).get("address") or t.get("worker") or "?"

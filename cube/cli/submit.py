@@ -29,10 +29,12 @@ class Outcome:
 
 def build(file: str | None, flags: dict[str, Any]) -> dict[str, Any]:
     """The spec to send: the file's, with the flags given on top; an id chosen here."""
-    from cube.model.task import TaskSpecError, new_task_id, task_from_spec
-    spec = merge(read(file) if file is not None else {}, flags)
-    spec.setdefault("id", new_task_id())  # chosen here, so a retried submit is not a second task
+    from cube.model.task import TaskSpecError, new_task_id, task_from_spec, unwrap_event
     try:
+        # The book's task event file: its Task is the task (and the flags apply to it).
+        spec = merge(unwrap_event(read(file)) if file is not None else {}, flags)
+        # chosen here unless the file names it, so a retried submit is not a second task
+        spec["id"] = spec.pop("id", None) or spec.pop("ID", None) or new_task_id()
         task_from_spec(spec)  # fail early, with the field named, before anything is sent
     except TaskSpecError as e:
         raise CliError(f"bad task{where(file)}: {e}") from None

@@ -12,6 +12,7 @@ from typing import Any, Callable
 from cube.control.health import probe
 from cube.manager.registry import WorkerRegistry
 from cube.manager.taskbook import TaskBook
+from cube.model.ports import container_key
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, Task
 from cube.wire.loop import Loop
@@ -76,7 +77,7 @@ class HealthMonitor:
 
     def _target(self, task: Task) -> tuple[str, int] | None:
         rec = self.registry.get(task.worker)
-        port_key = task.health.port or (task.ports[0] if task.ports else "")
+        port_key = task.health.port or (container_key(task.ports[0]) if task.ports else "")
         host_port = task.host_ports.get(port_key)
         if rec is None or not host_port:
             return None

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 SCHEDULER_TIMEOUT = 5.0
 NOTE_EVERY = 5.0  # seconds between two writes of why a task waits
+# Seconds a worker where a task's fixed host port was taken at start stays off-limits to it: by
+# then that worker's metrics show what holds the port, and the Scheduler keeps the task off while
+# it is held (docs/architecture.md, "Ports"). A conflict the metrics cannot see costs one attempt
+# per hold, within the restart policy's limit: never an endless retry there.
+PORT_CONFLICT_HOLD = 10.0
 
 
 def may_want_placement(t: Task) -> bool:
@@ -112,6 +117,14 @@ class Placement:
 
     def _item(self, t: Task) -> dict[str, Any]:
         item: dict[str, Any] = {"task_id": t.id, "cpu": float(t.cpu), "memory": int(t.memory), "disk": int(t.disk)}
+        fixed = t.fixed_ports
+        if fixed:  # a resource of the worker: free there, or the task does not go there
+            item["fixed_ports"] = fixed
+        if t.port_conflicts:  # its ports were taken there when it started: not again for a while
+            now = time.time()
+            recent = [w for w, at in t.port_conflicts.items() if now - at < PORT_CONFLICT_HOLD]
+            if recent:
+                item["exclude"] = recent
         if t.service:  # replicas of one service avoid sharing a worker when another one fits
             item["group"] = t.service
             item["avoid"] = self.spread(t)

@@ -13,7 +13,7 @@ CREDENTIALS_LIST = "cluster.credentials_ls"  # who holds credentials (names, rol
 CREDENTIALS_REVOKE = "cluster.credentials_revoke"  # revoke every credentials issued under a name
 
 register(LIST, {"limit": opt(int), "continue": opt(str, max_len=1024)})
-register(PING, {})
+register(PING, {"states": opt(bool)})  # states: also count the tasks by state (cube top)
 register(REMOVE, {"name": Field(str, max_len=128)})
 register(DRAIN, {"name": Field(str, max_len=128)})
 register(ACTIVATE, {"name": Field(str, max_len=128)})
@@ -28,6 +28,7 @@ register(METRICS, {
     "memory_percent": Field(NUMBER), "disk_total": Field(int), "disk_free": Field(int),
     "disk_used": Field(int), "load_avg": Field(list, items=NUMBER), "task_count": Field(int),
     "reserved": Field(dict), "task_ids": Field(list, items=str),
+    "ports_in_use": opt(list, items=str),  # host ports taken on the worker's address ("8081/tcp")
 })
 
 API = {LIST, PING, REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS, CREDENTIALS_LIST, CREDENTIALS_REVOKE}

@@ -7,7 +7,8 @@ NODES = "sched.nodes"
 RELEASE = "sched.release"
 
 register(PLACE, {"task_id": Field(str, max_len=64), "cpu": Field(NUMBER), "memory": Field(int),
-                 "disk": Field(int), "exclude": opt(list, items=str), "only": opt(list, items=str)})
+                 "disk": Field(int), "fixed_ports": opt(list, items=str), "exclude": opt(list, items=str),
+                 "only": opt(list, items=str)})
 register(PLACE_MANY, {"tasks": Field(list, items=dict, max_len=1000), "exclude": opt(list, items=str),
                       "only": opt(list, items=str)})
 register(NODES, {})

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from cube.model import ports as port_spec
 from cube.model.task import Task
 
 
@@ -59,6 +60,10 @@ class RunSpec:
         ports = d.get("ports") or []
         if not (isinstance(ports, list) and all(isinstance(p, str) for p in ports)):
             raise RunSpecError("spec field 'ports' must be a list of strings")
+        try:
+            ports = [str(m) for m in port_spec.parse_all(ports)]
+        except port_spec.PortError as e:
+            raise RunSpecError(f"spec field 'ports': {e}") from None
         cpu = d.get("cpu") or 0.0
         if isinstance(cpu, bool) or not isinstance(cpu, (int, float)) or not math.isfinite(cpu) or cpu < 0:
             raise RunSpecError("spec field 'cpu' must be a finite number >= 0")

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cube.model import ports
 from cube.model.state import State, check_transition
 from cube.model.units import MAX_SIZE, describe_size, parse_size
 
@@ -69,7 +70,7 @@ class Task:
     cpu: float = 0.0
     memory: int = 0
     disk: int = 0
-    ports: list[str] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # "80/tcp", or "8081:80/tcp" for a fixed host port
     pids_limit: int = 0  # most processes the container may have; 0 means the worker's default
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     health: HealthCheck | None = None
@@ -85,6 +86,10 @@ class Task:
     reason: str = ""  # why the task is where it is (e.g. why it is still Pending)
     restart_count: int = 0
     lost_count: int = 0  # of its ends, how many were its worker being lost (not its own fault)
+    # Workers where a fixed host port was taken when this task started there (a race the
+    # Scheduler could not see yet), and when: its next attempts go elsewhere for a while
+    # (docs/architecture.md, "Ports"). Cleared once it runs.
+    port_conflicts: dict[str, float] = field(default_factory=dict)
     not_before: float = 0.0  # restart backoff: do not place before this time
     # A service's replica (cube/model/service.py): its service, slot (1..N) and spec version.
     service: str = ""
@@ -126,6 +131,11 @@ class Task:
     def demand(self) -> dict[str, Any]:
         return {"cpu": self.cpu, "memory": self.memory, "disk": self.disk}
 
+    @property
+    def fixed_ports(self) -> list[str]:
+        """The host ports this task pins ("8081/tcp"): a resource of the worker it runs on."""
+        return ports.fixed_host_ports(self.ports)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain map (what crosses the wire and the Store); written out, as `asdict` is slow."""
         d = {f: getattr(self, f) for f in _PLAIN_FIELDS}
@@ -135,6 +145,7 @@ class Task:
         d["host_ports"] = dict(self.host_ports)
         d["report_clock"] = list(self.report_clock)
         d["ran_on"] = dict(self.ran_on)
+        d["port_conflicts"] = dict(self.port_conflicts)
         d["restart"] = dict(self.restart.__dict__)
         d["health"] = dict(self.health.__dict__) if self.health is not None else None
         d["state"] = self.state.value
@@ -148,6 +159,7 @@ class Task:
         t.env, t.ports, t.host_ports = dict(self.env), list(self.ports), dict(self.host_ports)
         t.report_clock = list(self.report_clock)
         t.ran_on = dict(self.ran_on)
+        t.port_conflicts = dict(self.port_conflicts)
         t.restart = RestartPolicy(**self.restart.__dict__)
         t.health = HealthCheck(**self.health.__dict__) if self.health is not None else None
         return t
@@ -164,7 +176,8 @@ class Task:
         return cls(**data)
 
 
-_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "ran_on", "restart", "health", "state"}
+_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "ran_on", "port_conflicts", "restart",
+           "health", "state"}
 _PLAIN_FIELDS = [f.name for f in fields(Task) if f.name not in _NESTED]
 
 
@@ -177,11 +190,21 @@ _ALIASES = {  # the book's capitalised task-file keys, and a few friendly synony
     "restart_policy": "restart", "port": "ports", "PortBindings": "port_bindings",
     "PidsLimit": "pids_limit",
 }
-_SPEC_FIELDS = {"name", "image", "command", "env", "cpu", "memory", "disk", "ports", "restart",
-                "health", "max_restarts", "pids_limit", "id", "ID"}
-# Accepted for the book's task files but not used: Cube always publishes to free host ports, and
-# the file's state is ignored (every task starts Pending).
-_IGNORED_FIELDS = {"port_bindings", "state", "State"}
+_SPEC_FIELDS = {"name", "image", "command", "env", "cpu", "memory", "disk", "ports", "port_bindings",
+                "restart", "health", "max_restarts", "pids_limit", "id", "ID"}
+# The book's Task carries what Cube reports (its container, published ports, times, restarts) and
+# a State: a file may hold them at their zero values, which say nothing, and they are ignored then;
+# a set one is refused, because Cube would not honour it (docs/task-files.md). Every task starts
+# Pending whatever its State says.
+_OUTPUT_FIELDS = {"ContainerID": "", "HostPorts": None, "StartTime": "", "FinishTime": "", "RestartCount": 0}
+_GO_ZERO_TIME = "0001-01-01T00:00:00Z"
+_IGNORED_FIELDS = {"state", "State"}
+# The book's TaskEvent around the Task: its ID names the task when the Task has none; its State
+# and Timestamp are the event's, not the task's, and are ignored.
+_EVENT_FIELDS = {"ID", "State", "Timestamp", "Task"}
+# Docker's restart policy names beside Cube's: "" (Docker's and the book's default) is no restart,
+# and a task Cube stops stays stopped, so "unless-stopped" is "always".
+_RESTART_NAMES = {"": "no", "unless-stopped": "always"}
 
 
 def new_task_id() -> str:
@@ -203,11 +226,11 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     """Validate a user's task description and build a Pending task; errors name the field."""
     if not isinstance(spec, dict):
         raise TaskSpecError(f"a task must be a JSON object, got {type(spec).__name__}")
-    if "Task" in spec and isinstance(spec["Task"], dict):  # the book's task-event file
-        spec = spec["Task"]
+    spec = unwrap_event(spec)
     if any(not isinstance(k, str) for k in spec):
         raise TaskSpecError("task field names must be strings")
-    spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
+    _check_output_fields(spec)
+    spec = {_ALIASES.get(k, k): v for k, v in spec.items() if k not in _OUTPUT_FIELDS}
     spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
     unknown = sorted(set(spec) - _SPEC_FIELDS - _IGNORED_FIELDS)
     if unknown:
@@ -239,7 +262,7 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         cpu=_number(spec, "cpu"),
         memory=_memory(spec),
         disk=_size(spec, "disk"),
-        ports=_ports(spec.get("ports")),
+        ports=_ports(spec.get("ports"), spec.get("port_bindings")),
         pids_limit=_pids_limit(spec.get("pids_limit")),
         restart=_restart(spec.get("restart"), spec.get("max_restarts")),
         health=_health(spec.get("health")),
@@ -249,10 +272,34 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     if task.health is not None and not (task.health.port or task.ports):
         raise TaskSpecError("field 'health': a health check needs a port to probe; add one to 'ports' "
                             "(--port) or give the check its own port")
-    if task.health is not None and task.health.port and task.health.port not in task.ports:
+    exposed = [ports.container_key(p) for p in task.ports]
+    if task.health is not None and task.health.port and task.health.port not in exposed:
         raise TaskSpecError(f"field 'health': port {task.health.port} is not one of the task's ports "
-                            f"({', '.join(task.ports) or 'none'}); it could never be probed")
+                            f"({', '.join(exposed) or 'none'}); it could never be probed")
     return task
+
+
+def unwrap_event(spec: dict[str, Any]) -> dict[str, Any]:
+    """The book's TaskEvent file ({"ID", "State", "Timestamp", "Task": {...}}) -> its Task."""
+    if not isinstance(spec.get("Task"), dict):
+        return spec
+    unknown = sorted(str(k) for k in set(spec) - _EVENT_FIELDS)
+    if unknown:
+        raise TaskSpecError(f"unknown task event field {unknown[0]!r} (a task event has ID, State, "
+                            f"Timestamp and Task)")
+    task = dict(spec["Task"])
+    if spec.get("ID") and not (task.get("ID") or task.get("id")):
+        task["ID"] = spec["ID"]
+    return task
+
+
+def _check_output_fields(spec: dict[str, Any]) -> None:
+    for key, zero in _OUTPUT_FIELDS.items():
+        value = spec.get(key)
+        if value in (None, zero, _GO_ZERO_TIME, {}, []):
+            continue
+        raise TaskSpecError(f"field {key!r} is what Cube reports about a task, not something to ask "
+                            f"for ({key} = {str(value)[:60]!r}); remove it from the task file")
 
 
 #: Docker's image reference grammar (distribution/reference), without its length limits.
@@ -346,36 +393,64 @@ def _pids_limit(value: Any) -> int:
     return value
 
 
-def _ports(value: Any) -> list[str]:
+def _ports(value: Any, bindings: Any = None) -> list[str]:
+    """Canonical port entries ("80/tcp", "8081:80/tcp") from `ports` (a list, or the book's
+    ExposedPorts map) and the book's PortBindings ({"80/tcp": "8081"}, or Docker's
+    {"80/tcp": [{"HostIp": "", "HostPort": "8081"}]}); a binding of an unlisted port exposes it."""
     if value is None:
-        return []
-    if isinstance(value, (str, int)):
+        value = []
+    if isinstance(value, (str, int)) and not isinstance(value, bool):
         value = [value]
     if isinstance(value, dict):  # the book's ExposedPorts: {"80/tcp": {}}
         value = list(value)
     if not isinstance(value, (list, tuple)):
-        raise TaskSpecError("field 'ports' must be a list such as [8080, \"53/udp\"]")
-    ports = []
-    for item in value:
-        text = str(item).strip()
-        number, _, proto = text.partition("/")
-        proto = proto or "tcp"
-        if not (number.isascii() and number.isdecimal()) or not 0 < int(number) < 65536 or proto not in ("tcp", "udp"):
-            raise TaskSpecError(f"field 'ports': {item!r} is not a port such as 8080 or 53/udp")
-        ports.append(f"{int(number)}/{proto}")
-    return ports
+        raise TaskSpecError("field 'ports' must be a list such as [8080, \"8081:80\", \"53/udp\"]")
+    try:
+        mappings = ports.parse_all(value)
+        if bindings not in (None, {}, ""):
+            mappings = _bind(mappings, bindings)
+    except ports.PortError as e:
+        raise TaskSpecError(f"field 'ports': {e}") from None
+    return [str(m) for m in mappings]
+
+
+def _bind(mappings: list[ports.PortMapping], bindings: Any) -> list[ports.PortMapping]:
+    if not isinstance(bindings, dict):
+        raise ports.PortError("PortBindings must be a map such as {\"80/tcp\": \"8081\"}")
+    by_key = {m.key: m for m in mappings}
+    for container, host in bindings.items():
+        target = ports.parse(container)
+        if target.host:
+            raise ports.PortError(f"PortBindings key {container!r} must be a container port such as 80/tcp")
+        if isinstance(host, list):  # Docker's PortMap form
+            if len(host) != 1 or not isinstance(host[0], dict):
+                raise ports.PortError(f"PortBindings[{container!r}] must bind one host port")
+            if host[0].get("HostIp") not in (None, "", "0.0.0.0"):
+                raise ports.PortError(f"PortBindings[{container!r}]: HostIp {host[0]['HostIp']!r}: Cube "
+                                      f"publishes on the worker's own address (cube-worker --address)")
+            host = host[0].get("HostPort")
+        if host in (None, "", 0, "0"):
+            bound = target  # bound to no particular port: Docker picks one
+        else:
+            bound = ports.parse(f"{host}:{target.key}")
+        known = by_key.get(target.key)
+        if known is not None and known.host and known.host != bound.host:
+            raise ports.PortError(f"{target.key} is bound to host port {known.host} and to {bound.host}")
+        by_key[target.key] = bound
+    return ports.parse_all(str(m) for m in by_key.values())
 
 
 def _restart(value: Any, max_restarts: Any) -> RestartPolicy:
     policy = RestartPolicy()
     if isinstance(value, str):
-        policy.name = value
+        policy.name = _RESTART_NAMES.get(value.strip(), value.strip())
     elif isinstance(value, dict):
         allowed = {"name", "max_restarts", "backoff", "backoff_max"}
         bad = sorted(set(value) - allowed)
         if bad:
             raise TaskSpecError(f"field 'restart': unknown key {bad[0]!r}")
-        policy.name = value.get("name", policy.name)
+        name = value.get("name", policy.name)
+        policy.name = _RESTART_NAMES.get(name.strip(), name.strip()) if isinstance(name, str) else name
         max_restarts = value.get("max_restarts", max_restarts)
         for key in ("backoff", "backoff_max"):
             if key in value:

@@ -21,6 +21,11 @@ class RuntimeFailure(Exception):
     """A container operation failed; the message is meant for the user (e.g. image not found)."""
 
 
+class PortConflict(RuntimeFailure):
+    """A fixed host port was taken on this host when the container started (a race with another
+    process): the task belongs on another worker, not on a retry here (docs/architecture.md, "Ports")."""
+
+
 @dataclass
 class ContainerSpec:
     """What to run for one attempt of one task."""
@@ -33,7 +38,7 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     cpu: float = 0.0  # cores; 0 means no limit
     memory: int = 0  # bytes; 0 means no limit
-    ports: list[str] = field(default_factory=list)  # container ports such as "8080/tcp"
+    ports: list[str] = field(default_factory=list)  # "8080/tcp", or "8081:80/tcp" for a fixed host port
     pids_limit: int = 0  # most processes in the container; 0 means the runtime's default
     labels: dict[str, str] = field(default_factory=dict)  # extra labels, e.g. cube.worker
 

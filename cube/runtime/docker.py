@@ -20,6 +20,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from cube.model import ports as port_spec
 from cube.runtime import logstore
 from cube.runtime.logstore import Record
 from cube.runtime.base import (
@@ -28,6 +29,7 @@ from cube.runtime.base import (
     LABEL_WORKER,
     ContainerInfo,
     ContainerSpec,
+    PortConflict,
     RuntimeEvent,
     RuntimeFailure,
 )
@@ -55,8 +57,7 @@ def container_name(spec: ContainerSpec) -> str:
     return f"cube-{base[:40]}-{task}-{spec.attempt}"
 
 
-def _port_key(port: str) -> str:
-    return port if "/" in port else f"{port}/tcp"
+_BIND_REFUSED = re.compile(r"port is already allocated|address already in use|bind: permission denied", re.I)
 
 
 def bind_ip(address: str) -> str:
@@ -273,8 +274,7 @@ class DockerRuntime:
             labels=labels,
             detach=True,
             tty=False,
-            # A free host port on the bind address; (ip,) is the SDK's "HostIp only" form.
-            ports={_port_key(p): self._binding for p in spec.ports},
+            ports=self._bindings(spec.ports),
             restart_policy={"Name": "no"},
             # A tiny init as PID 1 forwards SIGTERM: many programs (busybox httpd, sh) ignore it
             # as PID 1, which would turn every stop into a full timeout and a SIGKILL.
@@ -303,10 +303,17 @@ class DockerRuntime:
         kwargs["host_config"] = self.client.api.create_host_config(**host)
         return kwargs  # anything left over is refused by create_container (TypeError), not dropped
 
-    @property
-    def _binding(self) -> tuple[str] | None:
-        """None publishes on every address (IPv4 and IPv6), as Docker does without a HostIp."""
-        return None if self.bind_address == ANY_ADDRESS else (self.bind_address,)
+    def _bindings(self, entries: list[str]) -> dict[str, Any]:
+        """Docker's port bindings: a fixed host port where the task asks for one, else a free one,
+        on the bind address; (ip,) is the SDK's "HostIp only" form, and no HostIp publishes on
+        every address (IPv4 and IPv6), as Docker does."""
+        out: dict[str, Any] = {}
+        for m in (port_spec.parse(e) for e in entries):
+            if self.bind_address == ANY_ADDRESS:
+                out[m.key] = m.host or None
+            else:
+                out[m.key] = (self.bind_address, m.host) if m.host else (self.bind_address,)
+        return out
 
     def _start(self, container_id: str, spec: ContainerSpec) -> ContainerInfo:
         try:
@@ -317,8 +324,12 @@ class DockerRuntime:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             with contextlib.suppress(docker.errors.DockerException, requests.exceptions.RequestException):
                 self.client.api.remove_container(container_id, v=True, force=True)
+            why = _explain(exc)
+            fixed = port_spec.fixed_host_ports(spec.ports)
+            if fixed and _BIND_REFUSED.search(why):
+                raise PortConflict(f"host port {', '.join(fixed)} is taken on this worker's host: {why}") from exc
             raise RuntimeFailure(
-                f"container for task {spec.task_id} ({spec.image}) failed to start: {_explain(exc)}") from exc
+                f"container for task {spec.task_id} ({spec.image}) failed to start: {why}") from exc
 
     # -- stop / inspect / list / logs ------------------------------------------------------
 

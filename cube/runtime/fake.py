@@ -14,12 +14,14 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator
 
+from cube.model import ports as port_spec
 from cube.runtime.base import (
     LABEL_ATTEMPT,
     LABEL_TASK,
     LABEL_WORKER,
     ContainerInfo,
     ContainerSpec,
+    PortConflict,
     RuntimeEvent,
     RuntimeFailure,
 )
@@ -74,13 +76,25 @@ class FakeRuntime:
                 task_id=spec.task_id,
                 attempt=spec.attempt,
                 state="running",
-                host_ports={(p if "/" in p else f"{p}/tcp"): next(self._ports) for p in spec.ports},
+                host_ports=self._publish(spec),
                 started_at=_now_iso(),
                 worker=labels.get(LABEL_WORKER, ""),
             )
             self._containers[info.container_id] = _Container(info, name, spec, labels)
             self._emit("start", info)
             return replace(info)
+
+    def _publish(self, spec: ContainerSpec) -> dict[str, int]:
+        """Host ports as Docker would give them: a fixed one is refused while another running
+        container of this runtime holds it (one runtime is one host's Docker)."""
+        mappings = [port_spec.parse(p) for p in spec.ports]
+        held = {(proto, int(hp)) for c in self._containers.values() if c.info.running
+                for key, hp in c.info.host_ports.items() for proto in [key.partition("/")[2]]}
+        taken = [m.host_key for m in mappings if m.host and (m.proto, m.host) in held]
+        if taken:
+            raise PortConflict(f"host port {', '.join(taken)} is taken on this worker's host: "
+                               f"port is already allocated (simulated)")
+        return {m.key: m.host or next(self._ports) for m in mappings}
 
     def stop(self, container_id: str, timeout: float = 5.0,
              before_remove: Callable[[], None] | None = None) -> None:

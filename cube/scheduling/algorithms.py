@@ -8,7 +8,9 @@ alphabetical order, so decisions are reproducible.
 Feasibility (shared): the node is alive, not excluded, and for each resource the task asks for,
 `demand <= offered - effective reserved` (an exact fit is allowed; cpu gets a 1e-9 core slack so
 float sums such as 0.1 + 0.2 do not refuse an exact fit). A resource the task does not ask for
-(0) is not checked, so a zero demand fits any live node, even an over-committed one.
+(0) is not checked, so a zero demand fits any live node, even an over-committed one. A task's
+fixed host ports must all be free on the node's address: not listening there and not held by
+another task placed or running on a worker of that address (NodeTable.ports_taken).
 
 Algorithms (`ALGORITHMS`, `make_scheduler(name)`):
 
@@ -91,6 +93,11 @@ def feasible(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> np.
         i = t.index.get(name)
         if i is not None:
             ok[i] = False
+    if demand.ports:  # rare, and a set test per remaining node: no column for it
+        taken = t.ports_taken()
+        for i in np.flatnonzero(ok).tolist():
+            if not demand.ports.isdisjoint(taken[i]):
+                ok[i] = False
     return np.flatnonzero(ok)
 
 
@@ -256,6 +263,17 @@ def unplaceable(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> 
     suffix = f" ({'; '.join(notes)})" if notes else ""
     if not live.any():
         return "no live worker outside the excluded" + suffix
+    if demand.ports:
+        held = _port_holders(t, demand.ports, live)
+        for i in {i for holders in held.values() for i in holders}:
+            live[i] = False
+        taken = "; ".join(f"host port {port} is in use on {_names(t, holders)}"
+                          for port, holders in sorted(held.items()) if holders)
+        if not live.any():
+            plural = "s" if len(demand.ports) > 1 else ""
+            return f"no worker has host port{plural} {_list(sorted(demand.ports))} free: {taken}{suffix}"
+        notes.insert(0, taken)
+        suffix = f" ({'; '.join(notes)})"
     idx = np.flatnonzero(live)
     order = idx[np.argsort(t.rank[idx], kind="stable")]  # name order, for stable ties
 
@@ -289,3 +307,19 @@ def unplaceable(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> 
         parts.append(f"most {label} free: {fmt(max(float(getattr(t, col)[j]), 0.0))} on "
                      f"{t.names[j]} (with {others})")
     return f"no worker has {said} free at once; {'; '.join(parts)}{suffix}"
+
+
+def _port_holders(t: NodeTable, ports: frozenset[str], live: np.ndarray) -> dict[str, list[int]]:
+    """Per asked host port, the live nodes where it is taken."""
+    taken = t.ports_taken()
+    return {port: [i for i in np.flatnonzero(live).tolist() if port in taken[i]] for port in ports}
+
+
+def _names(t: NodeTable, indices: list[int], most: int = 5) -> str:
+    names = sorted(t.names[i] for i in indices)
+    more = f" and {len(names) - most} more" if len(names) > most else ""
+    return ", ".join(names[:most]) + more
+
+
+def _list(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]

@@ -22,11 +22,13 @@ CPU_EPSILON = 1e-9
 
 @dataclass(frozen=True, slots=True)
 class Demand:
-    """What a task asks for: cores (float) and bytes of memory and disk."""
+    """What a task asks for: cores (float), bytes of memory and disk, and fixed host ports
+    ("8081/tcp"), which a node has or has not free (docs/architecture.md, "Ports")."""
 
     cpu: float = 0.0
     memory: int = 0
     disk: int = 0
+    ports: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not (self.cpu >= 0 and self.memory >= 0 and self.disk >= 0):  # also rejects NaN
@@ -34,9 +36,29 @@ class Demand:
 
     @classmethod
     def of(cls, task: Mapping[str, Any]) -> "Demand":
-        """Build from any mapping with optional `cpu`, `memory`, `disk` keys (a task dict)."""
+        """Build from any mapping with optional `cpu`, `memory`, `disk` keys (a task dict) and
+        `fixed_ports` (a list of "8081/tcp")."""
         return cls(float(task.get("cpu") or 0.0), int(task.get("memory") or 0),
-                   int(task.get("disk") or 0))
+                   int(task.get("disk") or 0), port_set(task.get("fixed_ports")))
+
+    def covers(self, other: "Demand") -> bool:
+        """Asks for at least all that `other` asks for: where `other` fits nowhere, neither does this."""
+        return (self.cpu >= other.cpu and self.memory >= other.memory and self.disk >= other.disk
+                and self.ports >= other.ports)
+
+
+MAX_PORTS = 65536 * 2  # every tcp and udp port: a longer list is not a list of ports
+
+
+def port_set(value: Any) -> frozenset[str]:
+    """A set of "8081/tcp" strings from a message (anything else in it is a bad message)."""
+    if not value:
+        return frozenset()
+    if not isinstance(value, (list, tuple, set, frozenset)) or len(value) > MAX_PORTS:
+        raise ValueError("ports must be a list of strings such as 8081/tcp")
+    if not all(isinstance(p, str) and len(p) <= 16 for p in value):
+        raise ValueError("ports must be a list of strings such as 8081/tcp")
+    return frozenset(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +106,9 @@ class NodeSample:
     reserved_memory: int = 0
     reserved_disk: int = 0
     task_ids: frozenset[str] = field(default_factory=frozenset)
+    # Host ports taken on the node: listening there (anything, Cube's or not) or held by its
+    # tasks' fixed ports (reserved, so a container still starting counts too).
+    ports: frozenset[str] = field(default_factory=frozenset)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NodeSample":
@@ -115,6 +140,7 @@ class NodeSample:
             reserved_cpu=f("cpu", res), reserved_memory=i("memory", res),
             reserved_disk=i("disk", res),
             task_ids=frozenset(d.get("task_ids") or ()),
+            ports=port_set(d.get("ports_in_use")) | port_set(res.get("ports")),
         )
 
 

@@ -126,10 +126,26 @@ class NodeTable:
     book_node_memory: np.ndarray
     lieb_book_cpu: np.ndarray
     lieb_book_mem: np.ndarray
+    # Host ports taken per node (sample + pending reservations) and the node's address, by the
+    # same index as the columns; lists, not columns: only tasks with fixed host ports look.
+    held_ports: list[frozenset[str]] = field(default_factory=list)
+    addresses: list[str] = field(default_factory=list)
 
     @property
     def n(self) -> int:
         return len(self.names)
+
+    def ports_taken(self) -> list[frozenset[str]]:
+        """Per node, the host ports a task cannot pin there. Ports belong to an address, not to a
+        worker: workers advertising one address (several on one host) publish on the same
+        ports, so what one holds or has reserved is taken for all of them, at once."""
+        n = self.n
+        by_address: dict[str, frozenset[str]] = {}
+        for i in range(n):
+            if self.addresses[i] and self.held_ports[i]:
+                by_address[self.addresses[i]] = by_address.get(self.addresses[i], frozenset()) | self.held_ports[i]
+        return [by_address.get(self.addresses[i], self.held_ports[i]) if self.addresses[i] else self.held_ports[i]
+                for i in range(n)]
 
 
 @dataclass(slots=True)
@@ -160,6 +176,8 @@ class ClusterView:
         self._clock = clock
         self._nodes: dict[str, _Node] = {}
         self._names: list[str] = []  # slot -> name
+        self._held: list[frozenset[str]] = []  # slot -> host ports taken (see NodeTable.held_ports)
+        self._addresses: list[str] = []  # slot -> the node's advertised address
         self._reservations: dict[str, _Reservation] = {}
         self._expiry: deque[_Reservation] = deque()  # in reservation order (clock is monotonic)
         self._cap = 0
@@ -180,6 +198,8 @@ class ClusterView:
             if node.slot == self._cap:
                 self._grow(self._cap * 2)
             self._names.append(s.name)
+            self._held.append(frozenset())
+            self._addresses.append("")
             self._table = None
         else:
             held = node.sample
@@ -209,7 +229,11 @@ class ClusterView:
                 col[node.slot] = col[last]
             moved.slot = node.slot
             self._names[node.slot] = moved.name
+            self._held[node.slot] = self._held[last]
+            self._addresses[node.slot] = self._addresses[last]
         self._names.pop()
+        self._held.pop()
+        self._addresses.pop()
         self._table = None
         return True
 
@@ -321,6 +345,7 @@ class ClusterView:
                 "reserved": {"cpu": sample.reserved_cpu, "memory": sample.reserved_memory,
                              "disk": sample.reserved_disk},
                 "task_ids": sorted(sample.task_ids),
+                "ports": sorted(sample.ports),  # host ports taken there (listening, or a task's)
             })
         return rows
 
@@ -382,7 +407,7 @@ class ClusterView:
         return NodeTable(names=list(self._names), index=index,
                          sorted_names=[self._names[i] for i in order], rank=rank,
                          alive=np.zeros(n, dtype=bool), now=0.0, stale_after=self.stale_after,
-                         **cols)
+                         held_ports=self._held, addresses=self._addresses, **cols)
 
     def _refresh(self, node: _Node) -> None:
         """Recompute one node's columns from its sample and ledger.
@@ -397,6 +422,8 @@ class ClusterView:
         led_cpu = sum(r.demand.cpu for r in node.ledger.values())
         led_mem = sum(r.demand.memory for r in node.ledger.values())
         led_disk = sum(r.demand.disk for r in node.ledger.values())
+        self._held[i] = s.ports.union(*(r.demand.ports for r in node.ledger.values() if r.demand.ports))
+        self._addresses[i] = s.address
         inv_cpus = 1.0 / s.cpus if s.cpus > 0 else 0.0
         inv_mem = 1.0 / s.memory if s.memory > 0 else 0.0
         used_share = s.memory_used / s.memory_total if s.memory_total > 0 else 0.0

@@ -75,7 +75,7 @@ def test_the_books_task1_json_is_accepted():
                  "ExposedPorts": {"7777/tcp": {}}, "PortBindings": {"7777/tcp": "7777"},
                  "HealthCheck": "/health"}}""")
     t = task_from_spec(book_file)
-    assert t.ports == ["7777/tcp"] and t.health.path == "/health"
+    assert t.ports == ["7777:7777/tcp"] and t.health.path == "/health"  # PortBindings pins host port 7777
 
 
 @pytest.mark.parametrize("text,expected", [
