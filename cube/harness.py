@@ -216,6 +216,7 @@ class Cluster:
             self.env.update(CUBE_CHAOS="1", CUBE_CHAOS_RULES=self.rules.path)
         self.manager: subprocess.Popen | None = None
         self.workers: dict[str, subprocess.Popen] = {}  # short name -> its latest process
+        self.worker_managers = ""  # workers' --manager when not this one (several managers: cube/ha/harness.py)
         self._logs: list[Any] = []
 
     @property
@@ -281,7 +282,8 @@ class Cluster:
             self.worker_prometheus[short] = self._free_port()
         prometheus = ["--prometheus-port", str(self.worker_prometheus.get(short, 0))]
         self.workers[short] = self._spawn(f"worker-{short}", "cube.actors.worker", "cube-worker", [
-            "--manager", f"{self.host}:{self.worker_port}", "--name", name, "--address", self.worker_address(short),
+            "--manager", self.worker_managers or f"{self.host}:{self.worker_port}", "--name", name,
+            "--address", self.worker_address(short),
             "--data-dir", str(self.tmp / f"worker-{short}"), *(["--insecure"] if self.insecure else []),
             *stop, *prometheus, *self.worker_args, *flags], env=join)
         if wait:

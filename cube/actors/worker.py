@@ -66,7 +66,8 @@ class WorkerConfig:
 
     @property
     def manager_endpoint(self) -> str:
-        return self.manager if "://" in self.manager else f"tcp://{self.manager}"
+        """tcp://HOST:PORT, or several comma-separated (managers of one cluster: docs/ha.md)."""
+        return ",".join(m if "://" in m else f"tcp://{m}" for m in (p.strip() for p in self.manager.split(",")) if m)
 
 
 @dataclass
@@ -104,6 +105,7 @@ class Worker(Actor):
         self.metrics_sock: zmq.Socket | None = None
         self.metrics_endpoint = ""
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
+        self.term = 0  # the newest manager leader's term seen (docs/ha.md): older terms are not obeyed
         # A logical clock stamped on every hello and status (docs/protocol.md, "Ordering worker
         # reports"): (boot, n), so the manager can tell a stale snapshot from a newer fact, also
         # across a restart of this worker (a later boot orders after every earlier report).
@@ -184,6 +186,7 @@ class Worker(Actor):
         self.stop()
 
     def _registered(self, reply: dict[str, Any]) -> None:
+        self._obeys(reply.get("term"))
         retention = reply.get("retention")
         if isinstance(retention, (int, float)) and retention > 0:  # the manager forgets ended tasks then
             self.logstore.max_age = float(retention)
@@ -201,8 +204,21 @@ class Worker(Actor):
         self.metrics_endpoint = endpoint
 
     # ---- commands -----------------------------------------------------------------------------
+    def _obeys(self, term: Any) -> bool:
+        """Fencing (docs/ha.md): a command of a manager leader older than the newest one we have
+        heard from (a deposed leader that was paused, say) is not obeyed."""
+        if not isinstance(term, int) or term <= 0:  # a single manager: no terms
+            return True
+        if term < self.term:
+            log.warning("worker %s: ignored a command of an old leader (term %d < %d)", self.name, term, self.term)
+            return False
+        self.term = term
+        return True
+
     @handles(msg.RUN)
     def on_run(self, m: Envelope) -> dict[str, Any]:
+        if not self._obeys(m.body.get("term")):
+            return {"ignored": "older term"}
         attempt = m.body["attempt"]
         try:
             spec = RunSpec.from_dict(m.body["spec"])
@@ -234,6 +250,8 @@ class Worker(Actor):
 
     @handles(msg.STOP)
     def on_stop_command(self, m: Envelope) -> dict[str, Any]:
+        if not self._obeys(m.body.get("term")):
+            return {"ignored": "older term"}
         task_id, attempt = m.body["task_id"], m.body.get("attempt")
         _storable(task_id)
         slot = self.slots.get(task_id)
@@ -526,7 +544,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
            log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
-    --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556);
+    --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556), or several
+    comma-separated (managers of one cluster: the worker follows the leader, docs/ha.md);
     --address is the host on which this node's published ports are reachable;
     --cpus/--memory/--disk override the capacity offered (default: what the machine has);
     CUBE_WORKER_JOIN=TOKEN (or --join-file FILE) joins the cluster the first time (`cube join-token`
@@ -568,7 +587,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     hardening.secure_umask()  # keys, slots and logs: readable by this user only
     hardening.raise_fd_limit()
     conf.data_dir = os.path.abspath(str(opt(data_dir, "data_dir", cfg.default_data_dir(f"worker-{conf.name}"))))
-    if conf.insecure and not cfg.is_loopback(conf.manager_endpoint.split("://")[-1].rsplit(":", 1)[0]):
+    if conf.insecure and not all(cfg.is_loopback(e.split("://")[-1].rsplit(":", 1)[0])
+                                 for e in conf.manager_endpoint.split(",")):
         print("cube-worker: --insecure is only allowed with a manager on a loopback address", file=sys.stderr)
         sys.exit(2)
     prom_port = prometheus_port if prometheus_port != -1 else \

@@ -29,7 +29,7 @@ class CliError(Exception):
 class Conn:
     """Where the manager is and how to prove who we are (docs/security.md, "Credentials")."""
 
-    address: str  # tcp://host:port of the API
+    address: str  # tcp://host:port of the API, or several comma-separated (managers: docs/ha.md)
     creds: Any  # cube.security.credentials.Credentials, or None (an insecure local manager)
 
     @property
@@ -37,16 +37,34 @@ class Conn:
         return self.creds.curve() if self.creds else None
 
     @property
+    def addresses(self) -> list[str]:
+        return self.address.split(",")
+
+    @property
+    def current(self) -> str:
+        """The manager we talk to: the leader, once one answered or was named (docs/ha.md)."""
+        return _current.get(self.address) or self.addresses[0]
+
+    @property
     def host(self) -> str:
-        return self.address.removeprefix("tcp://").rsplit(":", 1)[0]
+        return self.current.removeprefix("tcp://").rsplit(":", 1)[0]
 
     @property
     def shown(self) -> str:
-        return self.address.removeprefix("tcp://")
+        return self.current.removeprefix("tcp://")
+
+
+_current: dict[str, str] = {}  # Conn.address -> the address of the manager that leads
 
 
 def address(value: str, source: str) -> str:
-    """tcp://HOST:PORT from what a person typed (HOST:PORT or tcp://HOST:PORT)."""
+    """tcp://HOST:PORT from what a person typed (HOST:PORT or tcp://HOST:PORT), or several
+    comma-separated (the managers of one cluster, docs/ha.md)."""
+    if "," in value:
+        parts = [p for p in value.split(",") if p.strip()]
+        if not parts:
+            raise CliError(f"{source} {value!r} is not HOST:PORT (e.g. 127.0.0.1:{API_PORT})")
+        return ",".join(address(p, source) for p in parts)
     m = _ADDRESS.match(value.strip())
     if not m:
         raise CliError(f"{source} {value!r} is not HOST:PORT (e.g. 127.0.0.1:{API_PORT})")
@@ -74,22 +92,32 @@ def connect(manager: str | None, credentials: str | None) -> Conn:
     return Conn(f"tcp://127.0.0.1:{API_PORT}", None)
 
 
-_clients: dict[Conn, Any] = {}
+_clients: dict[tuple[Conn, str], Any] = {}
 
 
 def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAULT_TIMEOUT) -> dict:
     """One request and its reply body. CliError when the manager is not there or refuses us;
-    the manager's CubeError (with its code) when it answered with an error."""
-    from cube.wire.client import Client, Refused
-    from cube.wire.errors import UNAVAILABLE, CubeError, Unavailable
-    client = _clients.get(conn)
-    if client is None:  # one connection (one CURVE handshake) for every request of a command
-        client = _clients[conn] = Client(conn.address, name="cli", timeout=timeout, curve=conn.curve)
+    the manager's CubeError (with its code) when it answered with an error.
+
+    With several managers (docs/ha.md) a follower's `not_leader` answer names the leader, and the
+    request goes there; a manager nothing listens at is skipped for the next one."""
+    from cube.wire.client import Client, Refused, Unreachable
+    from cube.wire.errors import NOT_LEADER, UNAVAILABLE, CubeError, Unavailable, leader_in
     deadline = time.monotonic() + LOADING_WAIT
+    refused: set[str] = set()
     while True:
+        where = conn.current
+        client = _clients.get((conn, where))
+        if client is None:  # one connection (one CURVE handshake) per manager for every request of a command
+            client = _clients[(conn, where)] = Client(where, name="cli", timeout=timeout, curve=conn.curve)
         try:
             return client.call(msg_type, body, timeout=timeout)
         except Unavailable as e:
+            refused.add(where)
+            others = [a for a in conn.addresses if a not in refused]
+            if isinstance(e, Unreachable) and others:  # not sent: another manager may lead
+                _current[conn.address] = others[0]
+                continue
             raise unreachable(conn, e, timeout) from None
         except Refused:
             if conn.creds is None:
@@ -98,6 +126,13 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
             raise CliError(f"the manager at {conn.shown} refused these credentials "
                            f"({conn.creds.name}); were they revoked, or issued by another manager?") from None
         except CubeError as e:  # a manager that just started is still loading: wait a little
+            if e.code == NOT_LEADER and time.monotonic() < deadline:
+                leader = leader_in(e.message)
+                if leader and f"tcp://{leader}" != where:
+                    _current[conn.address] = f"tcp://{leader}"
+                else:  # no leader yet (one is being elected)
+                    time.sleep(0.2)
+                continue
             if e.code != UNAVAILABLE or "loading" not in e.message or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)

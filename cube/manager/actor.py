@@ -25,6 +25,7 @@ import zmq
 
 from cube import __version__
 from cube.config import ManagerConfig
+from cube.ha.leadership import Leadership
 from cube.manager import listing
 from cube.manager.delivery import Commands
 from cube.manager.events import EventLog
@@ -91,6 +92,8 @@ class Manager(Actor):
                 HandshakeCounter(self.loop, sock, label, self.stats)
         self.store_sock = sockets.dealer(ctx, config.store_endpoint)
         self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
+        # Only the leader acts (docs/ha.md): it loads the cluster once elected (`_lead`).
+        self.leadership = Leadership(self.loop, config, self._lead)
         self.store = AsyncStore(self, self.store_sock)
         # Insecure workers name their connection; secure ones are routed only where their key spoke.
         self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
@@ -102,6 +105,7 @@ class Manager(Actor):
         self.task_order = listing.Index()  # task.ls pages walk it: creation order, then id
         self.book.watchers.append(self._index_task)
         self.commands = Commands(self, self.workers_sock, self.registry, config.command_retry)
+        self.commands.fence = self.leadership  # commands carry its term, and stop with its lease
         self.placement = Placement(self, self.sched_sock, self.book, self.registry, self.commands)
         self.health = HealthMonitor(self.loop, self.book, self.registry,
                                     lambda t, why: self.life.ended(t.id, t.attempt, None, why))
@@ -122,6 +126,7 @@ class Manager(Actor):
         self.serve(self.sched_sock, accept=set())
 
     def on_stop(self) -> None:
+        self.leadership.stop()  # a leader gives its lease back: another leads at once
         if self.gate is not None:
             self.gate.stop()
 
@@ -131,6 +136,8 @@ class Manager(Actor):
 
     # ---- who may do what (docs/security.md) ---------------------------------------------------
     def admit(self, sock: zmq.Socket, env: Envelope) -> None:
+        if sock is self.api or sock is self.workers_sock:  # a follower serves nothing: `not_leader`
+            self.leadership.check(sock is self.workers_sock, env.type)
         if self.authority is None:  # insecure (loopback tests): a worker is who its connection says
             if sock is self.workers_sock and env.route:
                 env.principal = env.route[0].decode(errors="replace")
@@ -155,18 +162,25 @@ class Manager(Actor):
 
     # ---- start-up: load, then arm the timers -------------------------------------------------
     def on_start(self) -> None:
+        self.leadership.start()  # at once with one manager; once elected with several
+
+    def _lead(self, term: int) -> None:
+        self.store.term = term  # every write of ours is refused once another manager leads
+        self._load()
+
+    def _load(self) -> None:
         self.book.load(self._loaded)
 
     def _loaded(self, count: int | None, error: CubeError | None) -> None:
         if error is not None:
             log.warning("manager: waiting for the store: %s", error)
-            self.loop.call_later(0.5, self.on_start)
+            self.loop.call_later(0.5, self._load)
             return
 
         def nodes(items: Any, error: CubeError | None) -> None:
             if error is not None:
                 log.warning("manager: waiting for the store (nodes): %s", error)
-                self.loop.call_later(0.5, self.on_start)
+                self.loop.call_later(0.5, self._load)
                 return
             for _, data in items:
                 self.registry.remember(data)
@@ -175,7 +189,7 @@ class Manager(Actor):
         def services(items: Any, error: CubeError | None) -> None:
             if error is not None:
                 log.warning("manager: waiting for the store (services): %s", error)
-                self.loop.call_later(0.5, self.on_start)
+                self.loop.call_later(0.5, self._load)
                 return
             self.services.load(items)
             self.loading = False
@@ -200,7 +214,7 @@ class Manager(Actor):
     @handles(node_msg.PING)
     def on_ping(self, m: Envelope) -> dict[str, Any]:
         return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
-                "state": "loading" if self.loading else "ready",
+                "state": "loading" if self.loading else "ready", **self.leadership.view(),
                 "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)]),
                 "events_port": self.config.events_port}  # clients follow events there (docs/protocol.md)
 
@@ -651,6 +665,7 @@ class Manager(Actor):
         self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
         self.placement.schedule()
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
+                "term": self.leadership.term,
                 "grace": self.config.grace}
 
     def _known_worker(self, m: Envelope) -> str:

@@ -27,6 +27,7 @@ class Commands:
         self.sock = sock
         self.registry = registry
         self.retry_every = retry_every
+        self.fence: Any = None  # cube/ha/leadership.py: only a leader commands, and says its term
 
     def run(self, task: Task) -> None:
         self._send(task.worker, task.id, worker_msg.RUN, {"spec": RunSpec.of(task).to_dict(), "attempt": task.attempt})
@@ -45,6 +46,11 @@ class Commands:
             self.actor.reroute(lambda key: key[0] == "cmd" and key[1] == worker, rec.route)
 
     def _send(self, worker: str, task_id: str, msg_type: str, body: dict[str, Any]) -> None:
+        if self.fence is not None:  # docs/ha.md: a worker ignores a command of an older term than it saw
+            if not self.fence.leading():
+                return
+            if self.fence.term:
+                body = {**body, "term": self.fence.term}
         rec = self.registry.get(worker)
         if rec is None or rec.state == LOST or not rec.route:  # no route yet: its hello reconciles
             return

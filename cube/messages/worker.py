@@ -23,8 +23,9 @@ register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "sta
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
                   "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2),
                   "output": opt(str, max_len=2048)})  # the last lines of a failed attempt's output
-register(RUN, {"spec": Field(dict), "attempt": Field(int)})  # cube.model.runspec.RunSpec
-register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str)})
+register(RUN, {"spec": Field(dict), "attempt": Field(int), "term": opt(int)})  # cube.model.runspec.RunSpec
+register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str),
+                 "term": opt(int)})  # the leader's term (docs/ha.md): a worker ignores older terms
 # An attempt's output from its container, or once it is gone from the worker's retained copy; a
 # page at a time from `cursor` (docs/protocol.md, "Logs").
 register(LOGS, {"task_id": Field(str, max_len=64), "tail": opt(int), "attempt": opt(int),

@@ -1,6 +1,8 @@
 """Errors that travel on the wire as `error` replies: a code for programs, a message for people."""
 from __future__ import annotations
 
+import re
+
 BAD_FRAME = "bad_frame"  # not msgpack, too big, not a map
 BAD_ENVELOPE = "bad_envelope"  # a map, but not our envelope (version, id, type...)
 UNKNOWN_TYPE = "unknown_type"
@@ -14,6 +16,15 @@ INTERNAL = "internal"
 FORBIDDEN = "forbidden"  # these credentials may not do this (e.g. a read-only client starting a task)
 NOT_JOINED = "not_joined"  # a worker key that is not (or no longer) bound to a worker name
 NOT_LEADER = "not_leader"  # a manager that does not lead: "not leader: the leader is H:P" (docs/ha.md)
+
+
+LEADER_IS = re.compile(r"the leader is (\S+)$")
+
+
+def leader_in(message: str) -> str | None:
+    """The address a `not_leader` error names ("not leader: the leader is H:P"), if any."""
+    m = LEADER_IS.search(message or "")
+    return m.group(1) if m else None
 
 
 class CubeError(Exception):

@@ -11,6 +11,10 @@ With a `membership` (cube/security/membership.py) the link speaks CURVE to the p
 names no connection identity (the manager routes by the key that spoke; docs/security.md), and,
 before its first hello, proves the join token with `worker.join`. A join the manager refuses, or
 a manager that no longer knows our key when we hold no token, is fatal: `on_fatal(message)`.
+
+Several managers (docs/ha.md): `endpoint` may list them, comma-separated. Only the leader
+serves; a follower answers `not_leader` with the leader's workers address, and the link goes
+there. A manager that falls silent or cannot be reached makes the link try the next one.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ from cube.messages import worker as msg
 from cube.wire import sockets
 from cube.wire.actor import Actor
 from cube.wire.envelope import REPLY_ERROR, Envelope
-from cube.wire.errors import FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE
+from cube.wire.errors import FORBIDDEN, NOT_FOUND, NOT_JOINED, NOT_LEADER, UNAVAILABLE, leader_in
 from cube.wire.handshake import REFUSED, HandshakeWatch
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,9 @@ class ManagerLink:
                  heartbeat: float = 1.0, liveness: int = 3, jitter: Callable[[], float] = random.random,
                  membership: Any = None, address: str = "", on_fatal: Callable[[str], None] | None = None):
         self.actor = actor
-        self.endpoint = endpoint
+        self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
+        self.endpoint = self.endpoints[0]
+        self.silent = ""  # the manager we last left because it did not answer
         self.identity = identity
         self.accept = accept
         self.make_hello = make_hello
@@ -89,6 +95,37 @@ class ManagerLink:
         self._timer = self.actor.loop.call_every(self.heartbeat, self._beat)
         self.hello()
 
+    # ---- several managers (docs/ha.md) ----------------------------------------------------------
+    def move_on(self, leader: str | None = None) -> None:
+        """To the leader a follower named, else to the next manager in the list; a fresh
+        connection either way (with one manager: the same one, reconnected)."""
+        if leader:
+            self.endpoint = leader
+        elif len(self.endpoints) > 1:
+            self.silent = self.endpoint  # it did not answer: a follower may still name it leader
+            i = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
+            self.endpoint = self.endpoints[(i + 1) % len(self.endpoints)]
+        self.connect()
+
+    def _not_leader(self, reply: Envelope | None) -> bool:
+        """A follower answered: go to the leader it names (or the next manager), and say hello
+        there soon. True when that was the case."""
+        if reply is None or reply.type != REPLY_ERROR or reply.body.get("code") != NOT_LEADER:
+            return False
+        self.registered = False
+        self._hello_pending = False
+        leader = leader_in(str(reply.body.get("message", "")))
+        if leader is not None and "://" not in leader:
+            leader = f"tcp://{leader}"
+        if leader is None or leader == self.silent:  # none yet, or the one that just fell silent:
+            log.info("%s: manager %s does not lead, and knows no live leader yet; asking it again soon",
+                     self.actor.name, self.endpoint)  # a live follower learns the next leader first
+        else:
+            log.info("%s: manager %s does not lead; going to the leader at %s", self.actor.name, self.endpoint, leader)
+            self.move_on(leader)
+        self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self.hello)
+        return True
+
     # ---- hello --------------------------------------------------------------------------------
     def hello(self) -> None:
         if self._hello_pending:
@@ -127,12 +164,14 @@ class ManagerLink:
 
     def _on_join_reply(self, reply: Envelope | None) -> None:
         self._hello_pending = False
+        if self._not_leader(reply):
+            return
         if reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") == FORBIDDEN:
             self.on_fatal(f"the manager at {self.endpoint} refused to let this worker join: "
                           f"{reply.body.get('message')}")
             return
         if reply is None or reply.type == REPLY_ERROR:
-            self.connect()
+            self.move_on()
             self._retry_later("no answer to join" if reply is None else str(reply.body.get("message")))
             return
         log.info("%s: joined the cluster of manager %s", self.actor.name, self.endpoint)
@@ -148,6 +187,8 @@ class ManagerLink:
 
     def _on_hello_reply(self, reply: Envelope | None) -> None:
         self._hello_pending = False
+        if self._not_leader(reply):
+            return
         if reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") == UNAVAILABLE:
             # The manager is there but not ready (loading its state): ask again soon, on the
             # same connection, without backing off.
@@ -157,10 +198,11 @@ class ManagerLink:
             self._not_member(reply)
             return
         if reply is None or reply.type == REPLY_ERROR:
-            self.connect()
+            self.move_on()
             self._retry_later("no answer" if reply is None else str(reply.body.get("message")))
             return
         self.registered = True
+        self.silent = ""
         self.missed = 0
         self.backoff = FIRST_BACKOFF
         beat = float(reply.body.get("heartbeat") or self.heartbeat)
@@ -187,7 +229,7 @@ class ManagerLink:
         if self.missed > self.liveness:
             log.warning("%s: manager silent for %d heartbeats; reconnecting", self.actor.name, self.missed - 1)
             self.registered = False
-            self.connect()
+            self.move_on()
             # A heartbeat first: the manager routes our commands by the connection our key last
             # spoke on, and the hello may take a while to build (a container listing).
             self._send_beat()
@@ -210,6 +252,8 @@ class ManagerLink:
 
     def _on_beat_reply(self, reply: Envelope | None) -> None:
         if reply is None:
+            return
+        if self._not_leader(reply):  # our manager stopped leading
             return
         if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_JOINED:
             self._not_member(reply)
