@@ -280,6 +280,10 @@ def describe(reply: dict[str, Any], now: float) -> str:
         value = t[key]
         if key in ("report_clock", "ran_on", "output", "output_attempt"):  # bookkeeping, or shown below
             continue
+        if key == "port_conflicts":  # workers whose host had its fixed port taken, recently
+            if not value:
+                continue
+            value = ", ".join(sorted(value))
         if key == "state":
             value = _state_detail(t)
         elif key == "command" and isinstance(value, list):

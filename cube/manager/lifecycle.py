@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 LIVE = (State.SCHEDULED, State.RUNNING)
 RECONCILE_TRIES = 30
+MAX_PORT_CONFLICTS = 16  # workers a task remembers as having taken its fixed host port
 RECONCILE_RETRY = 1.0  # seconds before a snapshot is reconciled again after a refused change
 
 
@@ -156,7 +157,7 @@ class TaskLife:
                        b.get("error", ""), clock, reply, output=b.get("output", ""))
         elif state == "failed":
             self.ended(task.id, task.attempt, None, f"could not start: {b.get('error') or 'unknown error'}",
-                       b.get("error", ""), clock, reply)
+                       b.get("error", ""), clock, reply, port_conflict=bool(b.get("port_conflict")))
         elif state == "stopped":
             def stopped(t: Task) -> None:
                 if not (t.desired == DESIRED_STOPPED and t.state in LIVE and t.attempt == b["attempt"]):
@@ -186,6 +187,7 @@ class TaskLife:
             t.host_ports = host_ports(report.get("host_ports"))
             t.started_at = report.get("time") or time.time()
             t.error = ""
+            t.port_conflicts = {}
             t.reason = f"running on {t.worker}"
 
         def written(task: Task | None, error: CubeError | None) -> None:
@@ -200,9 +202,10 @@ class TaskLife:
 
     def ended(self, task_id: str, attempt: int, exit_code: int | None, cause: str, error: str = "",
               clock: list[int] | None = None, done: Done | None = None, worker_lost: bool = False,
-              output: str = "") -> None:
+              output: str = "", port_conflict: bool = False) -> None:
         """A container ended (exit, removal, failed start, lost worker, failed health check).
         `worker_lost`: not the task's fault (a rolling update does not count it as a failure).
+        `port_conflict`: a fixed host port was taken on its worker; its next attempt goes elsewhere.
         `output`: the last lines it printed (a failure), kept for `task inspect`."""
         outcome: list[policy.Outcome] = []
         old_worker: list[str] = []
@@ -224,6 +227,10 @@ class TaskLife:
             t.finished_at = time.time()
             if worker_lost:
                 t.lost_count += 1
+            if port_conflict and t.worker:
+                t.port_conflicts[t.worker] = time.time()
+                while len(t.port_conflicts) > MAX_PORT_CONFLICTS:
+                    del t.port_conflicts[min(t.port_conflicts, key=t.port_conflicts.__getitem__)]
             if o.restart:
                 t.not_before = time.time() + o.delay
             t.reason = o.reason
