@@ -61,7 +61,7 @@ class Service:
             cpu: cores to reserve per replica (0.5)
             memory: memory to reserve and limit per replica (64m, 1g)
             disk: disk to reserve per replica (1g)
-            port: a container port to publish (8080, 53/udp); repeat the flag for each
+            port: a port to publish: CONTAINER on a free host port (8080, 53/udp) or HOST:CONTAINER on that host port (8081:80, one replica per worker); repeat the flag for each
             restart: restart policy: no, on-failure or always (the default for a service)
             max_restarts: restarts at most, per task (default 10)
             health: an HTTP path probed on the task's port (/health); an update waits for it
@@ -204,7 +204,7 @@ class Service:
             cpu: cores to reserve per replica
             memory: memory to reserve and limit per replica (64m, 1g)
             disk: disk to reserve per replica
-            port: a container port to publish; repeat for each (replaces the template's ports)
+            port: a port to publish (8080, or HOST:CONTAINER such as 8081:80); repeat for each (replaces the template's ports)
             restart: restart policy: no, on-failure or always
             max_restarts: restarts at most, per task
             health: an HTTP path probed on the task's port (/health)

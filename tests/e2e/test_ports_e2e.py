@@ -128,3 +128,23 @@ def test_docker_refusing_the_bind_fails_the_attempt_and_it_runs_once_the_port_is
     running = c.wait_state(task_id, "Running", timeout=40)  # the hold ended and the port is free
     assert running["host_ports"] == {"8080/tcp": port} and running["port_conflicts"] == {}
     c.cli("task", "stop", task_id)
+
+
+def test_a_service_with_a_fixed_port_runs_one_replica_per_address_and_the_rest_wait(make_cluster, busybox):
+    """Two workers on one host share its ports: of 2 replicas pinning one port, one runs, one waits."""
+    c = make_cluster()
+    w1, w2 = c.start_worker("w1"), c.start_worker("w2")
+    port = free_port()
+    c.cli("service", "create", "--name", "pinned", "--replicas", "2", "--image", busybox, "--cmd", HTTPD,
+          "--port", f"{port}:8080", "--detach")
+
+    def settled():
+        tasks = [t for t in c.call("service.ps", {"name": "pinned"})["tasks"] if t["desired"] == "running"]
+        runs = [t for t in tasks if t["state"] == "Running"]
+        waits = [t for t in tasks if t["state"] == "Pending" and f"host port {port}/tcp is in use" in t["reason"]]
+        return (runs, waits) if len(runs) == 1 and len(waits) == 1 else None
+    runs, waits = wait_for(settled, 30, what="one replica running and one waiting for the port")
+    assert runs[0]["host_ports"] == {"8080/tcp": port}
+    assert w1 in waits[0]["reason"] and w2 in waits[0]["reason"]
+    assert b"hello from cube" in fetch(f"http://127.0.0.1:{port}/", within=5)
+    c.cli("service", "rm", "pinned")
