@@ -50,7 +50,7 @@ class Task:
             cpu: cores to reserve (0.5)
             memory: memory to reserve and limit (64m, 1g)
             disk: disk to reserve (1g)
-            port: a container port to publish (8080, 53/udp); repeat the flag for each
+            port: a port to publish: CONTAINER on a free host port (8080, 53/udp) or HOST:CONTAINER on that host port (8081:80); repeat the flag for each
             restart: restart policy: no, on-failure (default) or always
             max_restarts: restarts at most (default 3)
             health: an HTTP path probed on the task's port (/health)
