@@ -52,11 +52,11 @@ def show_help(*words: str) -> int:
 # imports its own module only, so `cube task ls` loads neither the chaos nor the node commands.
 GROUPS = {"task": "cube.cli.tasks:Task", "service": "cube.cli.services:Service", "node": "cube.cli.nodes:Node",
           "credentials": "cube.cli.nodes:Credentials", "chaos": "cube.cli.chaos:Chaos"}
-TOP = {"events": "cube.cli.events:events", "join-token": "cube.cli.nodes:join_token",
+TOP = {"events": "cube.cli.events:events", "top": "cube.cli.top:top", "join-token": "cube.cli.nodes:join_token",
        "version": "cube.cli.commands:version", "completion": "cube.cli.commands:completion",
        "help": "cube.cli.commands:show_help"}
 SECTIONS = (("Tasks", ("task",)), ("Services", ("service",)),
-            ("Cluster", ("node", "events", "join-token", "credentials")), ("Testing", ("chaos",)),
+            ("Cluster", ("node", "events", "top", "join-token", "credentials")), ("Testing", ("chaos",)),
             ("This program", ("version", "completion", "help")))
 
 

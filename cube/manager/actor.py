@@ -215,6 +215,7 @@ class Manager(Actor):
     def on_ping(self, m: Envelope) -> dict[str, Any]:
         return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
                 "state": "loading" if self.loading else "ready", **self.leadership.view(),
+                **({"states": listing.state_counts(self.book.tasks.values())} if m.body.get("states") else {}),
                 "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)]),
                 "events_port": self.config.events_port}  # clients follow events there (docs/protocol.md)
 

@@ -39,6 +39,14 @@ def public_view(t: Task) -> dict[str, Any]:
     return redact(t.to_dict())
 
 
+def state_counts(tasks: Iterable[Task]) -> dict[str, int]:
+    """How many tasks are in each state, every state named (`manager.ping` with `states`, `cube top`)."""
+    counts = dict.fromkeys((s.value for s in State), 0)
+    for t in tasks:
+        counts[t.state.value] += 1
+    return counts
+
+
 def finished(t: Task) -> bool:
     """Done for good: nothing more will happen to it (what `task ls` hides without --all)."""
     if t.state == State.COMPLETED:

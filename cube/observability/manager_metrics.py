@@ -29,9 +29,9 @@ placement_failures = Counter(
     "Placement attempts that did not assign the task, by kind of reason (one per task per pass)",
     ["reason"], registry=REGISTRY)
 # The kinds, a fixed set: the reason texts quote numbers and names, which must not become labels.
-NO_WORKER, CPU, MEMORY, DISK, RESOURCES = "no_worker", "cpu", "memory", "disk", "resources"
+NO_WORKER, CPU, MEMORY, DISK, RESOURCES, PORTS = "no_worker", "cpu", "memory", "disk", "resources", "ports"
 WORKER_GONE, SCHEDULER_UNAVAILABLE, STORE, OTHER = "worker_gone", "scheduler_unavailable", "store", "other"
-REASONS = (NO_WORKER, CPU, MEMORY, DISK, RESOURCES, WORKER_GONE, SCHEDULER_UNAVAILABLE, STORE, OTHER)
+REASONS = (NO_WORKER, CPU, MEMORY, DISK, RESOURCES, PORTS, WORKER_GONE, SCHEDULER_UNAVAILABLE, STORE, OTHER)
 for _reason in REASONS:
     placement_failures.labels(_reason)  # every series exists from the start, at 0
 
@@ -41,6 +41,8 @@ def reason_kind(reason: str) -> str:
     text = reason or ""
     if text.startswith("no live worker"):
         return NO_WORKER
+    if text.startswith("no worker has host port"):
+        return PORTS
     if " at once" in text:
         return RESOURCES
     for kind, said in ((CPU, " cpu free"), (MEMORY, " of memory free"), (DISK, " of disk free")):
@@ -97,8 +99,9 @@ WORKER_STATES = ("ready", "drained", "lost", "remembered")
 
 def snapshot(manager: Any) -> dict[str, Any]:
     """What the state gauges report; runs on the Manager's loop thread (the owner of its state)."""
+    from cube.manager.listing import state_counts
     from cube.manager.registry import DRAIN, LOST
-    tasks = collections.Counter(t.state.value for t in manager.book.tasks.values())
+    tasks = state_counts(manager.book.tasks.values())
     workers: collections.Counter[str] = collections.Counter()
     for rec in manager.registry.workers.values():
         if rec.state == LOST:

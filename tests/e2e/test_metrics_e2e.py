@@ -1,0 +1,110 @@
+"""Issue 12, parts 3 and 4, end to end: cube-manager's and cube-worker's /metrics scraped over real
+HTTP and read with prometheus-client's own parser, agreeing with the cluster; `cube top` drawn in
+a real terminal (tmux) showing the nodes, then quitting on q."""
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import urllib.request
+import uuid
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """Every sample of http://127.0.0.1:port/metrics by (name, sorted labels)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
+        text = r.read().decode()
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def wait_for_or_false(predicate, timeout: float) -> bool:
+    try:
+        return bool(wait_for(predicate, timeout))
+    except AssertionError:
+        return False
+
+
+def value(samples, name, **labels) -> float | None:
+    return samples.get((name, tuple(sorted(labels.items()))))
+
+
+def test_metrics_match_the_cluster(make_cluster, busybox):
+    c = make_cluster(prometheus=True)
+    c.start_worker("w1"), c.start_worker("w2")
+    ids = [c.start_task("--image", busybox, "--name", f"sleeper-{i}", "--cmd", "sleep 300") for i in range(3)]
+    for task_id in ids:
+        c.wait_state(task_id, "Running", timeout=30)
+
+    m = wait_for(lambda: (s := scrape(c.prometheus_port)) and value(s, "cube_tasks", state="Running") == 3 and s,
+                 20, what="cube_tasks{state=Running} 3")
+    assert value(m, "cube_tasks", state="Pending") == 0 and value(m, "cube_tasks", state="Failed") == 0
+    assert value(m, "cube_workers", state="ready") == 2 and value(m, "cube_workers", state="lost") == 0
+    assert value(m, "cube_placements_total") >= 3
+    assert value(m, "cube_task_start_seconds_count") == 3
+    assert value(m, "cube_store_commit_seconds_count") > 0
+    assert value(m, "cube_messages_received_total", socket="api", type="task.start") >= 3
+    assert value(m, "cube_messages_received_total", socket="workers", type="task.status") >= 3
+    assert value(m, "cube_events_published_total", type="task.event") >= 9
+    assert value(m, "cube_manager_loading") == 0
+
+    on = {short: sum(1 for t in c.tasks().values() if t["worker"] == c.worker_name(short) and t["state"] == "Running")
+          for short in ("w1", "w2")}
+    for short, port in c.worker_prometheus.items():
+        w = wait_for(lambda: (s := scrape(port)) and value(s, "cube_worker_tasks", desired="running") == on[short]
+                     and s, 20, what=f"worker {short}'s metrics")
+        assert value(w, "cube_worker_registered") == 1
+        assert value(w, "cube_worker_container_starts_total") == on[short]
+        assert value(w, "cube_worker_docker_seconds_count", op="run") == on[short]
+        assert value(w, "cube_messages_sent_total", socket="manager", type="worker.hello") >= 1
+    assert sum(on.values()) == 3
+
+
+def test_metrics_are_off_unless_asked_and_bind_loopback(make_cluster):
+    c = make_cluster()
+    assert c.prometheus_port == 0 and "--prometheus-port" in " ".join(c.manager.args)
+    assert "prometheus metrics" not in c.log("manager")
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup.sh installs it)")
+def test_cube_top_in_a_terminal_shows_the_nodes_and_quits_on_q(make_cluster, busybox):
+    c = make_cluster()
+    names = [c.start_worker("w1"), c.start_worker("w2")]
+    c.start_task("--image", busybox, "--name", "top-sleeper", "--cmd", "sleep 300")
+    session = f"cube-top-{uuid.uuid4().hex[:8]}"
+    # As from a shell: its COLUMNS/LINES are not exported (a tmux server started under pytest has 80x24 ones)
+    command = "env -u COLUMNS -u LINES " + shlex.join(c.cli_command("top", "--interval", "1"))
+    env = ["-e", f"CUBE_CREDENTIALS={c.env['CUBE_CREDENTIALS']}", "-e", f"PYTHONPATH={c.env['PYTHONPATH']}"]
+    subprocess.run(["tmux", "new-session", "-d", "-s", session, "-x", "160", "-y", "50", *env,
+                    f"{command}; echo EXITED=$?; sleep 30"], check=True, cwd=c.tmp)
+    try:
+        def screen() -> str:
+            return subprocess.run(["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True,
+                                  check=True).stdout
+        seen = [""]
+
+        def shows_the_nodes() -> bool:
+            seen[0] = screen()
+            return all(n in seen[0] for n in names)
+        assert wait_for_or_false(shows_the_nodes, 30), f"cube top did not show {names}; the screen:\n{seen[0]}"
+        shown = seen[0]
+        assert "CPU RESERVED" in shown and "Tasks by state" in shown and "cube top" in shown
+        subprocess.run(["tmux", "send-keys", "-t", session, "q"], check=True)
+        wait_for(lambda: "EXITED=0" in screen(), 15, what="cube top to quit on q")
+    finally:
+        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_cube_top_once_prints_one_frame(make_cluster, busybox):
+    c = make_cluster()
+    name = c.start_worker("w1")
+    out = c.cli("top", "--once").stdout
+    assert name in out and "Tasks by state" in out and "Pending" in out
