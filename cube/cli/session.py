@@ -100,11 +100,13 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
     the manager's CubeError (with its code) when it answered with an error.
 
     With several managers (docs/ha.md) a follower's `not_leader` answer names the leader, and the
-    request goes there; a manager nothing listens at is skipped for the next one."""
+    request goes there; a manager that does not answer is skipped for the next one (a repeated
+    request is harmless: a start names its task id, a stop or a read can be repeated)."""
     from cube.wire.client import Client, Refused, Unreachable
     from cube.wire.errors import NOT_LEADER, UNAVAILABLE, CubeError, Unavailable, leader_in
     deadline = time.monotonic() + LOADING_WAIT
-    refused: set[str] = set()
+    tried: set[str] = set()  # managers that did not answer
+    sent: Exception | None = None  # a request that got no answer may have arrived
     while True:
         where = conn.current
         client = _clients.get((conn, where))
@@ -113,12 +115,14 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
         try:
             return client.call(msg_type, body, timeout=timeout)
         except Unavailable as e:
-            refused.add(where)
-            others = [a for a in conn.addresses if a not in refused]
-            if isinstance(e, Unreachable) and others:  # not sent: another manager may lead
+            tried.add(where)
+            others = [a for a in conn.addresses if a not in tried]
+            if not isinstance(e, Unreachable):
+                sent = e
+            if others:  # gone or frozen: another manager may lead (requests are safe to repeat: ids)
                 _current[conn.address] = others[0]
                 continue
-            raise unreachable(conn, e, timeout) from None
+            raise unreachable(conn, sent or e, timeout) from None
         except Refused:
             if conn.creds is None:
                 raise CliError(f"the manager at {conn.shown} needs credentials: set --credentials or "

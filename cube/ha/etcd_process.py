@@ -71,6 +71,7 @@ class EtcdCluster:
             raise RuntimeError("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
         self.members = [Member(f"m{i}", free_port(), free_port(), os.path.join(self.root, f"etcd-m{i}"),
                                os.path.join(self.root, f"etcd-m{i}.log")) for i in range(self.size)]
+        os.makedirs(self.root, exist_ok=True)
         for m in self.members:
             self._launch(m, "new")
         self.wait_healthy(timeout)

@@ -51,6 +51,7 @@ class ManagerLink:
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         self.endpoint = self.endpoints[0]
         self.silent = ""  # the manager we last left because it did not answer
+        self._hello_soon = False
         self.identity = identity
         self.accept = accept
         self.make_hello = make_hello
@@ -123,8 +124,15 @@ class ManagerLink:
         else:
             log.info("%s: manager %s does not lead; going to the leader at %s", self.actor.name, self.endpoint, leader)
             self.move_on(leader)
-        self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self.hello)
+        if not self._hello_soon:  # one hello, however many replies said `not_leader`
+            self._hello_soon = True
+            self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self._hello_again)
         return True
+
+    def _hello_again(self) -> None:
+        self._hello_soon = False
+        if not self.registered:
+            self.hello()
 
     # ---- hello --------------------------------------------------------------------------------
     def hello(self) -> None:

@@ -194,3 +194,56 @@ def test_etcd_in_doubt_keeps_the_leader_within_its_margin(etcd, clock):
 def test_ttl_is_whole_seconds():
     e = Election(FakeEtcd(Clock()), KEY, Leader("a", "", ""), 2.2)
     assert e.ttl == 3 and 0 < e.margin < e.ttl
+
+
+# ---- the Manager's gate (cube/ha/leadership.py) -------------------------------------------------
+
+class FakeLoop:
+    def call_soon_threadsafe(self, fn):
+        fn()
+
+
+def leadership(etcd, clock, config=None):
+    from cube.config import ManagerConfig
+    from cube.ha.leadership import Leadership
+    exits, elected = [], []
+    config = config or ManagerConfig(store="etcd", etcd="http://127.0.0.1:1", lease_ttl=3, api_port=7001,
+                                     worker_port=7002, host="127.0.0.1")
+    lead = Leadership(FakeLoop(), config, elected.append, exit=exits.append)
+    if lead.election is not None:
+        lead.election.etcd, lead.election.clock = etcd, clock
+    return lead, exits, elected
+
+
+def test_a_single_manager_always_leads():
+    from cube.config import ManagerConfig
+    lead, _, elected = leadership(None, None, ManagerConfig(store="leveldb"))
+    lead.start()
+    assert elected == [0] and lead.leading() and lead.view() == {"role": "leader", "term": 0}
+    lead.check(False, "task.start")  # no error
+
+
+def test_followers_refuse_with_the_leaders_address_and_the_leader_serves(etcd, clock):
+    from cube.wire.errors import NOT_LEADER, CubeError
+    other = manager(etcd, clock, "other")
+    other.step()
+    lead, exits, elected = leadership(etcd, clock)
+    lead.election.step()
+    lead._changed()
+    with pytest.raises(CubeError) as api:
+        lead.check(False, "task.start")
+    with pytest.raises(CubeError) as workers:
+        lead.check(True, "worker.hello")
+    assert api.value.code == NOT_LEADER and api.value.message == "not leader: the leader is other:5555"
+    assert workers.value.message == "not leader: the leader is other:5556"
+    lead.check(False, "manager.ping")  # answered by everyone
+    assert lead.view()["role"] == "follower" and not elected
+    other.resign()
+    lead.election.step()
+    lead._changed()
+    assert elected == [lead.term] and lead.term > 0
+    lead.check(False, "task.start")
+    clock.now += 10  # frozen past its lease: the next request finds out, and the process exits
+    with pytest.raises(CubeError):
+        lead.check(False, "task.start")
+    assert exits and not lead.leading()

@@ -1,0 +1,83 @@
+"""Several managers on a three-member etcd (issue 13, docs/ha.md), end to end on real Docker:
+the leader SIGKILLed, then the next one frozen past its lease and thawed (fenced)."""
+from __future__ import annotations
+
+import signal
+
+import docker
+import pytest
+
+from cube.ha.harness import HACluster
+from tests.support import wait_for
+
+pytestmark = pytest.mark.timeout(240)
+
+SLEEP = ["--cmd", "sleep 600"]
+
+
+@pytest.fixture
+def ha(etcd3, busybox, request):
+    cluster = HACluster(etcd3.endpoints, managers=3, lease_ttl=2, grace=3.0)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(cluster.log_tail(60))
+        cluster.close()
+
+
+def containers_of(task_id: str) -> list:
+    return docker.from_env().containers.list(all=True, filters={"label": f"cube.task_id={task_id}"})
+
+
+def running(ha: HACluster, task_id: str) -> bool:
+    return ha.task(task_id)["state"] == "Running"
+
+
+def start(ha: HACluster, busybox: str, name: str) -> str:
+    """`cube task start` with every manager in CUBE_MANAGER: the CLI finds the leader."""
+    return ha.cli("task", "start", "--image", busybox, "--name", name, *SLEEP).stdout.strip()
+
+
+def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_doubled(ha, busybox):
+    ha.start_worker("w1")
+    ha.start_worker("w2")
+    first = ha.leader()
+    ids = [start(ha, busybox, f"before{i}") for i in range(3)]
+    for i in ids:
+        wait_for(lambda i=i: running(ha, i), 30, f"task {i[:8]} Running")
+    before = {i: (ha.task(i)["attempt"], ha.task(i)["container_id"]) for i in ids}
+
+    # 1. The leader's machine crashes: a follower leads, adopts the workers and their containers.
+    ha.kill(first)
+    second = ha.wait_leader(30, other_than=first)
+    assert ha.ping(second)["term"] > 0
+    after_kill = start(ha, busybox, "after-kill")
+    wait_for(lambda: running(ha, after_kill), 30, "the new task Running under the new leader")
+    tasks = ha.tasks()
+    assert set(ids) | {after_kill} == set(tasks)  # nothing acknowledged was lost, nothing added
+    for i in ids:  # running tasks were adopted, not restarted
+        assert (tasks[i]["attempt"], tasks[i]["container_id"]) == before[i] and tasks[i]["state"] == "Running"
+
+    # 2. The new leader freezes past its lease: the third manager leads; thawed, the old one
+    #    must not act (its lease is gone, its term is older) and comes back a follower.
+    term2 = ha.ping(second)["term"]
+    ha.kill(second, signal.SIGSTOP)
+    third = ha.wait_leader(30, other_than=second)
+    assert third != first
+    after_freeze = start(ha, busybox, "after-freeze")
+    wait_for(lambda: running(ha, after_freeze), 30, "a task Running under the third leader")
+    ha.kill(second, signal.SIGCONT)
+    wait_for(lambda: "no longer the leader" in ha.nodes[second].log("manager"), 15,
+             "the thawed leader to step down")
+    wait_for(lambda: (ha.ping(second) or {}).get("role") == "follower", 30, "the thawed manager to follow")
+    assert ha.ping(third)["term"] > term2
+
+    tasks = ha.tasks()
+    assert set(tasks) == set(ids) | {after_kill, after_freeze}
+    for i in ids:
+        assert (tasks[i]["attempt"], tasks[i]["container_id"]) == before[i] and tasks[i]["state"] == "Running"
+    for i in tasks:  # no duplicate: one container per task
+        assert len(containers_of(i)) == 1, f"task {i[:8]} has {len(containers_of(i))} containers"
