@@ -37,7 +37,7 @@ containers = Gauge("cube_worker_containers", "This worker's containers by Docker
 for _state in (*CONTAINER_STATES, traffic.OTHER):
     containers.labels(_state)
 retained_log_bytes = Gauge("cube_worker_retained_log_bytes",
-                           "Bytes of output kept of containers already removed (docs/architecture.md, \"Logs\")",
+                           "Bytes of output kept of containers already removed (the worker's LogStore)",
                            registry=REGISTRY)
 messages = traffic.message_counters(REGISTRY)
 
