@@ -45,6 +45,7 @@ RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, IN_DOUBT, INTERNAL})  # not an
 MAX_TOMBSTONES = 10_000
 LOG_PRUNE_INTERVAL = 60.0  # seconds between applications of the retained logs' age bound
 FAILURE_LINES = 10  # lines of a failed attempt's output reported for `task inspect`
+FINE_EXITS = (0, 137, 143)  # a clean exit, or the end of a stop: no reason to look for
 RUNNING, STOPPED = "running", "stopped"
 
 
@@ -346,14 +347,24 @@ class Worker(Actor):
         if desired == STOPPED:
             return {"state": "stopped"}
         if current is not None:
-            return _report(current)
+            return self._explained(_report(current))
         if started:  # it ran and is gone: the manager decides whether to restart, not us
             return {"state": "removed"}
         try:
             info = self.runtime.run(self._spec(spec, attempt))
         except RuntimeFailure as e:
             return {"state": "failed", "error": str(e)}
-        return _report(info)
+        return self._explained(_report(info))
+
+    def _explained(self, report: dict[str, Any]) -> dict[str, Any]:
+        """Runs in the pool: a container that failed already (a bad command exits at once) gets
+        its last lines in the report, as the die event's report does."""
+        if report["state"] == "exited" and report.get("exit_code") not in FINE_EXITS:
+            try:
+                report.update(_failure(self.runtime.logs(report["container_id"], FAILURE_LINES)))
+            except RuntimeFailure:
+                pass
+        return report
 
     def _converged(self, task_id: str, attempt: int, result: dict[str, Any] | None,
                    error: BaseException | None) -> None:
@@ -428,15 +439,13 @@ class Worker(Actor):
             code = ev.exit_code if ev.exit_code is not None else -1
             report = {"state": "exited", "container_id": ev.container_id, "exit_code": code,
                       "error": "out of memory" if slot.oom else ""}
-            if code in (0, 137, 143) or report["error"]:
+            if code in FINE_EXITS or report["error"]:
                 self._status(ev.task_id, ev.attempt, report)
                 return
             # a failure: the last line of output usually says why (e.g. "exec foo failed")
 
             def with_reason(logs: str | None, error: BaseException | None) -> None:
-                lines = [line for line in (logs or "").splitlines() if line.strip()]
-                report["error"] = lines[-1][-300:] if lines else ""
-                report["output"] = _last_lines(lines, MAX_OUTPUT)  # shown by `task inspect`
+                report.update(_failure(logs or ""))
                 self._status(ev.task_id, ev.attempt, report)
             self.loop.run_blocking(self.runtime.logs, ev.container_id, FAILURE_LINES, done=with_reason)
         elif ev.kind == "destroy":
@@ -517,6 +526,13 @@ def _storable(task_id: str) -> None:
         raise CubeError(BAD_REQUEST, f"task id {task_id[:80]!r}: {e}") from None
 
 
+def _failure(logs: str) -> dict[str, str]:
+    """A failed container's last lines: the last one is the error (it usually says why, e.g.
+    "exec foo failed"), the last few its output, shown by `task inspect`."""
+    lines = [line for line in logs.splitlines() if line.strip()]
+    return {"error": lines[-1][-300:] if lines else "", "output": _last_lines(lines, MAX_OUTPUT)}
+
+
 def _last_lines(lines: list[str], limit: int) -> str:
     """The last lines that fit in `limit` characters (the end of one longer line if none fits)."""
     kept: list[str] = []
@@ -541,7 +557,7 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
            cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
            stop_timeout: float = 0.0, join: str = "", join_file: str = "", insecure: bool = False,
            prometheus_port: int = -1, prometheus_host: str = "",
-           log_level: str = "") -> None:
+           log_retain: Any = None, log_retain_total: Any = None, log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
     --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556), or several
@@ -554,6 +570,9 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     --insecure (loopback only) turns CURVE off.
     --prometheus-port serves Prometheus metrics at /metrics (default 5560; 0: off) on
     --prometheus-host (default 127.0.0.1).
+    --log-retain SIZE keeps that much of each task attempt's output after its container is
+    removed (default 1m; 0: none), --log-retain-total SIZE of all of it (default 256m), in the
+    data directory, for `cube task logs` (docs/architecture.md, "Logs").
     Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
     """
     from cube import config as cfg
@@ -572,6 +591,13 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
                         metrics_interval=float(opt(metrics_interval, "metrics_interval", 1.0)),
                         stop_timeout=float(opt(stop_timeout, "stop_timeout", 5.0)),
                         join=str(opt(join, "join", "")), insecure=bool(opt(insecure, "insecure", False)))
+    try:  # 0 is a value here (no retained logs), not "unset"
+        conf.log_retain = parse_size(cfg.env("worker_log_retain", "1m") if log_retain in (None, "") else log_retain)
+        conf.log_retain_total = parse_size(cfg.env("worker_log_retain_total", "256m")
+                                           if log_retain_total in (None, "") else log_retain_total)
+    except ValueError as e:
+        print(f"cube-worker: --log-retain/--log-retain-total: {e}", file=sys.stderr)
+        sys.exit(2)
     join_file = str(opt(join_file, "join_file", ""))
     if join_file and not conf.join:
         try:

@@ -26,7 +26,7 @@ import zmq
 from cube import __version__
 from cube.config import ManagerConfig
 from cube.ha.leadership import Leadership
-from cube.manager import listing
+from cube.manager import listing, tasklogs
 from cube.manager.delivery import Commands
 from cube.manager.events import EventLog
 from cube.manager.health import HealthMonitor
@@ -316,16 +316,12 @@ class Manager(Actor):
 
     @handles(task_msg.LOGS)
     def on_logs(self, m: Envelope) -> None:
+        """A page of one attempt's output, from the worker that ran it (tasklogs.py)."""
         self._ready()
-        task = self.book.find(m.body["id"])
-        if not task.worker or not task.container_id:
-            raise CubeError(NOT_FOUND, f"task {task.id[:12]} has no container (state {task.state.value})")
-        if not self.registry.is_ready(task.worker):
-            raise CubeError(UNAVAILABLE, f"worker {task.worker} is not connected")
-        env = Envelope(worker_msg.LOGS, {"task_id": task.id, "tail": m.body.get("tail") or 100},
-                       route=self.registry.get(task.worker).route)
-        self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {task.worker}",
-                                                                   lambda b: {"logs": b.get("logs", "")}), timeout=5.0)
+        ask = tasklogs.plan(self.book.find(m.body["id"]), m.body, self.registry.is_ready)
+        env = Envelope(worker_msg.LOGS, ask.body, route=self.registry.get(ask.worker).route)
+        self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {ask.worker}", ask.answer),
+                     timeout=5.0)
 
     # ---- services (docs/architecture.md, "Services") ------------------------------------------------
     def _change_service(self, m: Envelope, name: str, fn: Any, message: Any) -> None:
@@ -667,7 +663,7 @@ class Manager(Actor):
         self.placement.schedule()
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
                 "term": self.leadership.term,
-                "grace": self.config.grace}
+                "grace": self.config.grace, "retention": self.config.retention}  # retained logs' age bound
 
     def _known_worker(self, m: Envelope) -> str:
         """The worker behind a message: the name its key is bound to (`admit`), never what the
