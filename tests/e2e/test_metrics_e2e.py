@@ -103,8 +103,10 @@ def test_cube_top_in_a_terminal_shows_the_nodes_and_quits_on_q(make_cluster, bus
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
 
 
-def test_cube_top_once_prints_one_frame(make_cluster, busybox):
+def test_cube_top_once_prints_one_frame_with_read_only_credentials(make_cluster, busybox):
     c = make_cluster()
     name = c.start_worker("w1")
-    out = c.cli("top", "--once").stdout
+    viewer = c.tmp / "viewer.credentials"
+    c.cli("credentials", "create", "viewer", "--role", "read-only", "--output", str(viewer))
+    out = c.cli("top", "--once", "--credentials", str(viewer)).stdout
     assert name in out and "Tasks by state" in out and "Pending" in out
