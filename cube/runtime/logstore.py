@@ -144,11 +144,20 @@ def parse_timestamp(stamp: bytes) -> int | None:
 
 def from_docker(frames: Iterable[bytes]) -> Iterator[Record]:
     """Records from Docker's log frames (`logs(timestamps=True, stream=True)`): each frame is one
-    message, "<timestamp> <text>". A frame without a stamp (never seen) keeps the previous time."""
-    ts = 0
+    message, "<timestamp> <text>". A frame without a stamp (never seen) keeps the previous time.
+    The date and time of a stamp are converted once per second of output (it is the slow part)."""
+    ts, second, base = 0, b"", 0
     for frame in frames:
         stamp, sep, text = frame.partition(b" ")
-        parsed = parse_timestamp(stamp) if sep else None
+        parsed = None
+        if sep and len(stamp) > 20 and stamp[19:20] == b"." and stamp.endswith(b"Z") and stamp[20:-1].isdigit():
+            if stamp[:19] != second:
+                whole = parse_timestamp(stamp[:19] + b"Z")
+                second, base = (stamp[:19], whole) if whole is not None else (b"", 0)
+            if second:
+                parsed = base + int(stamp[20:-1][:9].ljust(9, b"0"))
+        elif sep:
+            parsed = parse_timestamp(stamp)
         if parsed is None:
             text = frame
         else:
