@@ -149,6 +149,8 @@ class Bed:
             t1 = time.monotonic()
             for e in self.engines.values():
                 e.start()
+            for h in self.hosts:  # while the engines start
+                self.switch.wait_up(h)
             for e in self.engines.values():
                 e.wait()
             t2 = time.monotonic()

@@ -99,7 +99,7 @@ class Engine:
             self._log = None
 
 
-def _cgroup_dirs(parent: str) -> list[pathlib.Path]:
+def cgroup_dirs(parent: str) -> list[pathlib.Path]:
     """Every cgroup directory named `parent`, in each v1 hierarchy (at any depth: the memory
     hierarchy may be nested under the caller's own) and in v2, deepest first."""
     found: list[pathlib.Path] = []
@@ -119,7 +119,7 @@ def kill_cgroup(parent: str) -> int:
     """SIGKILL every process under cgroup `parent` (containers of a dockerd that is gone) and remove
     the cgroup directories; returns how many processes were killed."""
     killed = 0
-    for top in _cgroup_dirs(parent):
+    for top in cgroup_dirs(parent):
         for _ in range(20):
             procs = [int(p) for d in top.rglob("cgroup.procs") for p in _read(d).split()]
             if not procs:

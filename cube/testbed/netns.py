@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import threading
+import time
 from typing import Any, Callable
 
 CLONE_NEWNET = 0x40000000
@@ -86,6 +87,11 @@ def call_in(ns: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return out["value"]
 
 
+def _oper_up(dev: str, ns: str) -> bool:
+    """Whether `dev` in `ns` is operationally up (`ip -o link` says "state UP")."""
+    return " state UP " in ip("-o", "link", "show", "dev", dev, ns=ns, check=False).stdout
+
+
 class Switch:
     """A bridge in namespace `ns` with one port per host, and the cuts made on it."""
 
@@ -143,6 +149,7 @@ class Switch:
         if other is None:
             if host in self.cut_links:
                 ip("link", "set", host, "up", ns=self.ns)
+                self.wait_up(host)
                 self.cut_links.discard(host)
             return
         pair = frozenset((host, other))
@@ -152,6 +159,16 @@ class Switch:
             else:
                 self._iptables_pair(host, other, add=False)
             self.cut_pairs.discard(pair)
+
+    def wait_up(self, host: str, timeout: float = 10.0) -> None:
+        """Until both ends of `host`'s link carry traffic: the kernel applies a carrier change
+        (and so unblocks the device's queue) up to a second after the link is set up."""
+        host_ns, _ = self._addresses[host]
+        deadline = time.monotonic() + timeout
+        while not (_oper_up(host, self.ns) and _oper_up("eth0", host_ns)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the link of {host} is not up {timeout:g}s after it was set up")
+            time.sleep(0.02)
 
     def _nft_pair(self, a: str, b: str, add: bool) -> None:
         """One chain per cut pair in the switch's bridge table, so healing is deleting it."""

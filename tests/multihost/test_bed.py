@@ -13,6 +13,7 @@ import pytest
 from cube.harness import BUSYBOX
 from cube.testbed import netns
 from cube.testbed.bed import PREFIX, Bed, missing, reap
+from cube.testbed.engine import cgroup_dirs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -83,7 +84,6 @@ def test_a_bed_whose_owner_died_is_reaped_whole():
         assert [p for p in pids if not _gone(p)] == []
         assert netns.names(f"{PREFIX}{bed.id}-") == []
         assert not bed.root.exists()
-        cgroups = [p for p in pathlib.Path("/sys/fs/cgroup").glob(f"**/{PREFIX}{bed.id}-*") if p.is_dir()]
-        assert cgroups == []
+        assert [d for h in bed.hosts for d in cgroup_dirs(bed.netns(h))] == []
     finally:
         bed.down()

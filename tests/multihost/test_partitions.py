@@ -26,19 +26,27 @@ def stop_all(c, ids) -> None:
 def test_partitioned_worker_keeps_running_and_rejoins_without_duplicates(bed, cluster):
     c = cluster
     w1, w2 = c.worker_name("w1"), c.worker_name("w2")
-    ids = [c.start_task("--image", BUSYBOX, "--name", f"p{i}", "--cmd", "sleep 600", "--restart", "always")
-           for i in range(4)]
+    sleep = ["--image", BUSYBOX, "--cmd", "sleep 600"]
+    # Restart policy `always` moves a lost worker's task; `no` ends it (docs/architecture.md, "Worker
+    # liveness and reconciliation"). Round-robin alternates, so each kind gets a task on each worker.
+    movers = [c.start_task(*sleep, "--name", f"m{i}", "--restart", "always") for i in range(2)]
+    stayers = [c.start_task(*sleep, "--name", f"s{i}", "--restart", "no") for i in range(2)]
+    ids = movers + stayers
     try:
         for i in ids:
             c.wait_state(i, "Running")
         cut = {i: c.task(i)["container_id"] for i in ids if c.task(i)["worker"] == w1}
-        assert cut, "round-robin put nothing on w1"
+        moved = [i for i in movers if i in cut]
+        ended = [i for i in stayers if i in cut]
+        assert moved and ended, f"round-robin did not put one task of each policy on w1: {cut}"
 
         bed.partition("h2")  # w1's host: its switch port goes down
         try:
             wait_for(lambda: c.nodes()[w1]["state"] == "lost", 20, what="the manager to mark w1 lost")
-            for i in cut:  # restart policy always: the lost worker's tasks move (docs/architecture.md)
+            for i in moved:
                 c.wait_state(i, "Running", timeout=20, worker=w2)
+            for i in ended:
+                c.wait_state(i, "Failed", timeout=20, worker=w1)
             # Behind the cut, the worker and its containers carry on: that host's own engine says so.
             assert c.alive("w1")
             with contextlib.closing(bed.docker("h2")) as d:
@@ -49,14 +57,19 @@ def test_partitioned_worker_keeps_running_and_rejoins_without_duplicates(bed, cl
 
         c.wait_worker_ready("w1")  # it reconnects by itself
 
-        def one_each() -> bool:
-            """Exactly one running container per task over both engines: the one the manager names."""
+        def settled() -> bool:
+            """Exactly one running container per live task over both engines, the one the manager
+            names; none for the tasks that ended."""
             by_task = c.running_by_task()
-            return all([cid for _, cid in by_task.get(i, [])] == [c.task(i)["container_id"]] for i in ids)
-        wait_for(one_each, 30, what="exactly one running container per task across the hosts")
-        for i in cut:
+            live = [i for i in ids if i not in ended]
+            return (all([cid for _, cid in by_task.get(i, [])] == [c.task(i)["container_id"]] for i in live)
+                    and not any(by_task.get(i) for i in ended))
+        wait_for(settled, 30, what="one running container per live task, none for ended ones, across the hosts")
+        for i in moved:
             assert c.task(i)["worker"] == w2 and c.task(i)["container_id"] != cut[i]
+        for i in [*moved, *ended]:
             assert "lost" in " ".join(e["reason"] for e in c.events(i))
+        assert all(c.task(i)["state"] == "Failed" for i in ended)
     finally:
         bed.heal()
         stop_all(c, ids)
