@@ -132,8 +132,11 @@ class Switch:
         if pair in self.cut_pairs:
             return
         if self._nft:
-            self._nft_pair(host, other, add=True)
-        else:
+            try:
+                self._nft_pair(host, other, add=True)
+            except subprocess.CalledProcessError:
+                self._nft = False  # nft without the bridge family in this kernel: cut in the hosts
+        if not self._nft:
             self._iptables_pair(host, other, add=True)
         self.cut_pairs.add(pair)
 
