@@ -320,8 +320,8 @@ class Manager(Actor):
         self._ready()
         ask = tasklogs.plan(self.book.find(m.body["id"]), m.body, self.registry.is_ready)
         env = Envelope(worker_msg.LOGS, ask.body, route=self.registry.get(ask.worker).route)
-        self.request(self.workers_sock, env, lambda reply: _relay(m, reply, f"worker {ask.worker}", ask.answer),
-                     timeout=5.0)
+        self.request(self.workers_sock, env,
+                     lambda reply: _relay(m, ask.settle(reply), f"worker {ask.worker}", ask.answer), timeout=5.0)
 
     # ---- services (docs/architecture.md, "Services") ------------------------------------------------
     def _change_service(self, m: Envelope, name: str, fn: Any, message: Any) -> None:

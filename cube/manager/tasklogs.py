@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 from cube.model.state import State
 from cube.model.task import MAX_RAN_ON, Task
+from cube.wire.envelope import REPLY_ERROR, REPLY_OK, Envelope
 from cube.wire.errors import BAD_REQUEST, NOT_FOUND, UNAVAILABLE, CubeError
 
 DEFAULT_TAIL = 100
@@ -23,6 +24,14 @@ class LogsRequest:
     attempt: int
     ended: bool  # decided before the worker reads: a page read after this saw all of an ended attempt
     body: dict[str, Any]  # the worker.logs body
+    placed: bool = False  # Scheduled, not yet running: the worker may not have its run command yet
+
+    def settle(self, reply: Envelope | None) -> Envelope | None:
+        """The worker's reply, except that a just-placed attempt it does not know yet has no
+        output yet rather than none at all (a follower started with the task keeps waiting)."""
+        if self.placed and reply is not None and reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:
+            return Envelope(REPLY_OK, {"logs": "", "cursor": self.body.get("cursor") or "0:0", "source": "none"})
+        return reply
 
     def answer(self, reply: dict[str, Any]) -> dict[str, Any]:
         """The client's reply from the worker's."""
@@ -56,4 +65,4 @@ def plan(task: Task, body: dict[str, Any], connected: Callable[[str], bool]) -> 
                            "tail": DEFAULT_TAIL if tail is None else tail}
     if body.get("cursor"):
         ask["cursor"] = body["cursor"]
-    return LogsRequest(worker, attempt, ended, ask)
+    return LogsRequest(worker, attempt, ended, ask, placed=task.state == State.SCHEDULED and attempt == task.attempt)
