@@ -95,3 +95,14 @@ def test_follow_prints_lines_as_they_come_and_ends_with_the_task(make_cluster, b
     n = len(lines)
     assert lines == [f"line {i}" for i in range(1, n + 1)]  # every line once, in order, to the last
     assert c.cli("task", "logs", t, "--tail", "all").stdout.splitlines() == lines
+
+
+def test_follow_ends_by_itself_when_the_task_exits(make_cluster, busybox):
+    c = make_cluster()
+    c.start_worker("w1")
+    t = c.start_task("--image", busybox, "--name", "short", "--restart", "no",
+                     "--cmd", "sh -c 'for i in 1 2 3; do echo n $i; sleep 1; done; echo bye >&2; exit 3'")
+    c.wait_state(t, "Running")
+    r = c.cli("task", "logs", t, "--follow", "--tail", "all", timeout=60)
+    assert r.returncode == 0 and r.stdout == "n 1\nn 2\nn 3\nbye\n"
+    assert c.task(t)["state"] == "Failed"  # it returned because the attempt ended
