@@ -192,3 +192,20 @@ def test_cube_events_without_a_manager_exits_1(cluster):
     assert out.returncode == 1 and "cannot reach the manager" in out.stderr
     bad = cli(c, "--since", "0", "--filter", "colour=red")
     assert bad.returncode == 2 and "unknown key" in bad.stderr
+
+
+def test_a_lost_worker_is_one_node_event_before_its_tasks_move_and_rm_removes_it(cluster, actors):
+    c = cluster
+    ids = start(c, 2, "lost")
+    actors.stop(c.worker)  # silent: lost after the grace period (2 s)
+    wait_for(lambda: any(e["type"] == "node" and e["action"] == "lost" for e in replay(c.api)), timeout=15,
+             what="the node's lost event")
+    wait_for(lambda: all(e["state"] != "Running" for e in replay(c.api, task=ids)[-2:]), timeout=15,
+             what="its tasks to move")
+    events = replay(c.api)
+    (lost,) = [e for e in events if e["type"] == "node" and e["action"] == "lost"]
+    assert lost["node"] == "w1" and "silent" in lost["reason"]
+    moved = [e for e in events if e.get("task_id") in ids and e["seq"] > lost["seq"]]
+    assert moved and all(e["state"] != "Running" for e in moved[:2])
+    c.api.call("node.rm", {"name": "w1"})
+    wait_for(lambda: replay(c.api, type=["node"])[-1]["action"] == "removed", what="the removed event")
