@@ -106,3 +106,15 @@ def test_follow_ends_by_itself_when_the_task_exits(make_cluster, busybox):
     r = c.cli("task", "logs", t, "--follow", "--tail", "all", timeout=60)
     assert r.returncode == 0 and r.stdout == "n 1\nn 2\nn 3\nbye\n"
     assert c.task(t)["state"] == "Failed"  # it returned because the attempt ended
+
+
+def test_log_retain_zero_keeps_nothing_but_inspect_still_has_the_last_lines(make_cluster, busybox):
+    c = make_cluster()
+    c.start_worker("w1", "--log-retain", "0")
+    t = c.start_task("--image", busybox, "--name", "unkept", "--restart", "no", "--cmd", "sh -c 'echo boom; exit 3'")
+    c.wait_state(t, "Failed")
+    no_container(t)
+    r = c.cli("task", "logs", t, check=False)
+    assert r.returncode == 1 and "--log-retain 0" in r.stderr and r.stdout == ""
+    assert "  boom" in c.cli("task", "inspect", t).stdout
+    assert not list((c.tmp / "worker-w1" / "logs").glob("*.log"))
