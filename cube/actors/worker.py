@@ -193,6 +193,9 @@ class Worker(Actor):
             self.logstore.max_age = float(retention)
         self._use_metrics_endpoint(reply.get("metrics", ""))
         self._publish_metrics()
+        # Again once a new metrics connection is surely up (a PUB drops what it sends while it
+        # connects): a new leader's Scheduler can place on us a second earlier (docs/ha.md).
+        self.loop.call_later(0.2, self._publish_metrics)
 
     def _use_metrics_endpoint(self, endpoint: str) -> None:
         if not endpoint or endpoint == self.metrics_endpoint:

@@ -153,9 +153,10 @@ class ElectionThread:
     """Runs `election.step()` every `interval` seconds off the actor's loop, and tells the loop
     (`notify()` through call_soon_threadsafe) after every round in which something changed."""
 
-    def __init__(self, election: Election, interval: float, notify: Callable[[], None]):
+    def __init__(self, election: Election, interval: float, notify: Callable[[], None], follow: float = 0.2):
         self.election = election
-        self.interval = interval
+        self.interval = interval  # a leader's keepalives
+        self.follow = min(follow, interval)  # a follower's attempts: it takes over this soon after the lease expired
         self.notify = notify
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="election", daemon=True)
@@ -174,7 +175,7 @@ class ElectionThread:
                 self.notify()
             if e.deposed:
                 return
-            self._stop.wait(self.interval)
+            self._stop.wait(self.interval if e.term else self.follow)
 
     def stop(self, resign: bool = True) -> None:
         self._stop.set()

@@ -96,16 +96,18 @@ class HACluster:
                 self.leader_hint = i
                 return reply
             except Unavailable:
+                i = self.leader_hint = (i + 1) % len(self.nodes)  # the next call starts there
                 if time.monotonic() > deadline:
                     raise
-                i = (i + 1) % len(self.nodes)
             except CubeError as e:
-                if e.code != NOT_LEADER or time.monotonic() > deadline:
+                if e.code != NOT_LEADER:
                     raise
                 named = leader_in(e.message)
                 match = [j for j, m in enumerate(self.nodes) if named == f"{m.host}:{m.api_port}"]
                 if match and match[0] != i:
-                    i = match[0]
+                    i = self.leader_hint = match[0]
+                elif time.monotonic() > deadline:
+                    raise
                 else:
                     time.sleep(0.1)
             finally:
