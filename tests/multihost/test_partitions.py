@@ -93,19 +93,25 @@ def test_published_port_answers_at_the_workers_own_address(bed, cluster):
 
 
 def test_fixed_host_port_lands_once_per_worker_and_answers_at_each_address(bed, cluster):
+    """Issue 15 on separate hosts: a fixed host port is a per-worker resource, so two tasks asking
+    for it land one per worker, each bound at its own worker's address; a third waits for one."""
     c = cluster
     port = 18080
-    first = c.cli("task", "start", "--image", BUSYBOX, "--name", "fixed0", *HTTPD, "--port", f"{port}:8080",
-                  check=False)
-    if first.returncode != 0:
-        pytest.skip(f"fixed host ports (issue 15) are not in this Cube yet: {first.stderr.strip()}")
-    ids = [first.stdout.strip()]
+    ids: list[str] = []
+
+    def answers(task: dict) -> bool:
+        host = c.placement[task["worker"].removeprefix(c.token + "-")]
+        return bed.call_in("h1", fetch, f"http://{bed.address(host)}:{port}/", 10) == b"hello from cube\n"
     try:
-        ids.append(c.start_task("--image", BUSYBOX, "--name", "fixed1", *HTTPD, "--port", f"{port}:8080"))
-        tasks = [c.wait_state(i, "Running") for i in ids]
+        for i in range(3):
+            ids.append(c.start_task("--image", BUSYBOX, "--name", f"fixed{i}", *HTTPD, "--port", f"{port}:8080"))
+        tasks = [c.wait_state(i, "Running") for i in ids[:2]]
         assert {t["worker"] for t in tasks} == {c.worker_name("w1"), c.worker_name("w2")}
-        for t in tasks:
-            host = c.placement[t["worker"].removeprefix(c.token + "-")]
-            assert bed.call_in("h1", fetch, f"http://{bed.address(host)}:{port}/", 10) == b"hello from cube\n"
+        assert all(answers(t) for t in tasks)
+        waiting = c.task(ids[2])
+        assert waiting["state"] == "Pending" and str(port) in waiting["reason"], waiting
+
+        c.cli("task", "stop", ids[0])  # its worker's port frees up: the third task goes there
+        assert answers(c.wait_state(ids[2], "Running", timeout=30, worker=tasks[0]["worker"]))
     finally:
         stop_all(c, ids)
