@@ -112,8 +112,9 @@ def snapshot(manager: Any) -> dict[str, Any]:
             workers["drained" if rec.availability == DRAIN else "ready"] += 1
     services = [(svc.name, svc.replicas, manager._service_view(svc)["running"])
                 for svc in manager.services.services.values()]
+    leadership = manager.leadership.view() if hasattr(manager, "leadership") else {"role": "leader", "term": 0}
     return {"tasks": tasks, "workers": workers, "services": services, "loading": manager.loading,
-            "pending_starts": len(manager.start_watch.waiting) if hasattr(manager, "start_watch") else 0}
+            "leader": leadership.get("role") == "leader", "term": int(leadership.get("term") or 0)}
 
 
 class ManagerState:
@@ -152,6 +153,10 @@ def families(s: dict[str, Any]) -> Iterable[Any]:
     yield running
     yield GaugeMetricFamily("cube_manager_loading", "1 while the manager loads its state from the Store",
                             value=1 if s["loading"] else 0)
+    yield GaugeMetricFamily("cube_manager_leader", "1 while this manager leads (always, without etcd); a follower's "
+                            "other gauges are not the cluster's", value=1 if s.get("leader", True) else 0)
+    yield GaugeMetricFamily("cube_manager_term", "The leader's term this manager knows (0 without etcd)",
+                            value=s.get("term", 0))
 
 
 class Installed:

@@ -54,7 +54,7 @@ def test_manager_and_worker_metrics_follow_the_cluster(observed):
     assert value(m, "cube_messages_sent_total", socket="workers", type="worker.run") >= 3
     assert value(m, "cube_messages_sent_total", socket="store", type="store.batch") >= 3
     assert value(m, "cube_events_published_total", type="task.event") >= 9  # Pending, Scheduled, Running
-    assert value(m, "cube_manager_loading") == 0
+    assert value(m, "cube_manager_loading") == 0 and value(m, "cube_manager_leader") == 1
 
     w = wait_for(lambda: (s := scrape(worker_metrics.REGISTRY)) and
                  value(s, "cube_worker_containers", state="running") == 3 and s,

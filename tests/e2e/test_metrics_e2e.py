@@ -67,6 +67,14 @@ def test_metrics_match_the_cluster(make_cluster, busybox):
         assert value(w, "cube_messages_sent_total", socket="manager", type="worker.hello") >= 1
     assert sum(on.values()) == 3
 
+    # a task that fails: its output outlives its container, and the worker counts the bytes it keeps
+    failing = c.start_task("--image", busybox, "--name", "boom", "--cmd", "sh -c 'echo boom >&2; exit 3'",
+                           "--restart", "no")
+    ran_on = c.wait_state(failing, "Failed", timeout=30)["worker"].removeprefix(c.token + "-")
+    wait_for(lambda: value(scrape(c.worker_prometheus[ran_on]), "cube_worker_retained_log_bytes") > 0, 20,
+             what="the retained output's bytes")
+    assert value(scrape(c.prometheus_port), "cube_tasks", state="Failed") == 1
+
 
 def test_metrics_are_off_unless_asked_and_bind_loopback(make_cluster):
     c = make_cluster()

@@ -103,7 +103,7 @@ def test_start_watch_times_only_the_first_run():
 
 def test_state_families_name_every_state():
     snap = {"tasks": {"Running": 3, "Pending": 1}, "workers": collections.Counter(ready=2, lost=1),
-            "services": [("web", 3, 2)], "loading": False}
+            "services": [("web", 3, 2)], "loading": False, "leader": False, "term": 7}
     out = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in mm.families(snap) for s in f.samples}
     assert out[("cube_tasks", (("state", "Running"),))] == 3
     assert out[("cube_tasks", (("state", "Failed"),))] == 0
@@ -112,6 +112,7 @@ def test_state_families_name_every_state():
     assert out[("cube_service_replicas_desired", (("service", "web"),))] == 3
     assert out[("cube_service_replicas_running", (("service", "web"),))] == 2
     assert out[("cube_manager_loading", ())] == 0
+    assert out[("cube_manager_leader", ())] == 0 and out[("cube_manager_term", ())] == 7
 
 
 def test_loop_snapshot_is_computed_on_the_loop_and_falls_back_when_it_is_busy():
