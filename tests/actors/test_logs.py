@@ -7,7 +7,12 @@ import pytest
 from cube.runtime.fake import FakeRuntime
 from cube.wire.errors import CubeError
 from tests.actors.helpers import wait_for
-from tests.actors.test_manager_worker import cluster, start, task, wait_state  # noqa: F401  (fixture)
+from tests.actors.test_manager_worker import cluster, start, task, wait_state  # noqa: F401  (cluster: a fixture)
+
+
+@pytest.fixture
+def c(cluster):  # noqa: F811  (the fixture above, under a short name)
+    return cluster
 
 
 def logs(c, ref, **body) -> dict:
@@ -24,64 +29,64 @@ def gone(c, container_id: str) -> bool:
     return c.runtime.inspect(container_id) is None
 
 
-def test_a_failed_tasks_output_outlives_its_container_and_shows_in_inspect(cluster):
-    t = start(cluster, restart="no")
-    running = wait_state(cluster, t["id"], "Running")
-    cluster.runtime.write_log(running["container_id"], "starting")
-    cluster.runtime.write_log(running["container_id"], "boom")
-    cluster.runtime.kill(running["container_id"], exit_code=3)
-    failed = wait_state(cluster, t["id"], "Failed")
-    wait_for(lambda: gone(cluster, running["container_id"]), what="the dead container to be removed")
-    reply = logs(cluster, t["id"])
+def test_a_failed_tasks_output_outlives_its_container_and_shows_in_inspect(c):
+    t = start(c, restart="no")
+    running = wait_state(c, t["id"], "Running")
+    c.runtime.write_log(running["container_id"], "starting")
+    c.runtime.write_log(running["container_id"], "boom")
+    c.runtime.kill(running["container_id"], exit_code=3)
+    failed = wait_state(c, t["id"], "Failed")
+    wait_for(lambda: gone(c, running["container_id"]), what="the dead container to be removed")
+    reply = logs(c, t["id"])
     assert reply["logs"] == "starting\nboom\n" and reply["source"] == "retained"
     assert reply["attempt"] == 1 and reply["ended"] and not reply["more"] and reply["worker"] == "w1"
     assert failed["output"] == "starting\nboom" and failed["output_attempt"] == 1 and failed["error"] == "boom"
-    assert logs(cluster, t["id"], tail=1)["logs"] == "boom\n"
+    assert logs(c, t["id"], tail=1)["logs"] == "boom\n"
 
 
-def test_an_earlier_attempt_after_a_restart(cluster):
-    t = start(cluster)
-    first = wait_state(cluster, t["id"], "Running")
-    cluster.runtime.write_log(first["container_id"], "first run")
-    cluster.api.call("task.restart", {"id": t["id"]})
-    second = wait_state(cluster, t["id"], "Running", attempt=2)
-    cluster.runtime.write_log(second["container_id"], "second run")
-    wait_for(lambda: gone(cluster, first["container_id"]), what="the first container to be removed")
-    assert logs(cluster, t["id"])["logs"] == "second run\n"
-    one = logs(cluster, t["id"], attempt=1)
+def test_an_earlier_attempt_after_a_restart(c):
+    t = start(c)
+    first = wait_state(c, t["id"], "Running")
+    c.runtime.write_log(first["container_id"], "first run")
+    c.api.call("task.restart", {"id": t["id"]})
+    second = wait_state(c, t["id"], "Running", attempt=2)
+    c.runtime.write_log(second["container_id"], "second run")
+    wait_for(lambda: gone(c, first["container_id"]), what="the first container to be removed")
+    assert logs(c, t["id"])["logs"] == "second run\n"
+    one = logs(c, t["id"], attempt=1)
     assert one["logs"] == "first run\n" and one["ended"] and one["source"] == "retained"
-    assert logs_error(cluster, t["id"], attempt=3).code == "not_found"
-    assert task(cluster, t["id"])["ran_on"] == {"1": "w1", "2": "w1"}
+    assert logs_error(c, t["id"], attempt=3).code == "not_found"
+    assert task(c, t["id"])["ran_on"] == {"1": "w1", "2": "w1"}
 
 
-def test_following_with_a_cursor_gets_each_line_once_then_the_end(cluster):
-    t = start(cluster, restart="no")
-    running = wait_state(cluster, t["id"], "Running")
+def test_following_with_a_cursor_gets_each_line_once_then_the_end(c):
+    t = start(c, restart="no")
+    running = wait_state(c, t["id"], "Running")
     cid = running["container_id"]
-    cluster.runtime.write_log(cid, "old")
-    first = logs(cluster, t["id"], tail=0)  # follow from now on
+    c.runtime.write_log(cid, "old")
+    first = logs(c, t["id"], tail=0)  # follow from now on
     assert first["logs"] == "" and not first["ended"]
-    cluster.runtime.write_log(cid, "new 1")
-    second = logs(cluster, t["id"], cursor=first["cursor"])
+    c.runtime.write_log(cid, "new 1")
+    second = logs(c, t["id"], cursor=first["cursor"])
     assert second["logs"] == "new 1\n" and not second["ended"]
-    assert logs(cluster, t["id"], cursor=second["cursor"])["logs"] == ""  # nothing new yet
-    cluster.runtime.write_log(cid, "new 2")
-    cluster.runtime.kill(cid, exit_code=0)
-    wait_state(cluster, t["id"], "Completed")
-    wait_for(lambda: gone(cluster, cid), what="the container to be removed")
-    last = logs(cluster, t["id"], cursor=second["cursor"])  # now from the retained copy
+    assert logs(c, t["id"], cursor=second["cursor"])["logs"] == ""  # nothing new yet
+    c.runtime.write_log(cid, "new 2")
+    c.runtime.kill(cid, exit_code=0)
+    wait_state(c, t["id"], "Completed")
+    wait_for(lambda: gone(c, cid), what="the container to be removed")
+    last = logs(c, t["id"], cursor=second["cursor"])  # now from the retained copy
     assert last["logs"] == "new 2\n" and last["ended"] and last["source"] == "retained"
 
 
-def test_replies_are_bounded_pages(cluster):
-    t = start(cluster)
-    running = wait_state(cluster, t["id"], "Running")
+def test_replies_are_bounded_pages(c):
+    t = start(c)
+    running = wait_state(c, t["id"], "Running")
     line = "x" * 999
     for _ in range(600):  # 600 KB: more than one reply may carry
-        cluster.runtime.write_log(running["container_id"], line)
+        c.runtime.write_log(running["container_id"], line)
     text, cursor, pages = "", "", 0
     while True:
-        reply = logs(cluster, t["id"], **({"cursor": cursor} if cursor else {"tail": 10**6}))
+        reply = logs(c, t["id"], **({"cursor": cursor} if cursor else {"tail": 10**6}))
         assert len(reply["logs"].encode()) <= 256 << 10
         text, cursor, pages = text + reply["logs"], reply["cursor"], pages + 1
         if not reply["more"]:
@@ -89,12 +94,12 @@ def test_replies_are_bounded_pages(cluster):
     assert pages == 3 and text == (line + "\n") * 600
 
 
-def test_a_pending_task_and_a_bad_cursor(cluster):
-    t = start(cluster, cpu=64)  # fits nowhere
-    assert "has not run yet" in logs_error(cluster, t["id"]).message
-    ok = start(cluster)
-    wait_state(cluster, ok["id"], "Running")
-    assert logs_error(cluster, ok["id"], cursor="nonsense").code == "bad_request"
+def test_a_pending_task_and_a_bad_cursor(c):
+    t = start(c, cpu=64)  # fits nowhere
+    assert "has not run yet" in logs_error(c, t["id"]).message
+    ok = start(c)
+    wait_state(c, ok["id"], "Running")
+    assert logs_error(c, ok["id"], cursor="nonsense").code == "bad_request"
 
 
 def test_a_worker_that_is_gone_is_named(actors):
