@@ -24,6 +24,11 @@ from cube.harness import ROOT, BUSYBOX, force_remove
 from cube.testbed import netns
 
 CGROUP_ROOT = pathlib.Path("/sys/fs/cgroup")
+# dockerd uses the machine's containerd when its socket exists (a containerd service), and then
+# every engine of the bed would share it, and its namespace; an empty /run/containerd in the
+# engine's own mount namespace makes it start its own, as it does on this machine.
+_OWN_CONTAINERD = ('[ -S /run/containerd/containerd.sock ] && mount -t tmpfs -o mode=0700 cube-bed /run/containerd; '
+                   'exec "$@"')
 
 
 class Engine:
@@ -40,7 +45,10 @@ class Engine:
         """Launch dockerd; `wait` checks that it answers."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._log = open(self.root / "dockerd.log", "ab")
-        argv = [*netns.prefix(self.ns), "unshare", "--mount", "--propagation", "slave", "dockerd",
+        config = self.root / "daemon.json"  # not the machine's /etc/docker/daemon.json (hosts, data-root...)
+        config.write_text("{}\n")
+        argv = [*netns.prefix(self.ns), "unshare", "--mount", "--propagation", "slave",
+                "sh", "-c", _OWN_CONTAINERD, "sh", "dockerd", "--config-file", str(config),
                 "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
                 "--pidfile", str(self.root / "docker.pid"), "-H", self.url, "--bip", self.bip,
                 "--cgroup-parent", self.ns, "--log-level", "warn"]
