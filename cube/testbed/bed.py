@@ -281,7 +281,10 @@ def _kill_pidfile(pidfile: pathlib.Path, root: str) -> None:
         return
     if root not in cmdline:
         return  # the pid was reused by something else
-    os.kill(pid, signals.SIGTERM)
+    try:
+        os.kill(pid, signals.SIGTERM)
+    except ProcessLookupError:
+        return
     if not _wait_gone([pid], 15.0):
         try:
             os.kill(pid, signals.SIGKILL)
