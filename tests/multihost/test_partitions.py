@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 import pytest
 
@@ -40,11 +41,14 @@ def test_partitioned_worker_keeps_running_and_rejoins_without_duplicates(bed, cl
         ended = [i for i in stayers if i in cut]
         assert moved and ended, f"round-robin did not put one task of each policy on w1: {cut}"
 
+        t0 = time.monotonic()
         bed.partition("h2")  # w1's host: its switch port goes down
         try:
             wait_for(lambda: c.nodes()[w1]["state"] == "lost", 20, what="the manager to mark w1 lost")
+            t_lost = time.monotonic() - t0
             for i in moved:
                 c.wait_state(i, "Running", timeout=20, worker=w2)
+            print(f"link cut -> w1 lost {t_lost:.2f}s, its tasks Running on w2 {time.monotonic() - t0:.2f}s (grace 3s)")
             for i in ended:
                 c.wait_state(i, "Failed", timeout=20, worker=w1)
             # Behind the cut, the worker and its containers carry on: that host's own engine says so.
@@ -54,7 +58,7 @@ def test_partitioned_worker_keeps_running_and_rejoins_without_duplicates(bed, cl
             assert set(cut.values()) <= running
         finally:
             bed.heal("h2")
-
+        t0 = time.monotonic()
         c.wait_worker_ready("w1")  # it reconnects by itself
 
         def settled() -> bool:
@@ -65,6 +69,7 @@ def test_partitioned_worker_keeps_running_and_rejoins_without_duplicates(bed, cl
             return (all([cid for _, cid in by_task.get(i, [])] == [c.task(i)["container_id"]] for i in live)
                     and not any(by_task.get(i) for i in ended))
         wait_for(settled, 30, what="one running container per live task, none for ended ones, across the hosts")
+        print(f"healed -> w1 ready and one container per task {time.monotonic() - t0:.2f}s")
         for i in moved:
             assert c.task(i)["worker"] == w2 and c.task(i)["container_id"] != cut[i]
         for i in [*moved, *ended]:
