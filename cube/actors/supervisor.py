@@ -103,8 +103,13 @@ class Supervisor:
             log.warning("running WITHOUT security (--insecure, loopback only): anyone on this machine "
                         "can use this cluster")
             return
-        authority = Authority(self.config.data_dir, addresses(self.config))
-        creds = authority.ensure_admin()
+        if self.config.ha:  # every manager of the cluster: one key, token, keyring (docs/ha.md)
+            from cube.ha.security import bootstrap
+            creds = bootstrap(self.config)
+            authority = Authority(self.config.data_dir, addresses(self.config))
+        else:
+            authority = Authority(self.config.data_dir, addresses(self.config))
+            creds = authority.ensure_admin()
         log.info("admin credentials: %s (export CUBE_CREDENTIALS=%s)", creds, creds)
         log.info("join workers with: %s", authority.join_command())
 

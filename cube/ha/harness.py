@@ -30,9 +30,14 @@ class HACluster:
 
     # ---- processes -----------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> "HACluster":
-        for n in self.nodes:
-            n.start_manager(wait=False)
+        """The first manager first: it leads and publishes the cluster's keys (cube/ha/security.py),
+        which the others take."""
+        self.first.start_manager(wait=False)
         self.wait_leader(timeout)
+        for n in self.nodes[1:]:
+            n.start_manager(wait=False)
+        for i in range(1, len(self.nodes)):
+            wait_for(lambda i=i: (self.ping(i) or {}).get("role") == "follower", timeout, f"manager {i} to follow")
         return self
 
     def start_worker(self, short: str, *flags: str, wait: bool = True) -> str:
@@ -58,6 +63,9 @@ class HACluster:
 
     # ---- who leads -----------------------------------------------------------------------------
     def ping(self, i: int, timeout: float = 1.0) -> dict[str, Any] | None:
+        n = self.nodes[i]
+        if not n.alive("cube-manager") or not (n.insecure or n.credentials_path.exists()):
+            return None
         try:
             return self.nodes[i].call("manager.ping", timeout=timeout)
         except (CubeError, OSError):

@@ -26,6 +26,7 @@ import zmq
 from cube import __version__
 from cube.config import ManagerConfig
 from cube.ha.leadership import Leadership
+from cube.ha.security import SecuritySync
 from cube.manager import listing, tasklogs
 from cube.manager.delivery import Commands
 from cube.manager.events import EventLog
@@ -94,6 +95,7 @@ class Manager(Actor):
         self.sched_sock = sockets.dealer(ctx, config.scheduler_endpoint)
         # Only the leader acts (docs/ha.md): it loads the cluster once elected (`_lead`).
         self.leadership = Leadership(self.loop, config, self._lead)
+        self.security: SecuritySync | None = None  # with several managers: one keyring for all
         self.store = AsyncStore(self, self.store_sock)
         # Insecure workers name their connection; secure ones are routed only where their key spoke.
         self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
@@ -162,11 +164,17 @@ class Manager(Actor):
 
     # ---- start-up: load, then arm the timers -------------------------------------------------
     def on_start(self) -> None:
+        if self.leadership.ha and self.authority is not None:  # the leader's joins reach the others
+            self.security = SecuritySync(self.store, self.authority, self.leadership.leading)
+            self.loop.call_every(0.2, self.security.tick)
         self.leadership.start()  # at once with one manager; once elected with several
 
     def _lead(self, term: int) -> None:
         self.store.term = term  # every write of ours is refused once another manager leads
-        self._load()
+        if self.security is not None:  # the newest keyring first: every joined worker is known
+            self.security.take(then=self._load)
+        else:
+            self._load()
 
     def _load(self) -> None:
         self.book.load(self._loaded)

@@ -164,6 +164,14 @@ class EtcdStore(Store):
         return [(unb64(kv["key"])[skip:].decode(), unpack(unb64(kv.get("value", ""))))
                 for kv in reply.get("kvs") or []]
 
+    def create(self, ns: str, key: str, value: Any) -> bool:
+        """Put `value` only if the key does not exist (one transaction); True if it was put."""
+        k = b64(self._key(ns, key))
+        reply = self.etcd.call("/kv/txn", {
+            "compare": [{"key": k, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
+            "success": [{"request_put": {"key": k, "value": b64(pack(value))}}], "failure": []}, write=True)
+        return bool(reply.get("succeeded"))
+
     def count(self, ns: str) -> int:
         start = self._key(ns, "")
         reply = self.etcd.call("/kv/range", {"key": b64(start), "range_end": b64(prefix_end(start)),

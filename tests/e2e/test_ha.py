@@ -17,7 +17,7 @@ SLEEP = ["--cmd", "sleep 600"]
 
 @pytest.fixture
 def ha(etcd3, busybox, request):
-    cluster = HACluster(etcd3.endpoints, managers=3, lease_ttl=2, grace=3.0)
+    cluster = HACluster(etcd3.endpoints, managers=3, lease_ttl=2, grace=3.0, insecure=False)  # one identity
     try:
         cluster.start()
         yield cluster
