@@ -22,6 +22,7 @@ TYPES = ("task", "service", "node")
 FILTER_KEYS = ("type", "task", "service", "node")
 HEARTBEAT_INTERVAL = 1.0  # seconds; a follower that hears nothing for a few of them checks the manager
 MAX_PAGE = 1000  # events a reply holds at most (the Store's pages are bounded in bytes too)
+MIN_PREFIX = 4  # a task id prefix this long at least matches task=PREFIX
 
 _FILTER = opt(list, items=str, max_len=32)
 register(SINCE, {"seq": opt(int), "time": opt(NUMBER), "until": opt(int), "limit": opt(int),
@@ -61,15 +62,16 @@ def filters_of(body: dict[str, Any]) -> dict[str, list[str]]:
 
 
 def matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    """Whether `event` passes every filter. task=X: its id starts with X or its name is X;
+    """Whether `event` passes every filter. task=X: its name or id is X, or its id starts with X
+    (4 characters at least, as `task inspect` takes a prefix);
     service=X: the service's events and its tasks'; node=X: the node's events and the tasks on it."""
     kind = event.get("type", "task")
     for key, values in filters.items():
         if key == "type":
             ok = kind in values
         elif key == "task":
-            ok = kind == "task" and any(event.get("task_id", "").startswith(v) or event.get("name") == v
-                                        for v in values)
+            ok = kind == "task" and any(event.get("name") == v or event.get("task_id") == v or (
+                len(v) >= MIN_PREFIX and event.get("task_id", "").startswith(v)) for v in values)
         elif key == "service":
             ok = event.get("service", "") in values and kind in ("task", "service")
         elif key == "node":

@@ -170,7 +170,8 @@ def test_filters():
     task = {"type": "task", "task_id": "abc123", "name": "web.1", "worker": "w1", "service": "web"}
     node = {"type": "node", "node": "w1", "action": "lost"}
     svc = {"type": "service", "service": "web", "message": "created"}
-    assert matches(task, {"task": ["abc"]}) and matches(task, {"task": ["web.1"]}) and not matches(node, {"task": ["abc"]})
+    assert matches(task, {"task": ["abc1"]}) and matches(task, {"task": ["web.1"]}) and not matches(node, {"task": ["abc1"]})
+    assert not matches(task, {"task": ["ab"]}) and matches(task, {"task": ["abc123"]})
     assert matches(task, {"node": ["w1"]}) and matches(node, {"node": ["w1"]}) and not matches(svc, {"node": ["w1"]})
     assert matches(task, {"service": ["web"]}) and matches(svc, {"service": ["web"]}) and not matches(node, {"service": ["web"]})
     assert matches(node, {"type": ["node", "task"], "node": ["w1"]}) and not matches(node, {"type": ["task"]})
