@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LOG, META, SEQ_KEY = "eventlog", "meta", "event_seq"
 KEPT = 100_000  # events kept at most (cube-manager --events-kept)
-PRUNE_CHUNK = 5000  # keys deleted in one batch (about 150 KiB of request)
+PRUNE_CHUNK = 1000  # keys deleted in one batch: a small transaction on etcd too (docs/ha.md, --max-txn-ops)
 MAX_GAPS = 1000  # missing numbers a replay page names at most
 
 Publish = Callable[[str, dict[str, Any]], None]  # (topic / message type, body)
@@ -218,7 +218,7 @@ class EventLog:
                 self.first, self.first_time = newer if newer is not None else (upper + 1, None)
             else:
                 self._delete(self.first, old[-1], newer[1] if newer is not None else None)
-        self.store.list_page(LOG, got, after=key(self.first - 1), limit=PRUNE_CHUNK // 5)
+        self.store.list_page(LOG, got, after=key(self.first - 1), limit=PRUNE_CHUNK)
 
     def _delete(self, first: int, last: int, next_time: float | None) -> None:
         self._pruning = True
