@@ -19,14 +19,16 @@ from typing import Any, Callable
 
 import zmq
 
-from cube.actors.metrics import Capacity, MetricsSampler
+from cube.actors.metrics import ANY_ADDRESS, Capacity, MetricsSampler
 from cube.chaos import hook
 from cube.messages import node as node_msg
 from cube.messages import worker as msg
 from cube.model.runspec import RunSpec, RunSpecError
 from cube.model.task import MAX_OUTPUT, Task
 from cube.runtime import logstore
-from cube.runtime.base import LABEL_WORKER, ContainerInfo, ContainerSpec, Runtime, RuntimeEvent, RuntimeFailure
+from cube.model import ports as port_spec
+from cube.runtime.base import (LABEL_WORKER, ContainerInfo, ContainerSpec, PortConflict, Runtime, RuntimeEvent,
+                               RuntimeFailure)
 from cube.runtime.logstore import LogStore
 from cube.store import Store, StoreError
 from cube.wire import sockets
@@ -102,7 +104,8 @@ class Worker(Actor):
         # Output of removed containers (docs/architecture.md, "Logs"); none without a data dir.
         self.logstore = LogStore(os.path.join(config.data_dir, "logs"), config.log_retain, config.log_retain_total) \
             if config.data_dir else LogStore("", 0)
-        self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir)
+        self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir,
+                                      bind_ip=getattr(runtime, "bind_address", ANY_ADDRESS))
         self.metrics_sock: zmq.Socket | None = None
         self.metrics_endpoint = ""
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
@@ -355,6 +358,8 @@ class Worker(Actor):
             return {"state": "removed"}
         try:
             info = self.runtime.run(self._spec(spec, attempt))
+        except PortConflict as e:  # the manager places it elsewhere (docs/architecture.md, "Ports")
+            return {"state": "failed", "error": str(e), "port_conflict": True}
         except RuntimeFailure as e:
             return {"state": "failed", "error": str(e)}
         return self._explained(_report(info))
@@ -478,7 +483,7 @@ class Worker(Actor):
         """Tell the manager, re-sent until acknowledged; a newer status for the task replaces it."""
         body = {"task_id": task_id, "attempt": attempt, "state": result["state"], "time": time.time(),
                 "clock": self.tick()}
-        for key in ("container_id", "host_ports", "exit_code", "error", "output"):
+        for key in ("container_id", "host_ports", "exit_code", "error", "output", "port_conflict"):
             if result.get(key) is not None:
                 body[key] = result[key]
         # Re-sent until the manager takes it, including when it answers that its own store is
@@ -490,7 +495,8 @@ class Worker(Actor):
         """What this worker's wanted tasks reserve, and their ids (published with its metrics)."""
         live = [s for s in self.slots.values() if s.desired == RUNNING]
         reserved = {"cpu": float(sum(s.spec.cpu for s in live)), "memory": int(sum(s.spec.memory for s in live)),
-                    "disk": int(sum(s.spec.disk for s in live))}
+                    "disk": int(sum(s.spec.disk for s in live)),
+                    "ports": sorted({p for s in live for p in port_spec.fixed_host_ports(s.spec.ports)})}
         return reserved, sorted(s.task_id for s in live)
 
     def _publish_metrics(self) -> None:

@@ -22,7 +22,8 @@ register(HEARTBEAT, {"name": Field(str, max_len=128), "tasks": opt(list, items=d
 register(STATUS, {"task_id": Field(str, max_len=64), "attempt": Field(int), "state": Field(str),
                   "container_id": opt(str), "host_ports": opt(dict), "exit_code": opt(int),
                   "error": opt(str), "time": opt(NUMBER), "clock": opt(list, items=int, max_len=2),
-                  "output": opt(str, max_len=2048)})  # the last lines of a failed attempt's output
+                  "output": opt(str, max_len=2048),  # the last lines of a failed attempt's output
+                  "port_conflict": opt(bool)})  # a fixed host port was taken there: place it elsewhere
 register(RUN, {"spec": Field(dict), "attempt": Field(int), "term": opt(int)})  # cube.model.runspec.RunSpec
 register(STOP, {"task_id": Field(str, max_len=64), "attempt": opt(int), "reason": opt(str),
                  "term": opt(int)})  # the leader's term (docs/ha.md): a worker ignores older terms
