@@ -149,10 +149,17 @@ def judge(t: dict[str, Any], final: bool) -> Outcome | None:
                                      f"{t.get('exit_code')}: {reason}")
     if state in ("Running", "Completed") or ran:
         return Outcome(t, "started")
+    restart_due = t.get("desired") == "running" and (t.get("not_before") or 0) > 0
+    if state == "Failed" and restart_due and t.get("port_conflicts"):  # not the task's fault: it moves on
+        if not final:
+            return None
+        where = render.clean(", ".join(sorted(t["port_conflicts"])))
+        return Outcome(t, "waiting", f"warning: task {short} could not get its host port on {where}; it is "
+                                     f"being placed on another worker: {reason}")
     if state == "Failed":
         why = render.clean(t.get("error")) or reason or "no reason given"
         again = ""
-        if t.get("desired") == "running" and (t.get("not_before") or 0) > 0:
+        if restart_due:
             again = (f"; it will be tried again (restart {t.get('restart_count', 0) + 1}), "
                      f"`cube task stop {short}` gives up")
         return Outcome(t, "failed", f"task {short} failed to start: {why}{again}")

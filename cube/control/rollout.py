@@ -5,8 +5,9 @@ tasks to create and which to stop, and how its rollout moves on: Swarm's rolling
 `parallelism` replacements in flight; after one settles, the next starts `delay` later; each is
 watched for `monitor` seconds, and on failures beyond `max_failure_ratio` the update rolls back,
 pauses or continues; a replacement that settled is done for this rollout, whatever happens to it
-later), stop-first or start-first, and
-node drain (a slot on a draining worker gets its replacement first, then the old task stops).
+later), stop-first or start-first (always stop-first when the template pins a host port), and
+node drain (a slot on a draining worker gets its replacement first, then the old task stops;
+with a fixed host port the old task stops first).
 The ServiceController (cube/manager/services.py) applies the plan; docs/architecture.md,
 "Services", tells the story.
 """
@@ -80,6 +81,10 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
         slot_tasks.sort(key=lambda r: r.created_at)
     target, rollout, policy = svc.version, svc.rollout, svc.update
     active = rollout.state in ACTIVE
+    # A fixed host port cannot be held by the old task and its replacement at once on one address:
+    # replacements go stop-first, for updates and drains alike.
+    pins = svc.pins_host_ports()
+    stop_first = policy.order == "stop-first" or pins
 
     def ours(r: Replica) -> bool:
         """A replacement this rollout made and still watches (one that settled is done: what
@@ -135,6 +140,8 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
             out.stop += [(r.task_id, "replaced") for r in live if r is not keep and r not in coming]
             if not coming and backoff_over:
                 out.create.append((slot, target))
+                if pins:  # the two cannot both hold the port on one address: it stops now
+                    out.stop.append((keep.task_id, "its worker is draining"))
             continue
         if newest.version != target:
             outdated.append(slot)
@@ -146,6 +153,8 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
             out.stop += [(r.task_id, "a slot holds one task") for r in live[:-1]]
         elif newest.worker in drained and len(live) == 1 and newest.state == "Running" and backoff_over:
             out.create.append((slot, target))  # drain: its replacement first; it stops once that settled
+            if pins:  # unless the two cannot both hold the port: then it stops now
+                out.stop.append((newest.task_id, "its worker is draining"))
 
     # ---- the rollout -------------------------------------------------------------------------------
     if not active:
@@ -185,7 +194,7 @@ def plan(svc: Service, replicas: list[Replica], now: float, drained: frozenset[s
     for slot in outdated[:room]:
         old = [r for r in by_slot[slot] if r.live]
         out.create.append((slot, target))
-        if policy.order == "stop-first":
+        if stop_first:
             out.stop += [(r.task_id, f"updating to version {target}") for r in old]
         out.events.append(f"slot {slot}: replacing version {old[-1].version} with {target}")
     out.rollout = replace(rollout, updated_at=now, batches=rollout.batches + 1)

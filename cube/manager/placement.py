@@ -154,7 +154,7 @@ class Placement:
             metrics.placement_failed(metrics.WORKER_GONE if node else metrics.reason_kind(reason))
             if node:
                 self._release(task_id)
-            self._note(task_id, reason)
+            self._note(task_id, _with_conflicts(self.book.get(task_id), reason))
         if self._again or (placed_any and len(tasks) == self.batch):
             self.schedule()
 
@@ -206,3 +206,15 @@ class Placement:
     def _release(self, task_id: str) -> None:
         """The Scheduler reserved capacity for a placement that did not happen: give it back."""
         self.actor.request(self.sock, Envelope(sched_msg.RELEASE, {"task_id": task_id}), timeout=SCHEDULER_TIMEOUT)
+
+
+def _with_conflicts(task: Task | None, reason: str) -> str:
+    """A reason that says why workers are excluded when a fixed host port was refused there."""
+    if task is None or not task.port_conflicts:
+        return reason
+    now = time.time()
+    recent = sorted(w for w, at in task.port_conflicts.items() if now - at < PORT_CONFLICT_HOLD)
+    if not recent:
+        return reason
+    return (f"{reason}; Docker refused host port {', '.join(task.fixed_ports)} on {', '.join(recent)}: "
+            f"not placed there again for {PORT_CONFLICT_HOLD:g} s")

@@ -83,6 +83,12 @@ class Service:
             return self.previous_spec
         return None
 
+    def pins_host_ports(self) -> bool:
+        """Its template, or the one it replaces, publishes a fixed host port: a replacement cannot
+        start beside the task it replaces on one address, so replacements are stop-first
+        (docs/architecture.md, "Ports")."""
+        return any(_fixed_ports(spec) for spec in (self.spec, self.previous_spec) if spec)
+
     def task_for(self, slot: int, task_id: str, version: int | None = None) -> Task:
         """A new task for `slot` from the spec of `version` (the current one by default)."""
         version = self.version if version is None else version
@@ -90,6 +96,13 @@ class Service:
         task = task_from_spec({**spec, "name": f"{self.name}.{slot}.{task_id[:8]}"}, task_id=task_id)
         task.service, task.slot, task.version = self.name, slot, version
         return task
+
+
+def _fixed_ports(spec: dict[str, Any]) -> list[str]:
+    try:
+        return task_from_spec({k: v for k, v in spec.items() if k not in ("id", "name")}, task_id="template").fixed_ports
+    except TaskSpecError:
+        return []
 
 
 def service_from_spec(body: dict[str, Any]) -> Service:

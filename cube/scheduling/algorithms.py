@@ -10,7 +10,7 @@ Feasibility (shared): the node is alive, not excluded, and for each resource the
 float sums such as 0.1 + 0.2 do not refuse an exact fit). A resource the task does not ask for
 (0) is not checked, so a zero demand fits any live node, even an over-committed one. A task's
 fixed host ports must all be free on the node's address: not listening there and not held by
-another task placed or running on a worker of that address (NodeTable.ports_taken).
+another task placed or running on a worker of that address (NodeTable.ports_free).
 
 Algorithms (`ALGORITHMS`, `make_scheduler(name)`):
 
@@ -93,10 +93,9 @@ def feasible(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> np.
         i = t.index.get(name)
         if i is not None:
             ok[i] = False
-    if demand.ports:  # rare, and a set test per remaining node: no column for it
-        taken = t.ports_taken()
+    if demand.ports:  # rare, and a set test per remaining node (and the nodes sharing its address)
         for i in np.flatnonzero(ok).tolist():
-            if not demand.ports.isdisjoint(taken[i]):
+            if not t.ports_free(i, demand.ports):
                 ok[i] = False
     return np.flatnonzero(ok)
 
@@ -272,8 +271,9 @@ def unplaceable(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> 
         if not live.any():
             plural = "s" if len(demand.ports) > 1 else ""
             return f"no worker has host port{plural} {_list(sorted(demand.ports))} free: {taken}{suffix}"
-        notes.insert(0, taken)
-        suffix = f" ({'; '.join(notes)})"
+        if taken:
+            notes.insert(0, taken)
+            suffix = f" ({'; '.join(notes)})"
     idx = np.flatnonzero(live)
     order = idx[np.argsort(t.rank[idx], kind="stable")]  # name order, for stable ties
 
@@ -311,8 +311,7 @@ def unplaceable(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> 
 
 def _port_holders(t: NodeTable, ports: frozenset[str], live: np.ndarray) -> dict[str, list[int]]:
     """Per asked host port, the live nodes where it is taken."""
-    taken = t.ports_taken()
-    return {port: [i for i in np.flatnonzero(live).tolist() if port in taken[i]] for port in ports}
+    return {port: [i for i in np.flatnonzero(live).tolist() if t.port_taken(i, port)] for port in ports}
 
 
 def _names(t: NodeTable, indices: list[int], most: int = 5) -> str:

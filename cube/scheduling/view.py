@@ -130,22 +130,23 @@ class NodeTable:
     # same index as the columns; lists, not columns: only tasks with fixed host ports look.
     held_ports: list[frozenset[str]] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
+    sharing: dict[str, set[int]] = field(default_factory=dict)  # address -> the nodes advertising it
 
     @property
     def n(self) -> int:
         return len(self.names)
 
-    def ports_taken(self) -> list[frozenset[str]]:
-        """Per node, the host ports a task cannot pin there. Ports belong to an address, not to a
-        worker: workers advertising one address (several on one host) publish on the same
-        ports, so what one holds or has reserved is taken for all of them, at once."""
-        n = self.n
-        by_address: dict[str, frozenset[str]] = {}
-        for i in range(n):
-            if self.addresses[i] and self.held_ports[i]:
-                by_address[self.addresses[i]] = by_address.get(self.addresses[i], frozenset()) | self.held_ports[i]
-        return [by_address.get(self.addresses[i], self.held_ports[i]) if self.addresses[i] else self.held_ports[i]
-                for i in range(n)]
+    def ports_free(self, i: int, ports: frozenset[str]) -> bool:
+        """Whether none of `ports` is taken for node i. Ports belong to an address, not to a
+        worker: workers advertising one address (several on one host) publish on the same ports,
+        so what one holds or has reserved is taken for all of them, at once."""
+        address = self.addresses[i]
+        group = self.sharing.get(address, ()) if address else ()
+        return all(ports.isdisjoint(self.held_ports[j]) for j in (group or (i,)))
+
+    def port_taken(self, i: int, port: str) -> bool:
+        """Whether `port` is taken for node i (see ports_free)."""
+        return not self.ports_free(i, frozenset((port,)))
 
 
 @dataclass(slots=True)
@@ -178,6 +179,7 @@ class ClusterView:
         self._names: list[str] = []  # slot -> name
         self._held: list[frozenset[str]] = []  # slot -> host ports taken (see NodeTable.held_ports)
         self._addresses: list[str] = []  # slot -> the node's advertised address
+        self._sharing: dict[str, set[int]] = {}  # address -> slots advertising it
         self._reservations: dict[str, _Reservation] = {}
         self._expiry: deque[_Reservation] = deque()  # in reservation order (clock is monotonic)
         self._cap = 0
@@ -230,7 +232,12 @@ class ClusterView:
             moved.slot = node.slot
             self._names[node.slot] = moved.name
             self._held[node.slot] = self._held[last]
-            self._addresses[node.slot] = self._addresses[last]
+            moved_address = self._addresses[last]
+            self._share(node.slot, "")
+            self._share(last, "")
+            self._share(node.slot, moved_address)
+        else:
+            self._share(node.slot, "")
         self._names.pop()
         self._held.pop()
         self._addresses.pop()
@@ -384,6 +391,17 @@ class ClusterView:
         return algo
 
     # ------------------------------------------------------------------ internals
+    def _share(self, slot: int, address: str) -> None:
+        """Move `slot` to `address` in the index of nodes sharing an address ("" = none)."""
+        old = self._addresses[slot]
+        if old and old in self._sharing:
+            self._sharing[old].discard(slot)
+            if not self._sharing[old]:
+                del self._sharing[old]
+        self._addresses[slot] = address
+        if address:
+            self._sharing.setdefault(address, set()).add(slot)
+
     def _now(self, now: float | None) -> float:
         return self._clock() if now is None else float(now)
 
@@ -407,7 +425,7 @@ class ClusterView:
         return NodeTable(names=list(self._names), index=index,
                          sorted_names=[self._names[i] for i in order], rank=rank,
                          alive=np.zeros(n, dtype=bool), now=0.0, stale_after=self.stale_after,
-                         held_ports=self._held, addresses=self._addresses, **cols)
+                         held_ports=self._held, addresses=self._addresses, sharing=self._sharing, **cols)
 
     def _refresh(self, node: _Node) -> None:
         """Recompute one node's columns from its sample and ledger.
@@ -422,8 +440,10 @@ class ClusterView:
         led_cpu = sum(r.demand.cpu for r in node.ledger.values())
         led_mem = sum(r.demand.memory for r in node.ledger.values())
         led_disk = sum(r.demand.disk for r in node.ledger.values())
-        self._held[i] = s.ports.union(*(r.demand.ports for r in node.ledger.values() if r.demand.ports))
-        self._addresses[i] = s.address
+        led_ports = [r.demand.ports for r in node.ledger.values() if r.demand.ports]
+        self._held[i] = s.ports.union(*led_ports) if led_ports else s.ports
+        if self._addresses[i] != s.address:
+            self._share(i, s.address)
         inv_cpus = 1.0 / s.cpus if s.cpus > 0 else 0.0
         inv_mem = 1.0 / s.memory if s.memory > 0 else 0.0
         used_share = s.memory_used / s.memory_total if s.memory_total > 0 else 0.0

@@ -121,10 +121,11 @@ def test_docker_refusing_the_bind_fails_the_attempt_and_it_runs_once_the_port_is
                           what="the start to fail on the taken port")
         assert f"host port {port}/tcp is taken on this worker's host" in failed["error"]
         assert c.worker_name("w1") in failed["port_conflicts"]
-        # kept off that worker for a while: waiting, not failing there again at once
+        # kept off that worker for a while, and told why: waiting, not failing there again at once
         reason = wait_for(lambda: "excluded" in (t := c.task(task_id))["reason"] and t["reason"], 15,
                           what="the task to wait off the worker")
         assert c.worker_name("w1") in reason and c.task(task_id)["restart_count"] == 0
+        assert f"Docker refused host port {port}/tcp on {c.worker_name('w1')}" in reason
     running = c.wait_state(task_id, "Running", timeout=40)  # the hold ended and the port is free
     assert running["host_ports"] == {"8080/tcp": port} and running["port_conflicts"] == {}
     c.cli("task", "stop", task_id)

@@ -237,3 +237,33 @@ def test_workers_sharing_an_address_share_its_ports_at_once():
     assert {first, second} == {"w3", "w1"} or {first, second} == {"w3", "w2"}  # one per address
     third = v.place("c", d, now=1)
     assert third.node is None and "w1" in third.reason and "w2" in third.reason and "w3" in third.reason
+
+
+def test_the_cli_keeps_watching_a_task_that_moves_off_a_port_conflict():
+    from cube.cli.submit import judge
+    t = {"id": "abc", "state": "Failed", "desired": "running", "not_before": 5.0, "port_conflicts": {"w1": 1.0},
+         "reason": "restart 1 of 3 in 1s", "error": "host port 8081/tcp is taken on this worker's host"}
+    assert judge(t, final=False) is None
+    outcome = judge(t, final=True)
+    assert outcome.status == "waiting" and "host port on w1" in outcome.message
+
+
+def test_a_reason_without_port_holders_has_no_empty_note():
+    v = _view(w1=[])
+    p = v.place("t", Demand(cpu=64, ports=frozenset({"8081/tcp"})), now=1)
+    assert p.reason == "no worker has 64.0 cpu free; largest free is 2.0 on w1"
+
+
+def test_a_forgotten_node_leaves_the_address_index_right():
+    v = ClusterView(clock=lambda: 1.0)
+    for name, address in (("w1", "a"), ("w2", "b"), ("w3", "a")):
+        v.update({"name": name, "address": address, "ts": 1, "seq": 1, "cpus": 1, "memory": GiB, "disk": GiB,
+                  "ports_in_use": ["80/tcp"] if name == "w3" else []}, now=0)
+    v.forget("w1")  # w3 moves into w1's slot
+    t = v.table()
+    assert t.sharing == {"a": {t.index["w3"]}, "b": {t.index["w2"]}} and t.addresses[t.index["w3"]] == "a"
+    d = Demand(ports=frozenset({"80/tcp"}))
+    assert v.place("t", d, now=1).node == "w2"  # w3 holds it on address a
+    v.forget("w3")
+    v.update({"name": "w4", "address": "a", "ts": 1, "seq": 1, "cpus": 1, "memory": GiB, "disk": GiB}, now=0)
+    assert v.place("u", d, now=1).node == "w4"  # address a is free again; w2 holds u's twin

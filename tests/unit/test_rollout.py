@@ -621,3 +621,26 @@ def test_a_replacement_moved_by_a_lost_worker_is_not_an_update_failure():
     assert not plan(svc, [crashed, rep("old2", 2)], T0 + 9).rollback  # its one restart was the loss
     crashed_again = replace(crashed, restart_count=2, state="Running")
     assert plan(svc, [crashed_again, rep("old2", 2)], T0 + 9).rollback  # a second one is its own
+
+
+
+# ---- fixed host ports (docs/architecture.md, "Ports") -----------------------------------------
+def pinned(svc: Service) -> Service:
+    svc.spec = {**svc.spec, "ports": ["8080:80"]}
+    return svc
+
+
+def test_a_start_first_update_of_a_service_pinning_a_host_port_goes_stop_first():
+    p = plan(pinned(service(replicas=2, version=2, state=UPDATING, order="start-first")), old(2), T0)
+    assert p.create == [(1, 2)] and p.stop == [("old1", "updating to version 2")]
+
+
+def test_an_update_that_drops_the_pinned_port_is_still_stop_first():
+    svc = service(replicas=2, version=2, state=UPDATING, order="start-first")
+    svc.previous_spec = {**V1, "ports": ["8080:80"]}
+    assert plan(svc, old(2), T0).stop == [("old1", "updating to version 2")]
+
+
+def test_drain_of_a_replica_pinning_a_host_port_stops_it_with_its_replacement_made():
+    p = plan(pinned(service(replicas=1)), [rep("old1", 1, worker="w1")], T0, drained=frozenset({"w1"}))
+    assert p.create == [(1, 1)] and p.stop == [("old1", "its worker is draining")]
