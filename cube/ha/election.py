@@ -13,7 +13,9 @@ that finds the lease gone, or the key held by another lease, deposes it at once.
 final for this object (the manager process exits and starts again as a follower).
 
 The logic (`step`) is blocking and single-threaded, with the clock injected, so it is tested
-with a fake etcd and a fake clock; `ElectionThread` runs it in the background.
+with a fake etcd and a fake clock; `ElectionThread` runs it in the background. Every request it
+makes is safe to repeat (a keepalive, a create-if-absent it recognizes as its own, a grant whose
+lease, if unused, expires), so each goes on to the next etcd member when one does not answer.
 """
 from __future__ import annotations
 
@@ -93,7 +95,7 @@ class Election:
     def _keep_lease(self) -> None:
         sent = self.clock()
         if self.lease:
-            reply = self.etcd.call("/lease/keepalive", {"ID": self.lease}, write=True)
+            reply = self.etcd.call("/lease/keepalive", {"ID": self.lease}, write=False)
             ttl = int((reply.get("result") or {}).get("TTL") or -1)
             if ttl > 0:
                 self.alive_at = sent
@@ -102,7 +104,7 @@ class Election:
                 self._depose("our lease expired")
                 return
             self.lease = 0  # a follower's lease lapsed (it was paused): take a new one
-        reply = self.etcd.call("/lease/grant", {"TTL": self.ttl, "ID": 0}, write=True)
+        reply = self.etcd.call("/lease/grant", {"TTL": self.ttl, "ID": 0}, write=False)
         self.lease, self.alive_at = int(reply["ID"]), sent
 
     def _campaign(self) -> None:
@@ -112,7 +114,7 @@ class Election:
         txn = {"compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
                "success": [{"request_put": {"key": key, "value": b64(self.me.value()), "lease": self.lease}}],
                "failure": [{"request_range": {"key": key}}]}
-        reply = self.etcd.call("/kv/txn", txn, write=True)
+        reply = self.etcd.call("/kv/txn", txn, write=False)
         if reply.get("succeeded"):
             self._won(int(reply["header"]["revision"]))
             return
@@ -143,7 +145,7 @@ class Election:
         """On a clean stop: give the lease back, so another manager leads at once."""
         if self.lease:
             try:
-                self.etcd.call("/kv/lease/revoke", {"ID": self.lease}, write=True)
+                self.etcd.call("/kv/lease/revoke", {"ID": self.lease}, write=False)
             except StoreError as e:
                 log.warning("election: could not give the lease back: %s", e)
         self.deposed = self.deposed or "resigned"

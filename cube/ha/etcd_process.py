@@ -3,6 +3,9 @@
 Debian's `etcd-server` package provides /usr/bin/etcd (3.4 on Debian 12); nothing is downloaded.
 Each member gets free loopback ports and its own data dir under `root`; `stop()` kills every
 member and removes nothing the caller did not give us (the caller owns `root`).
+
+On the multi-host test bed (cube/testbed) member i listens on `ips[i]`, is started with the argv
+prefix `prefixes[i]` (its host's network namespace), and is probed through `probe(i, fn)`.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from dataclasses import dataclass, field
+from typing import Any, Callable
 
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 # The flags Cube needs from any etcd it uses (docs/ha.md): a Manager's group commit and prune
@@ -41,14 +45,16 @@ class Member:
     data_dir: str
     log_path: str
     proc: subprocess.Popen | None = None
+    ip: str = "127.0.0.1"
+    prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"http://{self.ip}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.ip}:{self.peer_port}"
 
     def healthy(self) -> bool:
         try:
@@ -65,12 +71,18 @@ class EtcdCluster:
     root: str
     size: int = 1
     members: list[Member] = field(default_factory=list)
+    ips: list[str] | None = None  # member i's address (default loopback)
+    prefixes: list[list[str]] | None = None  # member i's argv prefix (default none)
+    probe: Callable[[int, Callable[[], Any]], Any] = lambda i, fn: fn()  # run fn where member i is reachable
 
     def start(self, timeout: float = 30.0) -> "EtcdCluster":
         if not etcd_available():
             raise RuntimeError("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
         self.members = [Member(f"m{i}", free_port(), free_port(), os.path.join(self.root, f"etcd-m{i}"),
-                               os.path.join(self.root, f"etcd-m{i}.log")) for i in range(self.size)]
+                               os.path.join(self.root, f"etcd-m{i}.log"),
+                               ip=self.ips[i] if self.ips else "127.0.0.1",
+                               prefix=list(self.prefixes[i]) if self.prefixes else [])
+                        for i in range(self.size)]
         os.makedirs(self.root, exist_ok=True)
         for m in self.members:
             self._launch(m, "new")
@@ -79,7 +91,7 @@ class EtcdCluster:
 
     def _launch(self, m: Member, state: str) -> None:
         initial = ",".join(f"{x.name}={x.peer_url}" for x in self.members)
-        cmd = [ETCD, "--name", m.name, "--data-dir", m.data_dir,
+        cmd = [*m.prefix, ETCD, "--name", m.name, "--data-dir", m.data_dir,
                "--listen-client-urls", m.url, "--advertise-client-urls", m.url,
                "--listen-peer-urls", m.peer_url, "--initial-advertise-peer-urls", m.peer_url,
                "--initial-cluster", initial, "--initial-cluster-state", state,
@@ -93,7 +105,7 @@ class EtcdCluster:
 
     def wait_healthy(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
-        while not all(m.healthy() for m in self.members if m.proc is not None):
+        while not all(self.probe(i, m.healthy) for i, m in enumerate(self.members) if m.proc is not None):
             for m in self.members:
                 if m.proc is not None and m.proc.poll() is not None:
                     raise RuntimeError(f"etcd {m.name} exited with {m.proc.returncode}: {self._tail(m)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import signal as signals
 import time
-from typing import Any
+from typing import Any, Callable
 
 from cube.harness import Cluster, wait_for
 from cube.wire.client import Client
@@ -18,10 +18,13 @@ from cube.wire.errors import NOT_LEADER, CubeError, Unavailable, leader_in
 
 class HACluster:
     def __init__(self, etcd: str, managers: int = 3, lease_ttl: float = 2.0, insecure: bool = True,
-                 **cluster: Any):
+                 make: Callable[..., Cluster] | None = None, **cluster: Any):
+        """`make(i, **kw)` builds manager i's Cluster (default: a Cluster on loopback; the test bed
+        passes one on host i)."""
         self.etcd = etcd
         self.lease_ttl = lease_ttl
-        self.nodes = [Cluster(store="etcd", insecure=insecure, **cluster) for _ in range(managers)]
+        make = make or (lambda i, **kw: Cluster(**kw))
+        self.nodes = [make(i, store="etcd", insecure=insecure, **cluster) for i in range(managers)]
         for n in self.nodes:
             n.env.update(CUBE_ETCD=etcd, CUBE_LEASE_TTL=str(lease_ttl))
         self.first = self.nodes[0]
@@ -40,8 +43,8 @@ class HACluster:
             wait_for(lambda i=i: (self.ping(i) or {}).get("role") == "follower", timeout, f"manager {i} to follow")
         return self
 
-    def start_worker(self, short: str, *flags: str, wait: bool = True) -> str:
-        name = self.first.start_worker(short, *flags, wait=False)
+    def start_worker(self, short: str, *flags: str, wait: bool = True, **where: Any) -> str:
+        name = self.first.start_worker(short, *flags, wait=False, **where)
         if wait:
             wait_for(lambda: (self.nodes_view().get(name) or {}).get("state") == "ready", 30.0,
                      f"worker {name} to be ready")
@@ -97,7 +100,7 @@ class HACluster:
         while True:
             n = self.nodes[i]
             creds = n.credentials()
-            client = Client(n.endpoints["api"], name="harness", timeout=timeout,
+            client = Client(n.endpoints["api"], name="harness", timeout=timeout, ctx=n.zmq_context,
                             curve=creds.curve() if creds else None)
             try:
                 reply = client.call(msg_type, body or {})
@@ -134,12 +137,14 @@ class HACluster:
         return self.call("task.inspect", {"id": task_id})["task"]
 
     def cli(self, *args: str, check: bool = True, timeout: float = 30) -> Any:
-        """`cube ARGS` with every manager's API address in CUBE_MANAGER (docs/ha.md)."""
+        """`cube ARGS` with every manager's API address in CUBE_MANAGER (docs/ha.md), run where the
+        last leader seen is (on the test bed: on the majority side of a partition)."""
         import subprocess
-        env = {**self.first.env, "CUBE_MANAGER": ",".join(f"{n.host}:{n.api_port}" for n in self.nodes)}
-        cmd = self.first._command("cube.cli.main", "cube", list(args))
+        via = self.nodes[self.leader_hint]
+        env = {**via.env, "CUBE_MANAGER": ",".join(f"{n.host}:{n.api_port}" for n in self.nodes)}
+        cmd = via._command("cube.cli.main", "cube", list(args))
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                                cwd=self.first.tmp, stdin=subprocess.DEVNULL)
+                                cwd=via.tmp, stdin=subprocess.DEVNULL)
         if check and result.returncode != 0:
             raise RuntimeError(f"cube {' '.join(args)} failed ({result.returncode}): {result.stderr}")
         return result

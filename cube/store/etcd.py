@@ -85,7 +85,9 @@ class Etcd:
         return self.clients[self.current].base_url
 
     def call(self, path: str, body: dict[str, Any], write: bool = False) -> dict[str, Any]:
-        """POST one gateway request (`/kv/range`, `/kv/txn`, `/lease/grant`, ...)."""
+        """POST one gateway request (`/kv/range`, `/kv/txn`, `/lease/grant`, ...). A `write` that
+        may have reached etcd is not sent again (StoreInDoubt), but the next request goes to the
+        next member: the one that failed may be cut off from the others."""
         ex = self.errors
         last = ""
         for i in range(len(self.clients)):
@@ -95,19 +97,12 @@ class Etcd:
                 reply = client.post(client.get_url(path), json=body)
                 self.current = n
                 return reply
-            except ex.ConnectionFailedError as e:
-                detail = str(e.detail_text or e)
+            except (ex.ConnectionFailedError, ex.ConnectionTimeoutError, ex.InternalServerError) as e:
+                detail = _short(str(e.detail_text or e))
                 if write and not _not_sent(detail):
-                    raise StoreInDoubt(f"etcd {client.base_url} failed during {path}: {_short(detail)}") from None
-                last = f"{client.base_url}: {_short(detail)}"
-            except ex.ConnectionTimeoutError as e:
-                if write:
-                    raise StoreInDoubt(f"etcd {client.base_url} did not answer {path} in time") from None
-                last = f"{client.base_url}: timeout ({_short(str(e.detail_text or e))})"
-            except ex.InternalServerError as e:
-                if write:
-                    raise StoreInDoubt(f"etcd {client.base_url}: {_short(str(e.detail_text))}") from None
-                last = f"{client.base_url}: {_short(str(e.detail_text))}"
+                    self.current = (n + 1) % len(self.clients)
+                    raise StoreInDoubt(f"etcd {client.base_url} did not answer {path}: {detail}") from None
+                last = f"{client.base_url}: {detail}"
             except ex.Etcd3Exception as e:  # refused (invalid argument, too large): not applied
                 raise StoreError(f"etcd refused {path}: {_short(str(e.detail_text or e))}") from None
             log.debug("etcd: %s", last)
@@ -117,7 +112,7 @@ class Etcd:
 def _not_sent(detail: str) -> bool:
     """A connection that was never made (nothing listens, no route): the request did not leave."""
     return any(s in detail for s in ("Connection refused", "NewConnectionError", "No route to host",
-                                     "Name or service not known", "ConnectTimeout"))
+                                     "Name or service not known", "ConnectTimeout", "connect timeout"))
 
 
 def _short(text: str) -> str:
