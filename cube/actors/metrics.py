@@ -91,7 +91,7 @@ def _existing(path: str) -> str:
 # ---- host ports in use ---------------------------------------------------------------------------
 _PROC_NET = (("tcp", "/proc/net/tcp", 4), ("tcp", "/proc/net/tcp6", 6),
              ("udp", "/proc/net/udp", 4), ("udp", "/proc/net/udp6", 6))
-_TCP_LISTEN, _UDP_UNCONNECTED = "0A", "07"
+_HOLDING = {"tcp": ("0A",), "udp": ("07", "01")}  # tcp LISTEN; udp bound, unconnected or connected
 _LISTENERS: list[Any] = [0.0, []]  # monotonic time, [(proto, ip, port)]: shared like _READINGS
 
 
@@ -99,7 +99,9 @@ def ports_in_use(bind_ip: str) -> list[str]:
     """Host ports ("8081/tcp") a container published on `bind_ip` could not get: listening TCP
     sockets and bound UDP ones, on that address or on every address. Read from /proc/net, the
     kernel's own tables for this network namespace, rather than psutil.net_connections(), which
-    walks every process's file descriptors to name the owners (slow, and not needed here)."""
+    walks every process's file descriptors to name the owners (slow, and not needed here).
+    These are the tables of the worker's own network namespace: a worker must run in the network
+    namespace its Docker engine publishes ports in (the host's, for a worker run in a container)."""
     now = time.monotonic()
     if now - _LISTENERS[0] >= READING_TTL:
         _LISTENERS[0], _LISTENERS[1] = now, _listeners()
@@ -111,13 +113,13 @@ def ports_in_use(bind_ip: str) -> list[str]:
 def _listeners() -> list[tuple[str, str, int]]:
     found = []
     for proto, path, family in _PROC_NET:
-        want = _TCP_LISTEN if proto == "tcp" else _UDP_UNCONNECTED
+        want = _HOLDING[proto]
         try:
             with open(path) as f:
                 next(f, None)  # the header
                 for line in f:
                     fields = line.split()
-                    if len(fields) < 4 or fields[3] != want:
+                    if len(fields) < 4 or fields[3] not in want:
                         continue
                     ip_hex, _, port_hex = fields[1].partition(":")
                     port = int(port_hex, 16)

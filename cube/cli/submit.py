@@ -60,7 +60,11 @@ def merge(spec: dict[str, Any], flags: dict[str, Any]) -> dict[str, Any]:
         if not _ENV.match(item):
             raise CliError(f"--env {item!r} is not KEY=VALUE; give one --env per variable "
                            f"(--env A=1 --env B=2)")
-    return {**spec, **{k: v for k, v in flags.items() if v is not None and v != []}}
+    from cube.model.task import canonical_field
+    given = {k: v for k, v in flags.items() if v is not None and v != []}
+    # A flag replaces the file's field under any of its names (the book's "Image" for --image).
+    kept = {k: v for k, v in spec.items() if not isinstance(k, str) or canonical_field(k) not in given}
+    return {**kept, **given}
 
 
 def where(file: str | None) -> str:

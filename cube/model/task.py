@@ -202,6 +202,12 @@ _IGNORED_FIELDS = {"state", "State"}
 # The book's TaskEvent around the Task: its ID names the task when the Task has none; its State
 # and Timestamp are the event's, not the task's, and are ignored.
 _EVENT_FIELDS = {"ID", "State", "Timestamp", "Task"}
+# The states a submitted event may ask for: the book's cube run sends Running (2); 3 asks for a stop.
+_START_STATES = (None, 0, 1, 2, "Pending", "Scheduled", "Running")
+# Keys only the book's files use: a file with one of them takes the book's zero values for what it
+# leaves out (RestartPolicy "" is no restart), not Cube's defaults.
+_BOOK_KEYS = {"Name", "Image", "Cpu", "Memory", "Disk", "ExposedPorts", "PortBindings", "RestartPolicy",
+              "HealthCheck", "State", "ContainerID", "HostPorts", "StartTime", "FinishTime", "RestartCount"}
 # Docker's restart policy names beside Cube's: "" (Docker's and the book's default) is no restart,
 # and a task Cube stops stays stopped, so "unless-stopped" is "always".
 _RESTART_NAMES = {"": "no", "unless-stopped": "always"}
@@ -230,8 +236,16 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     if any(not isinstance(k, str) for k in spec):
         raise TaskSpecError("task field names must be strings")
     _check_output_fields(spec)
-    spec = {_ALIASES.get(k, k): v for k, v in spec.items() if k not in _OUTPUT_FIELDS}
-    spec = {_ALIASES.get(k, k): v for k, v in spec.items()}
+    book = not _BOOK_KEYS.isdisjoint(spec)
+    named: dict[str, str] = {}
+    for key in spec:  # two names for one field: which one was meant is not ours to guess
+        field_name = canonical_field(key)
+        if field_name in named:
+            raise TaskSpecError(f"fields {named[field_name]!r} and {key!r} both give {field_name!r}; keep one")
+        named[field_name] = key
+    spec = {canonical_field(k): v for k, v in spec.items() if k not in _OUTPUT_FIELDS}
+    if book and "restart" not in spec:
+        spec["restart"] = ""  # the book's zero value: no restart (docs/task-files.md)
     unknown = sorted(set(spec) - _SPEC_FIELDS - _IGNORED_FIELDS)
     if unknown:
         raise TaskSpecError(f"unknown field {unknown[0]!r} (known: {', '.join(sorted(_SPEC_FIELDS - {'ID'}))})")
@@ -274,9 +288,18 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
                             "(--port) or give the check its own port")
     exposed = [ports.container_key(p) for p in task.ports]
     if task.health is not None and task.health.port and task.health.port not in exposed:
+        hint = ""
+        if task.health.port in task.fixed_ports:
+            hint = " (it is a host port: give the container port it publishes)"
         raise TaskSpecError(f"field 'health': port {task.health.port} is not one of the task's ports "
-                            f"({', '.join(exposed) or 'none'}); it could never be probed")
+                            f"({', '.join(exposed) or 'none'}){hint}; it could never be probed")
     return task
+
+
+def canonical_field(key: str) -> str:
+    """The field a task-file key gives: "Image" -> "image", "Cmd" -> "command", "ID" -> "id"."""
+    key = _ALIASES.get(key, key)
+    return "id" if key == "ID" else _ALIASES.get(key, key)
 
 
 def unwrap_event(spec: dict[str, Any]) -> dict[str, Any]:
@@ -287,6 +310,13 @@ def unwrap_event(spec: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise TaskSpecError(f"unknown task event field {unknown[0]!r} (a task event has ID, State, "
                             f"Timestamp and Task)")
+    state = spec.get("State")
+    if state in (3, "Completed"):
+        raise TaskSpecError("this task event asks for the task to be stopped (State 3, Completed): "
+                            "use `cube task stop ID`")
+    if state not in _START_STATES:
+        raise TaskSpecError(f"task event field 'State': {str(state)[:20]!r} is not a start (0, 1 or 2: "
+                            f"Pending, Scheduled, Running)")
     task = dict(spec["Task"])
     if spec.get("ID") and not (task.get("ID") or task.get("id")):
         task["ID"] = spec["ID"]
@@ -414,6 +444,22 @@ def _ports(value: Any, bindings: Any = None) -> list[str]:
     return [str(m) for m in mappings]
 
 
+def _one_host_port(container: str, entries: list[Any]) -> Any:
+    """Docker's [{"HostIp", "HostPort"}, ...] for one container port: one host port, on every
+    address ("", 0.0.0.0, or :: beside 0.0.0.0, as Docker lists an IPv4 and an IPv6 binding)."""
+    if not entries or not all(isinstance(e, dict) for e in entries):
+        raise ports.PortError(f"PortBindings[{container!r}] must bind one host port")
+    for e in entries:
+        if e.get("HostIp") not in (None, "", "0.0.0.0", "::"):
+            raise ports.PortError(f"PortBindings[{container!r}]: HostIp {e['HostIp']!r}: Cube publishes on "
+                                  f"the worker's own address (cube-worker --address)")
+    numbers = {str(e.get("HostPort") or "") for e in entries}
+    if len(numbers) != 1:
+        raise ports.PortError(f"PortBindings[{container!r}] binds host ports {', '.join(sorted(numbers))}: "
+                              f"Cube publishes a container port on one")
+    return numbers.pop()
+
+
 def _bind(mappings: list[ports.PortMapping], bindings: Any) -> list[ports.PortMapping]:
     if not isinstance(bindings, dict):
         raise ports.PortError("PortBindings must be a map such as {\"80/tcp\": \"8081\"}")
@@ -422,21 +468,17 @@ def _bind(mappings: list[ports.PortMapping], bindings: Any) -> list[ports.PortMa
         target = ports.parse(container)
         if target.host:
             raise ports.PortError(f"PortBindings key {container!r} must be a container port such as 80/tcp")
-        if isinstance(host, list):  # Docker's PortMap form
-            if len(host) != 1 or not isinstance(host[0], dict):
-                raise ports.PortError(f"PortBindings[{container!r}] must bind one host port")
-            if host[0].get("HostIp") not in (None, "", "0.0.0.0"):
-                raise ports.PortError(f"PortBindings[{container!r}]: HostIp {host[0]['HostIp']!r}: Cube "
-                                      f"publishes on the worker's own address (cube-worker --address)")
-            host = host[0].get("HostPort")
+        if isinstance(host, list):  # Docker's PortMap form, as `docker inspect` prints it
+            host = _one_host_port(container, host)
         if host in (None, "", 0, "0"):
             bound = target  # bound to no particular port: Docker picks one
         else:
             bound = ports.parse(f"{host}:{target.key}")
         known = by_key.get(target.key)
-        if known is not None and known.host and known.host != bound.host:
+        if known is not None and known.host and bound.host and known.host != bound.host:
             raise ports.PortError(f"{target.key} is bound to host port {known.host} and to {bound.host}")
-        by_key[target.key] = bound
+        if known is None or bound.host:
+            by_key[target.key] = bound
     return ports.parse_all(str(m) for m in by_key.values())
 
 

@@ -267,3 +267,50 @@ def test_a_forgotten_node_leaves_the_address_index_right():
     v.forget("w3")
     v.update({"name": "w4", "address": "a", "ts": 1, "seq": 1, "cpus": 1, "memory": GiB, "disk": GiB}, now=0)
     assert v.place("u", d, now=1).node == "w4"  # address a is free again; w2 holds u's twin
+
+
+@pytest.mark.parametrize("spec,says", [
+    ({"Image": "a", "image": "b"}, "fields 'Image' and 'image' both give 'image'"),
+    ({"image": "a", "ExposedPorts": {"80/tcp": {}}, "ports": ["8081:81"]}, "'ExposedPorts' and 'ports'"),
+    ({"image": "a", "ID": "x", "id": "y"}, "'ID' and 'id' both give 'id'"),
+])
+def test_two_names_for_one_field_are_refused_not_one_dropped(spec, says):
+    with pytest.raises(TaskSpecError, match=says):
+        task_from_spec(spec)
+
+
+@pytest.mark.parametrize("state,says", [(3, "use `cube task stop ID`"), ("Completed", "use `cube task stop ID`"),
+                                        (4, "is not a start"), ("bogus", "is not a start")])
+def test_a_task_event_that_is_not_a_start_is_refused(state, says):
+    with pytest.raises(TaskSpecError, match=says):
+        task_from_spec({**BOOK_EVENT, "State": state})
+
+
+def test_a_book_file_without_a_restart_policy_takes_the_books_zero_value():
+    task = {k: v for k, v in BOOK_EVENT["Task"].items() if k != "RestartPolicy"}
+    assert task_from_spec(task).restart.name == "no"
+    assert task_from_spec({"image": "x"}).restart.name == "on-failure"  # Cube's own format: Cube's default
+
+
+def test_the_cli_flags_replace_a_book_files_fields():
+    from cube.cli.submit import merge
+    merged = merge(dict(BOOK_EVENT["Task"]), {"image": "other:1", "name": None})
+    assert merged["image"] == "other:1" and "Image" not in merged
+    assert task_from_spec(merged).image == "other:1"
+
+
+def test_dockers_own_bindings_as_docker_inspect_prints_them():
+    both = [{"HostIp": "0.0.0.0", "HostPort": "8081"}, {"HostIp": "::", "HostPort": "8081"}]
+    assert task_from_spec({"Image": "x", "PortBindings": {"80/tcp": both}}).ports == ["8081:80/tcp"]
+    with pytest.raises(TaskSpecError, match="binds host ports 8081, 8082"):
+        task_from_spec({"Image": "x", "PortBindings": {"80/tcp": [both[0], {"HostIp": "::", "HostPort": "8082"}]}})
+
+
+def test_an_empty_binding_keeps_a_fixed_port_given_elsewhere():
+    t = task_from_spec({"image": "x", "ports": ["8081:80"], "PortBindings": {"80/tcp": ""}})
+    assert t.ports == ["8081:80/tcp"]
+
+
+def test_a_health_check_on_the_host_port_says_to_give_the_container_port():
+    with pytest.raises(TaskSpecError, match="it is a host port: give the container port"):
+        task_from_spec({"image": "x", "ports": ["8081:80"], "health": {"path": "/h", "port": 8081}})
