@@ -247,3 +247,16 @@ def test_followers_refuse_with_the_leaders_address_and_the_leader_serves(etcd, c
     with pytest.raises(CubeError):
         lead.check(False, "task.start")
     assert exits and not lead.leading()
+
+
+@pytest.mark.parametrize("kw,error", [
+    ({"store": "etcd"}, "needs --etcd"),
+    ({"store": "leveldb", "etcd": "http://h:2379"}, "needs --store etcd"),
+    ({"store": "bolt"}, "use leveldb, etcd or memory"),
+    ({"store": "etcd", "etcd": "http://h:2379", "lease_ttl": 0.2}, "between 1 and 60"),
+])
+def test_store_flags_are_checked(kw, error):
+    from cube.config import ManagerConfig
+    with pytest.raises(ValueError, match=error):
+        ManagerConfig(**kw).check_store()
+    ManagerConfig(store="etcd", etcd="http://h:2379").check_store()
