@@ -116,7 +116,11 @@ class Supervisor:
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
-        self.prepare_security()
+        try:
+            self.prepare_security()
+        except RuntimeError as e:  # etcd never answered (docs/ha.md)
+            log.error("cube-manager: %s", e)
+            return 2
         for child in self.children:
             self._start(child)
         log.info("cube-manager up: api %s, workers %s, metrics %s, events %s, scheduler %s, data %s",

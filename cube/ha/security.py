@@ -62,7 +62,7 @@ def bootstrap(config: Any) -> str:
     from cube.security.authority import Authority, addresses
     from cube.store.etcd import EtcdStore
     store = EtcdStore(config.etcd)
-    shared = store.get(NS, KEY)
+    shared = _wait_for_etcd(lambda: store.get(NS, KEY), config.etcd)
     if shared is None:  # the first manager: its own, published unless another was quicker
         authority = Authority(config.data_dir, addresses(config))
         authority.ensure_admin()
@@ -76,6 +76,21 @@ def bootstrap(config: Any) -> str:
     if written:
         log.info("security: took the cluster's %s from the store", ", ".join(written))
     return os.path.join(config.data_dir, ADMIN_FILE)
+
+
+def _wait_for_etcd(read: Callable[[], Any], endpoints: str, patience: float = 60.0) -> Any:
+    """A manager may start before etcd has a majority: wait for it, then give up clearly."""
+    import time
+    from cube.store.base import StoreError
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            return read()
+        except StoreError as e:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"etcd at {endpoints} did not answer for {patience:g}s: {e}") from None
+            log.warning("security: waiting for etcd (%s)", e)
+            time.sleep(1.0)
 
 
 class SecuritySync:

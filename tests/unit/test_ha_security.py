@@ -31,3 +31,12 @@ def test_the_second_manager_takes_the_first_ones_identity(tmp_path, etcd):
     assert creds == str(tmp_path / "b" / "admin.credentials")
     bootstrap(b)  # again (a restart): nothing changes
     assert read_files(b.data_dir, IDENTITY + CHANGING) == mine
+
+
+def test_no_etcd_is_a_clear_error_after_waiting():
+    from cube.ha.etcd_process import free_port
+    from cube.ha.security import _wait_for_etcd
+    from cube.store.etcd import EtcdStore
+    store = EtcdStore(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(RuntimeError, match="did not answer for 0.5s"):
+        _wait_for_etcd(lambda: store.get("meta", "security"), "there", patience=0.5)
