@@ -1,5 +1,6 @@
 """Several managers on a three-member etcd (issue 13, docs/ha.md), end to end on real Docker:
-the leader SIGKILLed, then the next one frozen past its lease and thawed (fenced)."""
+the leader SIGKILLed, then the next one frozen past its lease and thawed (fenced), then an etcd
+member lost."""
 from __future__ import annotations
 
 import signal
@@ -41,7 +42,7 @@ def start(ha: HACluster, busybox: str, name: str) -> str:
     return ha.cli("task", "start", "--image", busybox, "--name", name, *SLEEP).stdout.strip()
 
 
-def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_doubled(ha, busybox):
+def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_doubled(ha, etcd3, busybox):
     ha.start_worker("w1")
     ha.start_worker("w2")
     first = ha.leader()
@@ -81,3 +82,9 @@ def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_
         assert (tasks[i]["attempt"], tasks[i]["container_id"]) == before[i] and tasks[i]["state"] == "Running"
     for i in tasks:  # no duplicate: one container per task
         assert len(containers_of(i)) == 1, f"task {i[:8]} has {len(containers_of(i))} containers"
+
+    # 3. An etcd member is lost (the first of every manager's list): two of three keep a majority.
+    etcd3.kill(0)
+    after_etcd = start(ha, busybox, "after-etcd")
+    wait_for(lambda: running(ha, after_etcd), 30, "a task Running with an etcd member gone")
+    assert set(ha.tasks()) == set(tasks) | {after_etcd}
