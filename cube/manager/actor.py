@@ -669,6 +669,9 @@ class Manager(Actor):
         log.info("manager: worker %s at %s says hello with %d containers", name, rec.address, len(b["tasks"]))
         self.loop.call_later(0, lambda: self.life.reconcile(name, b["tasks"], clock))
         self.placement.schedule()
+        # Again once its first metrics sample reached the Scheduler (sent on our reply): a new
+        # leader, or a restarted manager, places waiting tasks on it then, not a second later.
+        self.loop.call_later(0.3, self.placement.schedule)
         return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
                 "term": self.leadership.term,
                 "grace": self.config.grace, "retention": self.config.retention}  # retained logs' age bound
