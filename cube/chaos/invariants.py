@@ -293,12 +293,47 @@ def all_tasks(target: Target, timeout: float = 5.0) -> list[dict[str, Any]]:
     return all_pages(lambda t, b: target.call(t, b, timeout=timeout), "task.ls", {"all": True, "limit": 5000}, "tasks")
 
 
+def port_holders(s: Snapshot) -> dict[tuple[str, int, str], str]:
+    """(worker address, host port, protocol) -> the Running task (desired running) publishing it."""
+    held: dict[tuple[str, int, str], str] = {}
+    for tid, t in s.tasks.items():
+        if _runs(t):
+            address = (s.nodes.get(t.get("worker") or "") or {}).get("address") or t.get("worker") or "?"
+            for port, number in (t.get("host_ports") or {}).items():
+                held.setdefault((address, int(number), port.partition("/")[2] or "tcp"), tid)
+    return held
+
+
+def waits_for_port(s: Snapshot, t: dict[str, Any], held: dict[tuple[str, int, str], str]) -> str:
+    """Which Running tasks a task waiting for a placement (desired running, Pending, or Failed
+    with a restart to come) legitimately waits for: on the address of every ready worker, one of
+    its fixed host ports is published by a Running task (docs/architecture.md, "Ports": it fits
+    nowhere until that task ends). '' when it does not, e.g. when the port is held by a stray
+    container, or some worker's address has all its ports free."""
+    if t["desired"] != "running" or not (t["state"] == "Pending" or (t["state"] == "Failed" and may_restart(t))):
+        return ""
+    fixed = [(int(p.partition("/")[0]), p.partition("/")[2] or "tcp") for p in fixed_host_ports(t.get("ports") or [])]
+    addresses = {n.get("address") or name for name, n in s.nodes.items() if n.get("state") == "ready"}
+    if not fixed or not addresses:
+        return ""
+    by = set()
+    for address in addresses:
+        holders = [held[(address, number, proto)] for number, proto in fixed if (address, number, proto) in held]
+        if not holders:
+            return ""
+        by.add(holders[0])
+    return ", ".join(_short(h) for h in sorted(by))
+
+
 # ---- the checks ---------------------------------------------------------------------------------
 
 def desired_state(s: Snapshot) -> tuple[list[str], str]:
-    """Each judged task has a desired state the runner may expect, and has reached it."""
+    """Each judged task has a desired state the runner may expect, and has reached it, or waits
+    for a fixed host port a Running task holds on every worker's address (waits_for_port)."""
     problems = []
     judged = s.judged()
+    held = port_holders(s)
+    waiting = []
     for task_id, e in judged.items():
         t = s.tasks.get(task_id)
         if t is None:
@@ -308,16 +343,24 @@ def desired_state(s: Snapshot) -> tuple[list[str], str]:
             problems.append(f"{_short(task_id)}: desired {t['desired']!r} but the manager acknowledged "
                             f"{' or '.join(repr(d) for d in ok)}")
         elif not settled(t):  # judged for the desired state it actually has
+            if waits_for_port(s, t, held):
+                waiting.append(_short(task_id))
+                continue
             problems.append(f"{_short(task_id)} ({t['name']}): {t['state']}, desired {t['desired']} ({t.get('reason')})")
     # A service's tasks: their desired state is the manager's to choose (service-slots judges
     # that choice); each must have reached it.
     mine = s.service_tasks()
     for task_id, t in sorted(mine.items(), key=lambda kv: kv[1]["name"]):
         if not settled(t):
+            if waits_for_port(s, t, held):  # service-slots still counts its slot as not Running
+                waiting.append(_short(task_id))
+                continue
             problems.append(f"{_short(task_id)} ({t['name']}, service {t['service']} slot {t.get('slot')}): "
                             f"{t['state']}, desired {t['desired']} ({t.get('reason')})")
     return problems, (f"{len(judged)} tasks at a desired state the manager acknowledged"
-                      + (f"; {len(mine)} service tasks at theirs" if mine else ""))
+                      + (f"; {len(mine)} service tasks at theirs" if mine else "")
+                      + (f"; {len(waiting)} Pending for a host port a Running task holds ({', '.join(waiting)})"
+                         if waiting else ""))
 
 
 #: How many events task.inspect returns at most (the newest): a full list may start mid-history.
@@ -689,6 +732,8 @@ def service_slots(s: Snapshot) -> tuple[list[str], str]:
         replicas, version = int(row.get("replicas") or 0), int(row.get("version") or 0)
         rollout = str((row.get("rollout") or {}).get("state") or "")
         order = str((row.get("update") or {}).get("order") or "stop-first")
+        if any(fixed_host_ports(_port_entries(row.get(k))) for k in ("spec", "previous_spec")):
+            order = "stop-first"  # a pinned host port: replacements are stop-first whatever the policy says
         if e is None:
             problems.append(f"service {name}: listed by the manager, but the script never asked for it")
         elif e.start != REFUSED and e.removed != ACKED:  # those: nothing-lost says they should not exist
@@ -742,6 +787,12 @@ def service_slots(s: Snapshot) -> tuple[list[str], str]:
                         + (f"; ... {len(missing) - 4} more" if len(missing) > 4 else ""))
     return problems, (f"{_n(len(names), 'service')}: at most one live task per slot, none above replicas; "
                       f"{converged} converged ({slots_running} slots Running at their version)")
+
+
+def _port_entries(spec: Any) -> list[str]:
+    """A service template's `ports` as strings ("8081:80", "80/udp"; numbers as given)."""
+    ports = spec.get("ports") if isinstance(spec, dict) else None
+    return [str(p) for p in ports] if isinstance(ports, list) else []
 
 
 CHECKS: dict[str, Callable[[Snapshot], tuple[list[str], str]]] = {

@@ -69,6 +69,7 @@ class Run:
         self.paused: set[str] = set()
         self.down: set[str] = set()  # processes killed on purpose and not started again
         self.rule_seq = 0
+        self.free_ports: dict[str, int] = {}  # ${free_port.NAME} -> the port chosen for it
         self.last_invariants: dict[str, list[str]] = {}
         self._lock = threading.Lock()
 
@@ -295,6 +296,8 @@ class Run:
     def _lookup(self, expr: str) -> Any:
         if expr == "token":
             return self.cluster.token
+        if expr.startswith("free_port.") and len(expr) > len("free_port."):
+            return self.free_port(expr[len("free_port."):])
         if expr in self.script.cluster.workers:
             return self.cluster.worker_name(expr)
         base, _, attr = expr.partition(".")
@@ -306,6 +309,17 @@ class Run:
             raise steps.StepFailed(f"unknown name ${{{expr}}} (aliases: {', '.join(self.aliases) or 'none'})")
         task_id = self.aliases[base][index]
         return self.task(task_id)[attr] if attr else task_id
+
+    def free_port(self, name: str) -> int:
+        """`${free_port.NAME}`: a loopback TCP port that was free when the run first named it, below
+        the ephemeral range and none of the cluster's own (docs/chaos.md); the same number for the
+        same name for the rest of the run, so a script can pin a host port without colliding with
+        whatever else the machine runs."""
+        with self._lock:
+            if name not in self.free_ports:
+                taken = set(self.free_ports.values())
+                self.free_ports[name] = next(p for p in iter(self.cluster._free_port, None) if p not in taken)
+            return self.free_ports[name]
 
     def worker_names(self) -> list[str]:
         """The full names of the script's workers, started yet or not."""

@@ -69,7 +69,7 @@ def _starts(run: "Run", step: "Step") -> str:
         spec.setdefault("command", step.get("cmd", "sleep 600"))
         for key in ("restart", "max_restarts", "cpu", "memory", "ports", "pids_limit"):
             if key in step.args:
-                spec[key] = step.args[key]
+                spec[key] = run.resolve(step.args[key])  # "${free_port.P}:80" (docs/chaos.md)
         spec["id"] = str(run.resolve(step.get("id"))) if step.get("id") else str(uuid.uuid4())
         if declared:
             run.allow(spec["id"], declared)
@@ -605,13 +605,17 @@ def _wait_task(run: "Run", task_id: str, match: dict[str, Any], timeout: float) 
 
 
 def _mismatch(run: "Run", task: dict[str, Any], match: dict[str, Any]) -> str:
-    """'' when the task matches; else what differs. A value '!x' means 'anything but x'."""
+    """'' when the task matches; else what differs. A value '!x' means 'anything but x', '~x'
+    'a string containing x' (a reason naming a port)."""
     for key, want in match.items():
         want = run.resolve(want)
         if key == "worker" and isinstance(want, str):
             want = ("!" + run.actor_name(want[1:])) if want.startswith("!") else run.actor_name(want)
         have = task.get(key)
-        if isinstance(want, str) and want.startswith("!"):
+        if isinstance(want, str) and want.startswith("~"):
+            if want[1:] not in str(have or ""):
+                return f"{key} is {have!r}, which does not contain {want[1:]!r}"
+        elif isinstance(want, str) and want.startswith("!"):
             if str(have) == want[1:]:
                 return f"{key} is {have!r}"
         elif have != want:
@@ -678,6 +682,7 @@ def check_assert(run: "Run", step: "Step") -> str:
         if problem:
             raise StepFailed(f"task {task_id[:8]}: {problem} (reason: {reply['task'].get('reason')})")
         for text, count in step.get("reasons", {}).items():
+            text = str(run.resolve(text))
             n = sum(text in (e.get("reason") or "") for e in reply["events"])
             if not _count_ok(n, count):
                 raise StepFailed(f"task {task_id[:8]}: {n} events say {text!r}, expected {count}")
