@@ -113,7 +113,12 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
         if client is None:  # one connection (one CURVE handshake) per manager for every request of a command
             client = _clients[(conn, where)] = Client(where, name="cli", timeout=timeout, curve=conn.curve)
         try:
-            return client.call(msg_type, body, timeout=timeout)
+            reply = client.call(msg_type, body, timeout=timeout)
+            leader = reply.get("leader") if reply.get("role") == "follower" else None
+            if leader and f"tcp://{leader}" not in (where, *tried) and time.monotonic() < deadline:
+                _current[conn.address] = f"tcp://{leader}"  # a follower's ping: ask the leader (events, top)
+                continue
+            return reply
         except Unavailable as e:
             tried.add(where)
             others = [a for a in conn.addresses if a not in tried]
@@ -132,7 +137,7 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
         except CubeError as e:  # a manager that just started is still loading: wait a little
             if e.code == NOT_LEADER and time.monotonic() < deadline:
                 leader = leader_in(e.message)
-                if leader and f"tcp://{leader}" != where:
+                if leader and f"tcp://{leader}" not in (where, *tried):
                     _current[conn.address] = f"tcp://{leader}"
                 else:  # no leader yet (one is being elected)
                     time.sleep(0.2)
