@@ -64,6 +64,7 @@ class WorkerConfig:
     resync_interval: float = 10.0  # how often Docker is listed to catch what its event stream missed
     log_retain: int = logstore.PER_ATTEMPT  # bytes of each attempt's output kept after its container; 0: none
     log_retain_total: int = logstore.TOTAL  # bytes of retained output in all (the oldest go first)
+    log_retain_files: int = logstore.FILES  # files of retained output at most (the oldest go first)
     join: str = ""  # join token (docs/security.md); needed once, until the manager knows our key
     insecure: bool = False  # no CURVE: loopback tests only
 
@@ -102,7 +103,8 @@ class Worker(Actor):
         self.capacity = capacity
         self.slots: dict[str, Slot] = {k: _load_slot(k, v) for k, v in store.list(SLOTS)}
         # Output of removed containers (docs/architecture.md, "Logs"); none without a data dir.
-        self.logstore = LogStore(os.path.join(config.data_dir, "logs"), config.log_retain, config.log_retain_total) \
+        self.logstore = LogStore(os.path.join(config.data_dir, "logs"), config.log_retain, config.log_retain_total,
+                                 max_files=config.log_retain_files) \
             if config.data_dir else LogStore("", 0)
         self.sampler = MetricsSampler(config.name, config.address, capacity, config.data_dir,
                                       bind_ip=getattr(runtime, "bind_address", ANY_ADDRESS))
@@ -317,7 +319,7 @@ class Worker(Actor):
             return {"logs": "", "cursor": logstore.format_cursor(*(cursor or (0, 0))), "more": False, "source": "none"}
         why = f" ({failure})" if failure else ""
         kept = "retention is off (--log-retain 0)" if not self.logstore.enabled else \
-            "pruned by the age or size bound, or never captured"
+            "it printed nothing, or it was pruned by the age, size or count bound, or never captured"
         raise CubeError(NOT_FOUND, f"no output of attempt {attempt} of task {task_id} on worker {self.name}: "
                                    f"no container, and no retained copy ({kept}){why}")
 
@@ -566,7 +568,8 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
            cpus: float = 0.0, memory: str = "", disk: str = "", metrics_interval: float = 0.0,
            stop_timeout: float = 0.0, join: str = "", join_file: str = "", insecure: bool = False,
            prometheus_port: int = -1, prometheus_host: str = "",
-           log_retain: Any = None, log_retain_total: Any = None, log_level: str = "") -> None:
+           log_retain: Any = None, log_retain_total: Any = None, log_retain_files: int = 0,
+           log_level: str = "") -> None:
     """Run a Cube worker: register with the manager and run its tasks as Docker containers.
 
     --manager HOST:PORT is the manager's worker endpoint (default 127.0.0.1:5556), or several
@@ -580,8 +583,9 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     --prometheus-port serves Prometheus metrics at /metrics (default 5560; 0: off) on
     --prometheus-host (default 127.0.0.1).
     --log-retain SIZE keeps that much of each task attempt's output after its container is
-    removed (default 1m; 0: none), --log-retain-total SIZE of all of it (default 256m), in the
-    data directory, for `cube task logs` (docs/architecture.md, "Logs").
+    removed (default 1m; 0: none), --log-retain-total SIZE of all of it on disk (default 256m),
+    --log-retain-files N files of it at most (default 10000), in the data directory, for
+    `cube task logs` (docs/architecture.md, "Logs").
     Every flag also reads CUBE_WORKER_<FLAG>, e.g. CUBE_WORKER_MANAGER, CUBE_WORKER_NAME.
     """
     from cube import config as cfg
@@ -607,6 +611,11 @@ def worker(manager: str = "", name: str = "", address: str = "", data_dir: str =
     except ValueError as e:
         print(f"cube-worker: --log-retain/--log-retain-total: {e}", file=sys.stderr)
         sys.exit(2)
+    files = opt(log_retain_files, "log_retain_files", logstore.FILES)
+    if isinstance(files, bool) or not str(files).isdecimal() or int(files) < 1:
+        print(f"cube-worker: --log-retain-files: {files!r} is not a number of files (1 or more)", file=sys.stderr)
+        sys.exit(2)
+    conf.log_retain_files = int(files)
     join_file = str(opt(join_file, "join_file", ""))
     if join_file and not conf.join:
         try:

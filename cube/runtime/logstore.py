@@ -9,9 +9,10 @@ container is gone, the retained copy of it: `cube task logs -f` pages through ei
 repeated requests, each reply bounded (`page`).
 
 Bounds: each attempt keeps at most `per_attempt` bytes (its newest records); all attempts together
-at most `total` bytes, the oldest files going first; a file older than `max_age` (the manager's
-retention of finished tasks: it cannot ask for them after that) is deleted. `per_attempt` 0 keeps
-nothing.
+at most `total` bytes on disk (each file counted rounded up to a 4 KiB block, as a filesystem
+stores it) and at most `max_files` files, the oldest files going first; a file older than
+`max_age` (the manager's retention of finished tasks: it cannot ask for them after that) is
+deleted. An attempt that printed nothing writes no file. `per_attempt` 0 keeps nothing.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Optional
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 PER_ATTEMPT = 1 << 20  # `cube-worker --log-retain`
 TOTAL = 256 << 20  # `cube-worker --log-retain-total`
+FILES = 10_000  # `cube-worker --log-retain-files`
+BLOCK = 4096  # a file's size is counted in whole blocks of this size (a 20-byte file takes 4 KiB)
 MAX_AGE = 24 * 3600.0  # until the manager's hello reply says its retention
 PAGE_BYTES = 256 << 10  # of text per reply: decoded with replacements it stays under a 1 MiB frame
 RECORD_OVERHEAD = 24  # bytes a record costs on disk besides its text ("<19 digits> n <text>\n")
@@ -208,27 +211,42 @@ def decode(data: bytes) -> list[Record]:
 
 
 # ---- the store ---------------------------------------------------------------------------------
+def on_disk(size: int) -> int:
+    """What a file of `size` bytes costs the disk: whole blocks (0 for an empty file)."""
+    return -(-size // BLOCK) * BLOCK
+
+
 class LogStore:
     """Retained output of ended attempts, one file per attempt under `root`. Thread-safe: the
-    worker captures and reads in its pool."""
+    worker captures and reads in its pool.
+
+    Files are remembered in the order they were saved (at start-up: by modification time), so the
+    bounds drop from the front, in time proportional to what they drop, never by sorting them all."""
 
     def __init__(self, root: str, per_attempt: int = PER_ATTEMPT, total: int = TOTAL,
-                 max_age: float = MAX_AGE, clock=time.time) -> None:
+                 max_age: float = MAX_AGE, clock=time.time, max_files: int = FILES) -> None:
         self.root = root
         self.per_attempt = per_attempt
         self.total = total
+        self.max_files = max(1, max_files)
         self.max_age = max_age
         self.clock = clock
         self._lock = threading.Lock()
-        self._files: dict[str, tuple[int, float]] = {}  # file name -> (size, mtime)
+        self._files: OrderedDict[str, tuple[int, float]] = OrderedDict()  # name -> (disk bytes, saved), oldest first
+        self._used = 0  # disk bytes of every file in `_files`
+        self._empty: OrderedDict[str, None] = OrderedDict()  # attempts that printed nothing (no file), lately
         if self.enabled or os.path.isdir(root):
             os.makedirs(root, mode=0o700, exist_ok=True)
+            found = []
             for entry in os.scandir(root):
                 if entry.name.endswith(".tmp"):
                     os.unlink(entry.path)  # a capture cut short by a crash
                 elif entry.name.endswith(SUFFIX) and entry.is_file():
                     st = entry.stat()
-                    self._files[entry.name] = (st.st_size, st.st_mtime)
+                    found.append((st.st_mtime, entry.name, on_disk(st.st_size)))
+            for mtime, name, size in sorted(found):
+                self._files[name] = (size, mtime)
+                self._used += size
 
     @property
     def enabled(self) -> bool:
@@ -241,8 +259,13 @@ class LogStore:
         return self.per_attempt // RECORD_OVERHEAD + 1
 
     def bytes_used(self) -> int:
+        """Disk bytes of the retained files (whole blocks)."""
         with self._lock:
-            return sum(size for size, _ in self._files.values())
+            return self._used
+
+    def files(self) -> int:
+        with self._lock:
+            return len(self._files)
 
     def _name(self, task_id: str, attempt: int) -> str:
         safe = task_id if _SAFE_ID.match(task_id) else hashlib.sha256(task_id.encode()).hexdigest()[:32]
@@ -255,12 +278,21 @@ class LogStore:
     def save(self, task_id: str, attempt: int, records: Iterable[Record]) -> int:
         """Keep the newest `per_attempt` bytes of `records` for this attempt (replacing an earlier
         copy); returns the bytes written. Written to a temporary file then renamed: a reader sees
-        the old copy or the new one, never half of one."""
+        the old copy or the new one, never half of one. No output writes no file (it would cost
+        an inode and a directory entry, and no size bound would ever remove it)."""
         if not self.enabled:
             return 0
         data = encode(tail_bytes(records, self.per_attempt))
         name = self._name(task_id, attempt)
         path = os.path.join(self.root, name)
+        if not data:
+            with self._lock:
+                self._forget(name)
+                self._empty[name] = None
+                self._empty.move_to_end(name)
+                while len(self._empty) > self.max_files:
+                    self._empty.popitem(last=False)
+            return 0
         tmp = path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
@@ -272,41 +304,60 @@ class LogStore:
                 os.unlink(tmp)
             raise
         with self._lock:
-            self._files[name] = (len(data), self.clock())
+            old = self._files.pop(name, None)
+            if old is not None:
+                self._used -= old[0]
+            self._empty.pop(name, None)
+            size = on_disk(len(data))
+            self._files[name] = (size, self.clock())
+            self._used += size
         self.prune()
         return len(data)
 
     def records(self, task_id: str, attempt: int) -> list[Record] | None:
-        """The attempt's retained records, or None when none are kept."""
-        path = os.path.join(self.root, self._name(task_id, attempt))
+        """The attempt's retained records ([] for one that printed nothing, while remembered),
+        or None when none are kept."""
+        name = self._name(task_id, attempt)
         try:
-            with open(path, "rb") as f:
+            with open(os.path.join(self.root, name), "rb") as f:
                 return decode(f.read())
         except FileNotFoundError:
             with self._lock:
-                self._files.pop(self._name(task_id, attempt), None)
+                if name in self._empty:
+                    return []
+                old = self._files.pop(name, None)
+                if old is not None:
+                    self._used -= old[0]
             return None
 
     def prune(self) -> int:
-        """Apply the age and total-size bounds; returns how many files were deleted."""
+        """Apply the age, total-size and file-count bounds, oldest files first; returns how many
+        files were deleted."""
         horizon = self.clock() - self.max_age
+        doomed = 0
         with self._lock:
-            doomed = [n for n, (_, mtime) in self._files.items() if mtime < horizon]
-            used = sum(size for n, (size, _) in self._files.items() if n not in doomed)
-            for name, (size, _) in sorted(self._files.items(), key=lambda kv: kv[1][1]):
-                if used <= self.total:
+            while self._files:
+                name, (size, saved) = next(iter(self._files.items()))
+                if saved >= horizon and self._used <= self.total and len(self._files) <= self.max_files:
                     break
-                if name not in doomed:
-                    doomed.append(name)
-                    used -= size
-            for name in doomed:
-                del self._files[name]
-        for name in doomed:
+                self._files.popitem(last=False)
+                self._used -= size
+                with _quiet():  # under the lock: a save of the same attempt meanwhile is not lost
+                    os.unlink(os.path.join(self.root, name))
+                doomed += 1
+            while self._empty and len(self._empty) > self.max_files:
+                self._empty.popitem(last=False)
+        if doomed:
+            log.info("retained logs: pruned %d attempts (age, size or count bound)", doomed)
+        return doomed
+
+    def _forget(self, name: str) -> None:
+        """Drop an earlier copy of an attempt (lock held)."""
+        old = self._files.pop(name, None)
+        if old is not None:
+            self._used -= old[0]
             with _quiet():
                 os.unlink(os.path.join(self.root, name))
-        if doomed:
-            log.info("retained logs: pruned %d attempts (age or size bound)", len(doomed))
-        return len(doomed)
 
 
 class _quiet:

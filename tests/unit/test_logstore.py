@@ -8,7 +8,7 @@ import pytest
 from cube.runtime import logstore
 from cube.runtime.fake import FakeRuntime
 from cube.runtime.base import ContainerSpec
-from cube.runtime.logstore import LogStore, Record
+from cube.runtime.logstore import BLOCK, LogStore, Record
 
 
 def recs(*texts: str, start: int = 1_000, same: bool = False) -> list[Record]:
@@ -101,19 +101,19 @@ def test_store_saves_the_tail_per_attempt_and_survives_a_restart(tmp_path):
     kept = store.records("task-1", 1)
     assert kept == records[-len(kept):] and kept[-1].text == b"line 199\n"
     again = LogStore(str(tmp_path / "logs"), per_attempt=1000)  # a restarted worker
-    assert again.records("task-1", 1) == kept and again.bytes_used() == size
+    assert again.records("task-1", 1) == kept and again.bytes_used() == store.bytes_used() == BLOCK
     assert again.records("task-1", 2) is None
     assert oct(os.stat(tmp_path / "logs").st_mode & 0o777) == "0o700"
 
 
 def test_total_bound_drops_the_oldest_attempts_first(tmp_path):
     now = [100.0]
-    store = LogStore(str(tmp_path), per_attempt=400, total=1000, clock=lambda: now[0])
+    store = LogStore(str(tmp_path), per_attempt=4000, total=3 * BLOCK, clock=lambda: now[0])
     for attempt in range(1, 6):
         now[0] += 1
-        store.save("t", attempt, iter(recs("x" * 300 + "\n")))
-    assert [a for a in range(1, 6) if store.has("t", a)] == [3, 4, 5]  # ~310 bytes each
-    assert store.bytes_used() <= 1000 and sorted(os.listdir(tmp_path)) == ["t.3.log", "t.4.log", "t.5.log"]
+        store.save("t", attempt, iter(recs("x" * 3000 + "\n")))
+    assert [a for a in range(1, 6) if store.has("t", a)] == [3, 4, 5]  # ~3 KB each: a block
+    assert store.bytes_used() <= 3 * BLOCK and sorted(os.listdir(tmp_path)) == ["t.3.log", "t.4.log", "t.5.log"]
 
 
 def test_age_bound_and_leftover_temporary_files(tmp_path):
@@ -148,3 +148,57 @@ def test_fake_runtime_keeps_output_until_removed_and_calls_before_remove_in_betw
     assert [r.text for r in seen[0]] == [b"hello\n", b"world\n"]
     with pytest.raises(Exception, match="no longer exists"):
         list(rt.output(info.container_id))
+
+
+def disk_bytes(root) -> int:
+    return sum(os.stat(os.path.join(root, n)).st_blocks * 512 for n in os.listdir(root))
+
+
+def test_an_attempt_that_printed_nothing_writes_no_file_and_reads_as_empty(tmp_path):
+    store = LogStore(str(tmp_path))
+    assert store.save("t", 1, iter([])) == 0
+    assert os.listdir(tmp_path) == [] and store.files() == 0 and store.bytes_used() == 0
+    assert store.records("t", 1) == []  # remembered while the worker runs: empty, not "not kept"
+    store.save("t", 2, iter(recs("a\n")))
+    store.save("t", 2, iter([]))  # a later copy with nothing replaces the earlier one
+    assert os.listdir(tmp_path) == [] and store.records("t", 2) == [] and store.bytes_used() == 0
+    assert LogStore(str(tmp_path)).records("t", 1) is None  # a restarted worker does not know
+
+
+def test_sizes_count_whole_blocks_so_many_small_files_stay_within_the_total(tmp_path):
+    store = LogStore(str(tmp_path), total=64 << 10)  # 16 blocks
+    for i in range(100):
+        store.save(f"t{i}", 1, iter(recs(f"line {i}\n")))
+    assert store.files() == 16 and store.bytes_used() == 16 * BLOCK
+    assert [i for i in range(100) if store.has(f"t{i}", 1)] == list(range(84, 100))  # the newest
+    assert disk_bytes(tmp_path) <= 64 << 10
+    again = LogStore(str(tmp_path), total=64 << 10)  # a restart counts the files alike
+    assert again.bytes_used() == store.bytes_used() and again.files() == 16
+
+
+def test_file_count_bound_drops_the_oldest_and_restart_keeps_the_save_order(tmp_path):
+    now = [100.0]
+    store = LogStore(str(tmp_path), max_files=3, clock=lambda: now[0])
+    for i in range(5):
+        now[0] += 1
+        store.save(f"t{i}", 1, iter(recs("x\n")))
+        os.utime(tmp_path / f"t{i}.1.log", (now[0], now[0]))
+    assert sorted(os.listdir(tmp_path)) == ["t2.1.log", "t3.1.log", "t4.1.log"]
+    now[0] += 1
+    store.save("t2", 1, iter(recs("again\n")))  # saved again: now the newest
+    store.save("t5", 1, iter(recs("y\n")))
+    assert sorted(os.listdir(tmp_path)) == ["t2.1.log", "t4.1.log", "t5.1.log"]
+    for name, mtime in (("t4", 105), ("t2", 112), ("t5", 110)):
+        os.utime(tmp_path / f"{name}.1.log", (mtime, mtime))
+    again = LogStore(str(tmp_path), max_files=2, clock=lambda: now[0])  # by modification time after a restart
+    again.prune()
+    assert sorted(os.listdir(tmp_path)) == ["t2.1.log", "t5.1.log"]
+
+
+def test_many_saves_do_not_sort_or_grow(tmp_path):
+    store = LogStore(str(tmp_path), total=1 << 20, max_files=500)
+    for i in range(3000):
+        store.save(f"t{i}", 1, iter(recs("one line\n") if i % 2 else []))
+    assert store.files() <= 500 and len(os.listdir(tmp_path)) == store.files()
+    assert store.bytes_used() <= 1 << 20 and disk_bytes(tmp_path) <= 1 << 20
+    assert len(store._empty) <= 500
