@@ -37,6 +37,7 @@ from cube.manager.registry import ACTIVE as ACTIVE_NODE
 from cube.manager.registry import DRAIN, WorkerRegistry
 from cube.manager.registry import LOST as LOST_NODE
 from cube.manager.storage import AsyncStore
+from cube.manager.tally import TaskTally
 from cube.manager.taskbook import TaskBook, TaskEvent
 from cube.manager.services import DELETE, SERVICES, ServiceController, rolled_back
 from cube.messages import events as events_msg
@@ -106,6 +107,8 @@ class Manager(Actor):
                              events=self.eventlog)
         self.task_order = listing.Index()  # task.ls pages walk it: creation order, then id
         self.book.watchers.append(self._index_task)
+        self.tally = TaskTally()  # tasks by state, kept as they change: ping, service ls, /metrics
+        self.book.watchers.append(self.tally.watch)
         self.commands = Commands(self, self.workers_sock, self.registry, config.command_retry)
         self.commands.fence = self.leadership  # commands carry its term, and stop with its lease
         self.placement = Placement(self, self.sched_sock, self.book, self.registry, self.commands)
@@ -223,7 +226,7 @@ class Manager(Actor):
     def on_ping(self, m: Envelope) -> dict[str, Any]:
         return {"name": self.name, "version": __version__, "uptime": time.time() - self.started,
                 "state": "loading" if self.loading else "ready", **self.leadership.view(),
-                **({"states": listing.state_counts(self.book.tasks.values())} if m.body.get("states") else {}),
+                **({"states": self.tally.states()} if m.body.get("states") else {}),
                 "tasks": len(self.book), "workers": len([n for n in self.registry.ready() if self.registry.is_ready(n)]),
                 "events_port": self.config.events_port}  # clients follow events there (docs/protocol.md)
 
@@ -347,10 +350,7 @@ class Manager(Actor):
         self.services.change(name, fn, done)
 
     def _service_view(self, svc: Service) -> dict[str, Any]:
-        tasks = self.services.replicas(svc.name)
-        running = sum(1 for t in tasks if t.state == State.RUNNING and t.desired == DESIRED_RUNNING
-                      and 0 < t.slot <= svc.replicas and t.version == svc.version)
-        view = {**svc.to_dict(), "running": running}
+        view = {**svc.to_dict(), "running": self.tally.running(svc)}
         view["spec"] = listing.redact(view["spec"])
         if view.get("previous_spec"):
             view["previous_spec"] = listing.redact(view["previous_spec"])

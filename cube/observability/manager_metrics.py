@@ -3,7 +3,8 @@
 Counters and histograms are module-level objects in this process's REGISTRY, updated where the
 numbers happen (`metrics.placements.inc()` in placement.py, the Store round trip in storage.py).
 Gauges of state (tasks by state, workers, services) are read at scrape time by ManagerState on
-the Manager's loop thread (server.LoopSnapshot): nothing is kept up to date between scrapes.
+the Manager's loop thread (server.LoopSnapshot, shared by the scrapes of the same second): tasks
+are not walked then, their counts are kept as they change (cube/manager/tally.py).
 `install(manager)` hooks one Manager in (its message counters, its task watcher, its state).
 """
 from __future__ import annotations
@@ -99,9 +100,8 @@ WORKER_STATES = ("ready", "drained", "lost", "remembered")
 
 def snapshot(manager: Any) -> dict[str, Any]:
     """What the state gauges report; runs on the Manager's loop thread (the owner of its state)."""
-    from cube.manager.listing import state_counts
     from cube.manager.registry import DRAIN, LOST
-    tasks = state_counts(manager.book.tasks.values())
+    tasks = manager.tally.states()  # kept as tasks change (cube/manager/tally.py): no walk of every task
     workers: collections.Counter[str] = collections.Counter()
     for rec in manager.registry.workers.values():
         if rec.state == LOST:
@@ -110,8 +110,7 @@ def snapshot(manager: Any) -> dict[str, Any]:
             workers["remembered"] += 1
         else:
             workers["drained" if rec.availability == DRAIN else "ready"] += 1
-    services = [(svc.name, svc.replicas, manager._service_view(svc)["running"])
-                for svc in manager.services.services.values()]
+    services = [(svc.name, svc.replicas, manager.tally.running(svc)) for svc in manager.services.services.values()]
     leadership = manager.leadership.view() if hasattr(manager, "leadership") else {"role": "leader", "term": 0}
     return {"tasks": tasks, "workers": workers, "services": services, "loading": manager.loading,
             "leader": leadership.get("role") == "leader", "term": int(leadership.get("term") or 0)}

@@ -75,8 +75,9 @@ def test_a_task_that_fits_nowhere_counts_a_placement_failure_by_kind(observed):
     api.call("task.start", {"task": {"image": "img:1", "name": "huge", "cpu": 64}})
     wait_for(lambda: value(scrape(manager_metrics.REGISTRY), "cube_placement_failures_total", reason="cpu") > before,
              what="a placement failure for cpu")
-    s = scrape(manager_metrics.REGISTRY)
-    assert value(s, "cube_tasks", state="Pending") == 1
+    # the state gauges come from a snapshot up to a second old (shared by the scrapes of that second)
+    s = wait_for(lambda: (s := scrape(manager_metrics.REGISTRY)) and value(s, "cube_tasks", state="Pending") == 1
+                 and s, what="cube_tasks Pending 1")
     # the reason texts quote numbers and names: only the fixed kinds are labels
     assert {dict(k[1])["reason"] for k in s if k[0] == "cube_placement_failures_total"} == set(manager_metrics.REASONS)
 

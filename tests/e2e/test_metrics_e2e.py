@@ -73,7 +73,8 @@ def test_metrics_match_the_cluster(make_cluster, busybox):
     ran_on = c.wait_state(failing, "Failed", timeout=30)["worker"].removeprefix(c.token + "-")
     wait_for(lambda: value(scrape(c.worker_prometheus[ran_on]), "cube_worker_retained_log_bytes") > 0, 20,
              what="the retained output's bytes")
-    assert value(scrape(c.prometheus_port), "cube_tasks", state="Failed") == 1
+    wait_for(lambda: value(scrape(c.prometheus_port), "cube_tasks", state="Failed") == 1, 5,
+             what="cube_tasks{state=Failed} 1 (a snapshot is up to a second old)")
 
 
 def test_metrics_are_off_unless_asked_and_bind_loopback(make_cluster):

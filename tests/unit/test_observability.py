@@ -21,6 +21,7 @@ from cube.runtime.base import ContainerSpec, RuntimeFailure
 from cube.runtime.fake import FakeRuntime
 from cube.scheduling import ClusterView, Demand
 from cube.wire.loop import Loop
+from tests.support import wait_for
 from tests.unit.scheduling_samples import GiB, sample
 
 
@@ -121,14 +122,50 @@ def test_loop_snapshot_is_computed_on_the_loop_and_falls_back_when_it_is_busy():
     thread.start()
     try:
         where = []
-        snap = server.LoopSnapshot(loop, lambda: where.append(threading.current_thread()) or len(where), wait=2.0)
+        snap = server.LoopSnapshot(loop, lambda: where.append(threading.current_thread()) or len(where), wait=2.0,
+                                   max_age=0)
         assert snap.get() == 1 and where == [thread]
         assert snap.get() == 2
         release = threading.Event()
         loop.call_soon_threadsafe(lambda: release.wait(5))  # the loop is busy
         snap.wait = 0.1
         assert snap.get() == 2  # the previous snapshot, not a wait as long as the loop's
+        assert snap.get() == 2  # still busy: the request already queued is not queued again
         release.set()
+        wait_for(lambda: snap.computed == 3, what="the queued snapshot to be computed once")
+        snap.compute = lambda: 1 / 0  # a broken gauge: logged, the previous snapshot served
+        snap.wait = 2.0
+        assert snap.get() == 3 and thread.is_alive()
+    finally:
+        loop.stop()
+        thread.join(5)
+        loop.drain()
+        loop.close()
+
+
+def test_concurrent_scrapes_share_one_snapshot_and_a_fresh_one_serves_a_second():
+    """However many scrapers there are, the loop computes at most one snapshot a second."""
+    loop = Loop("snap")
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    now = [100.0]
+    try:
+        release = threading.Event()
+        snap = server.LoopSnapshot(loop, lambda: release.wait(5) and snap.computed + 1, wait=5.0,
+                                   clock=lambda: now[0])
+        got: list = []
+        scrapers = [threading.Thread(target=lambda: got.append(snap.get())) for _ in range(8)]
+        for t in scrapers:
+            t.start()
+        wait_for(lambda: snap._asked is not None, what="the first scrape to ask the loop")
+        release.set()
+        for t in scrapers:
+            t.join(10)
+        assert got == [1] * 8 and snap.computed == 1
+        now[0] += 0.9
+        assert snap.get() == 1 and snap.computed == 1  # under a second old: served as it is
+        now[0] += 0.2
+        assert snap.get() == 2 and snap.computed == 2
     finally:
         loop.stop()
         thread.join(5)
