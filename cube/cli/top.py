@@ -3,8 +3,9 @@
 Each refresh asks the manager three read-only questions: `node.ls` (every worker, with what its
 tasks reserve and what the machine really uses, as `cube node ls` shows), `manager.ping` with
 `states` (tasks counted by state on the manager, not listed), and `events.since` for the events
-after the last one shown (the event log, docs/protocol.md, "Events"). Read-only credentials are
-enough. Into a pipe, or with --once, frames are printed one after another instead.
+after the last one shown, no more than it shows (the event log, docs/protocol.md, "Events").
+Read-only credentials are enough. Into a pipe, or with --once, frames are printed one after
+another instead.
 """
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ from cube.cli.args import UsageError, command
 PING = "manager.ping"  # cube.messages.node.PING
 EVENTS_SINCE = "events.since"  # cube.messages.events.SINCE
 STATES = ("Pending", "Scheduled", "Running", "Completed", "Failed")  # cube.model.state.State
-MAX_PAGES = 5  # pages of events read per refresh; further behind, the view skips to the newest
 
 
 class EventTail:
-    """The newest `keep` events, read page by page from the manager's event log after the last one
-    seen. A manager without an event log is noted once and not asked again."""
+    """The newest `keep` events, read from the manager's event log after the last one seen, at most
+    `keep` a request and two requests a refresh: when more than `keep` came since the last refresh,
+    the rest is read from `last - keep` (the reply's `last` is the newest number), never the
+    events in between, which would not be shown. A manager without an event log is noted once and
+    not asked again."""
 
     def __init__(self, keep: int):
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=max(keep, 0))
@@ -34,26 +37,39 @@ class EventTail:
         self.missing = ""  # why there are no events to show
 
     def poll(self, call: Any) -> None:
-        from cube.wire.errors import UNKNOWN_TYPE, CubeError
-        if self.missing or not self.events.maxlen:
+        from cube.wire.errors import BAD_REQUEST, UNKNOWN_TYPE, CubeError
+        keep = self.events.maxlen
+        if self.missing or not keep:
             return
         try:
-            if self.last is None:  # the newest number, then the events just before it
-                now = call(EVENTS_SINCE, {})
-                newest = int(now.get("next") or now.get("after") or 0)
-                self.last = max(0, newest - self.events.maxlen)
-            for _ in range(MAX_PAGES):
-                page = call(EVENTS_SINCE, {"seq": self.last})
-                self.events.extend(page.get("events") or [])
-                self.last = max(self.last, int(page.get("next") or self.last))
-                if not page.get("more"):
-                    return
-            self.last = None  # far behind: start again from the newest
+            if self.last is None:  # where "now" is, then the events just before it
+                self.last = max(0, _newest(call(EVENTS_SINCE, {})) - keep)
+            page = self._read(call, keep)
+            if page.get("more"):
+                start = max(self.last, _newest(page) - keep)
+                if start > self.last:  # far behind: skip to the newest
+                    self.events.clear()
+                    self.last = start
+                self._read(call, keep)
         except CubeError as e:
             if e.code == UNKNOWN_TYPE:
                 self.missing = "this manager keeps no event log"
+            elif e.code == BAD_REQUEST:  # e.g. a number beyond the newest (another manager): from now on
+                self.last = None
             else:
                 raise
+
+    def _read(self, call: Any, keep: int) -> dict[str, Any]:
+        page = call(EVENTS_SINCE, {"seq": self.last, "limit": keep})
+        self.events.extend(page.get("events") or [])
+        self.last = max(self.last or 0, int(page.get("next") or 0))
+        return page
+
+
+def _newest(reply: dict[str, Any]) -> int:
+    """The newest event number an `events.since` reply gives (`last`; `next`, `after` from a
+    manager that does not say)."""
+    return int(reply.get("last") or reply.get("next") or reply.get("after") or 0)
 
 
 def gather(conn: Any, tail: EventTail) -> dict[str, Any]:
@@ -89,6 +105,49 @@ def node_row(n: dict[str, Any]) -> list[str]:
             "-" if lost else str(n.get("tasks", 0))]
 
 
+NODE_COLUMNS = ("NAME", "STATE", "CPU RESERVED", "MEMORY RESERVED", "HOST CPU", "HOST MEM", "TASKS")
+DROPPED_FIRST = ("HOST MEM", "HOST CPU", "MEMORY RESERVED", "CPU RESERVED", "TASKS")  # NAME and STATE stay
+NAME_MIN = 16  # a node's name is never squeezed below this (nor below its length, if shorter)
+
+
+class NodeTable:
+    """The nodes, as wide as the terminal allows: every cell on one line, names whole; on a narrow
+    terminal the least important columns are left out (and the title says which), never a name."""
+
+    def __init__(self, rows: list[list[str]]):
+        self.rows = rows
+
+    def __rich_console__(self, console: Any, options: Any) -> Any:
+        yield self.table(options.max_width)
+
+    def columns(self, width: int) -> list[str]:
+        """The columns that fit in `width` cells, dropping them in DROPPED_FIRST order."""
+        from rich.cells import cell_len
+        need = {h: max([cell_len(h)] + [cell_len(r[i]) for r in self.rows]) + 3  # padding and a border
+                for i, h in enumerate(NODE_COLUMNS)}
+        shown = list(NODE_COLUMNS)
+        for h in DROPPED_FIRST:
+            if sum(need[c] for c in shown) + 1 <= width:
+                break
+            shown.remove(h)
+        return shown
+
+    def table(self, width: int) -> Any:
+        from rich.table import Table
+        shown = self.columns(width)
+        hidden = [h for h in NODE_COLUMNS if h not in shown]
+        title = ("Nodes (reserved: what placed tasks asked for; host: the machine's own use)" if not hidden else
+                 f"Nodes ({', '.join(hidden)} hidden: a wider terminal shows them)")
+        table = Table(title=title, title_justify="left", expand=False)
+        longest = max([len(r[0]) for r in self.rows] + [4])
+        for h in shown:
+            table.add_column(h, no_wrap=True, overflow="ellipsis", justify="left" if h in ("NAME", "STATE") else "right",
+                             min_width=min(longest, NAME_MIN) if h == "NAME" else None)
+        for r in self.rows:
+            table.add_row(*(r[NODE_COLUMNS.index(h)] for h in shown))
+        return table
+
+
 def event_line(ev: dict[str, Any]) -> list[str]:
     """TIME, #SEQ, what and why, for a task, service or node event."""
     kind = ev.get("type") or ("task" if "task_id" in ev else "node" if "node" in ev else "service")
@@ -120,13 +179,7 @@ def view(snap: dict[str, Any] | None, where: str, interval: float, error: str = 
     parts.append(Text(f"{render.clean(ping.get('name', 'manager'))} {ping.get('version', '')}, "
                       f"{ping.get('state', '')}, {ping.get('workers', 0)} workers ready, "
                       f"{ping.get('tasks', 0)} tasks kept"))
-    nodes = Table(title="Nodes (reserved: what placed tasks asked for; host: the machine's own use)",
-                  title_justify="left", expand=False)
-    for h in ("NAME", "STATE", "CPU RESERVED", "MEMORY RESERVED", "HOST CPU", "HOST MEM", "TASKS"):
-        nodes.add_column(h, no_wrap=h != "NAME", justify="left" if h in ("NAME", "STATE") else "right")
-    for n in sorted(snap["nodes"], key=lambda n: str(n.get("name", ""))):
-        nodes.add_row(*node_row(n))
-    parts.append(nodes)
+    parts.append(NodeTable([node_row(n) for n in sorted(snap["nodes"], key=lambda n: str(n.get("name", "")))]))
     states = ping.get("states") or {}
     counts = Table(title="Tasks by state", title_justify="left")
     for s in STATES:
