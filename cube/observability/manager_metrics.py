@@ -17,6 +17,7 @@ from prometheus_client import Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
+from cube.messages import events as events_msg
 from cube.model.state import State
 from cube.observability import traffic
 from cube.observability.server import LoopSnapshot
@@ -69,7 +70,8 @@ store_unanswered = Counter("cube_store_writes_unanswered", "Store writes that go
 
 # ---- messages and events --------------------------------------------------------------------------
 messages = traffic.message_counters(REGISTRY)
-events_published = Counter("cube_events_published", "Events published on the events socket, by type",
+events_published = Counter("cube_events_published", "Events published on the events socket, by type "
+                           "(not its heartbeats: cube_messages_sent_total{socket=\"events\",type=\"events.heartbeat\"})",
                            ["type"], registry=REGISTRY)
 
 
@@ -181,7 +183,7 @@ def install(manager: Any) -> Installed:
     sockets = {manager.api: "api", manager.workers_sock: "workers", manager.events: "events",
                manager.store_sock: "store", manager.sched_sock: "scheduler"}
     manager.traffic = traffic.Traffic(messages, lambda sock: sockets.get(sock, traffic.OTHER), manager.HANDLERS,
-                                      also={"events": events_published})
+                                      also={"events": events_published}, not_also={events_msg.HEARTBEAT})
     manager.start_watch = StartWatch()
     manager.book.watchers.append(manager.start_watch)
     collector = ManagerState(LoopSnapshot(manager.loop, lambda: snapshot(manager)))

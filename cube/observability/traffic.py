@@ -34,14 +34,16 @@ def message_counters(registry: CollectorRegistry) -> dict[str, Counter]:
 class Traffic:
     """What an actor's message paths count with. `label(sock)` names a socket (a few fixed
     names); `also[socket name]` is a further counter by type for messages sent there (e.g. the
-    events published on the manager's events socket)."""
+    events published on the manager's events socket), except the types in `not_also` (e.g. the
+    events socket's heartbeats, which are not events)."""
 
     def __init__(self, counters: dict[str, Counter], label: Callable[[Any], str], handled: Iterable[str],
-                 also: dict[str, Counter] | None = None):
+                 also: dict[str, Counter] | None = None, not_also: Iterable[str] = ()):
         self.counters = counters
         self.label = label
         self.known = frozenset(handled) | {REPLY_OK, REPLY_ERROR}
         self.also = also or {}
+        self.not_also = frozenset(not_also)
         self._children: dict[tuple[str, str, str], Any] = {}
 
     def _child(self, kind: str, sock: Any, msg_type: str) -> Any:
@@ -51,7 +53,7 @@ class Traffic:
         if child is None:
             child = self._children[key] = self.counters[kind].labels(name, msg_type)
             extra = self.also.get(name)
-            if kind == "sent" and extra is not None:
+            if kind == "sent" and extra is not None and msg_type not in self.not_also:
                 child = self._children[key] = _Both(child, extra.labels(msg_type))
         return child
 

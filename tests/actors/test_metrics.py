@@ -54,6 +54,10 @@ def test_manager_and_worker_metrics_follow_the_cluster(observed):
     assert value(m, "cube_messages_sent_total", socket="workers", type="worker.run") >= 3
     assert value(m, "cube_messages_sent_total", socket="store", type="store.batch") >= 3
     assert value(m, "cube_events_published_total", type="task.event") >= 9  # Pending, Scheduled, Running
+    beat = wait_for(lambda: (s := scrape(manager_metrics.REGISTRY)) and
+                    value(s, "cube_messages_sent_total", socket="events", type="events.heartbeat") and s,
+                    what="an events heartbeat")
+    assert ("cube_events_published_total", (("type", "events.heartbeat"),)) not in beat  # not an event
     assert value(m, "cube_manager_loading") == 0 and value(m, "cube_manager_leader") == 1
 
     w = wait_for(lambda: (s := scrape(worker_metrics.REGISTRY)) and

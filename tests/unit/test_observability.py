@@ -60,7 +60,8 @@ def test_traffic_labels_are_bounded_and_children_cached():
     counters = traffic.message_counters(registry)
     events = __import__("prometheus_client").Counter("events", "e", ["type"], registry=registry)
     a, b = object(), object()
-    t = traffic.Traffic(counters, {a: "api", b: "events"}.get, ["task.start"], also={"events": events})
+    t = traffic.Traffic(counters, {a: "api", b: "events"}.get, ["task.start"], also={"events": events},
+                        not_also={"events.heartbeat"})
     for i in range(50):
         t.received(a, f"junk.{i}")  # a peer cannot mint series
         t.refused(a, f"junk.{i}")
@@ -68,6 +69,7 @@ def test_traffic_labels_are_bounded_and_children_cached():
     t.received(a, "ok")
     t.sent(b, "task.event")
     t.sent(b, "task.event")
+    t.sent(b, "events.heartbeat")  # a message on the events socket, not an event
     t.dropped(a, "error")
     s = samples(registry)
     assert s[("cube_messages_received_total", (("socket", "api"), ("type", "other")))] == 50
@@ -76,8 +78,10 @@ def test_traffic_labels_are_bounded_and_children_cached():
     assert s[("cube_messages_received_total", (("socket", "api"), ("type", "ok")))] == 1
     assert s[("cube_messages_sent_total", (("socket", "events"), ("type", "task.event")))] == 2
     assert s[("events_total", (("type", "task.event"),))] == 2
+    assert s[("cube_messages_sent_total", (("socket", "events"), ("type", "events.heartbeat")))] == 1
+    assert ("events_total", (("type", "events.heartbeat"),)) not in s
     assert s[("cube_messages_dropped_total", (("socket", "api"), ("type", "error")))] == 1
-    assert len(t._children) == 6
+    assert len(t._children) == 7
 
 
 def test_start_watch_times_only_the_first_run():
