@@ -262,7 +262,7 @@ class Manager(Actor):
                     m.respond(error=e)
                 return
             m.respond({"task": t.to_dict()})
-            self.placement.schedule()
+            self.placement.added(t.id)
         self.book.add(task, "submitted", added)
 
     def _repeated_start(self, known: Task, task: Task) -> dict[str, Any]:
@@ -803,6 +803,8 @@ class Manager(Actor):
         if b.get("seq") is not None and b["seq"] < 0:
             raise CubeError(BAD_REQUEST, "seq must be 0 or more")
         log_ = self.eventlog
+        if b.get("seq") is not None and b["seq"] > log_.published:  # it would hide the events to come
+            raise CubeError(BAD_REQUEST, f"there is no event #{b['seq']} yet: the latest event is #{log_.published}")
 
         def read(after: int | None, error: CubeError | None) -> None:
             if error is not None:
@@ -814,7 +816,8 @@ class Manager(Actor):
                 if error is not None:
                     m.respond(error=error)
                 else:
-                    m.respond({**body, "last": last, "first": first, "after": after})
+                    m.respond({**body, "last": last, "first": first, "after": after, "started": self.started,
+                               "term": self.leadership.term, "events_port": self.config.events_port})
             if b.get("seq") is None and b.get("time") is None:  # from now: nothing to read
                 page({"events": [], "next": last, "more": False}, None)
             else:

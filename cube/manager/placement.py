@@ -60,6 +60,12 @@ class Placement:
         self._again = False
         self._timer: Any = None
         self._cursor: tuple[float, str] | None = None  # where the last full batch ended
+        # New tasks are tried at once, on their own; the tasks that already wait are looked at
+        # again only when room may have appeared (a task ended, a worker joined or came back,
+        # and every second for the metrics): thousands of tasks waiting for room must not make
+        # every submit pay for a pass over all of them.
+        self._fresh: dict[str, None] = {}
+        self._full = True  # the next pass looks at every waiting task
         self.placed = 0
         self.candidates: dict[str, Task] = {}  # tasks that wait, or will once their backoff ends
         self.spread: Callable[[Task], list[str]] = lambda task: []  # workers a service's replica avoids
@@ -71,9 +77,18 @@ class Placement:
         else:
             self.candidates.pop(task_id, None)
 
-    def schedule(self, delay: float = 0.0) -> None:
+    def added(self, task_id: str) -> None:
+        """A task was just written: the next pass tries it (and only the new ones, unless room
+        may have appeared since the last full pass)."""
+        self._fresh[task_id] = None
+        self.schedule(full=False)
+
+    def schedule(self, delay: float = 0.0, full: bool = True) -> None:
         """Ask for a pass in `delay` seconds, coalesced with the other requests: the earliest wins
-        (a task's restart backoff must not hold back the placement of new tasks)."""
+        (a task's restart backoff must not hold back the placement of new tasks). `full`: room
+        may have appeared, so every waiting task is looked at again."""
+        if full:
+            self._full = True
         if self.in_flight and delay <= 0:
             self._again = True
             return
@@ -101,12 +116,27 @@ class Placement:
         self._cursor = (tasks[-1].created_at, tasks[-1].id) if len(tasks) == self.batch else None
         return tasks
 
+    def _fresh_batch(self) -> list[Task]:
+        """The oldest of the tasks added since the last pass that still wait."""
+        now = time.time()
+        fresh = [t for t in (self.candidates.get(i) for i in self._fresh)
+                 if t is not None and wants_placement(t, now) and not self.book.busy(t.id)]
+        fresh.sort(key=lambda t: (t.created_at, t.id))
+        tasks = fresh[: self.batch]
+        self._fresh = dict.fromkeys(t.id for t in fresh[self.batch:])
+        return tasks
+
     def _pass(self) -> None:
         self._timer = None
         if self.in_flight:  # a delayed pass came due while a request is out: after its reply
             self._again = True
             return
-        tasks = self._next_batch()
+        if self._full:
+            self._full = False
+            self._fresh.clear()  # a full pass sees them too
+            tasks = self._next_batch()
+        else:
+            tasks = self._fresh_batch()
         if not tasks:
             return
         body = {"tasks": [self._item(t) for t in tasks], "exclude": self.registry.lost(),
@@ -155,8 +185,8 @@ class Placement:
             if node:
                 self._release(task_id)
             self._note(task_id, _with_conflicts(self.book.get(task_id), reason))
-        if self._again or (placed_any and len(tasks) == self.batch):
-            self.schedule()
+        if self._again or self._fresh or (placed_any and len(tasks) == self.batch):
+            self.schedule(full=False)  # a full pass only if one was asked for meanwhile
 
     def _note(self, task_id: str, reason: str) -> None:
         """Record why a task waits; at most every NOTE_EVERY seconds a task (the reason quotes free

@@ -10,6 +10,7 @@ from cube.actors.scheduler import SchedulerActor
 from cube.actors.store import StoreActor
 from cube.actors.worker import Worker
 from cube.manager import Manager
+from cube.messages import events as events_msg
 from cube.messages import node as node_msg
 from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
@@ -47,7 +48,7 @@ def test_every_actor_handles_exactly_what_its_sockets_accept(actors, monkeypatch
     expected = {
         StoreActor: store_msg.ALL,
         SchedulerActor: sched_msg.ALL | {node_msg.METRICS},
-        Manager: task_msg.API | node_msg.API | service_msg.API | worker_msg.FROM_WORKER,
+        Manager: task_msg.API | node_msg.API | service_msg.API | events_msg.API | worker_msg.FROM_WORKER,
         Worker: worker_msg.TO_WORKER,
     }
     assert set(served) == set(expected)
