@@ -184,9 +184,11 @@ class Cluster:
     def __init__(self, scheduler: str = "roundrobin", grace: float = 3.0, heartbeat: float = 0.5,
                  store: str = "leveldb", worker_args: list[str] | tuple[str, ...] = (),
                  stop_timeout: float | None = None, chaos: bool = False, log_level: str = "INFO",
-                 prefix: str = "t", keep: bool = False, insecure: bool = False, prometheus: bool = False):
+                 prefix: str = "t", keep: bool = False, insecure: bool = False, prometheus: bool = False,
+                 manager_args: list[str] | tuple[str, ...] = ()):
         self.scheduler, self.grace, self.heartbeat, self.store = scheduler, grace, heartbeat, store
         self.worker_args = list(worker_args)
+        self.manager_args = list(manager_args)  # more cube-manager flags (e.g. --prometheus-host)
         self.stop_timeout = stop_timeout
         self.keep = keep
         self.insecure = insecure  # secure (CURVE, join token, credentials) unless asked otherwise
@@ -265,7 +267,7 @@ class Cluster:
             "--data-dir", str(self.data_dir), "--scheduler", self.scheduler, "--store", self.store,
             "--grace", str(self.grace), "--heartbeat", str(self.heartbeat),
             "--prometheus-port", str(self.prometheus_port),
-            *(["--insecure"] if self.insecure else [])])
+            *(["--insecure"] if self.insecure else []), *self.manager_args])
         if not self.insecure:  # the CLI processes this cluster runs use its admin credentials
             self.env["CUBE_CREDENTIALS"] = str(self.credentials_path)
         if wait:

@@ -127,9 +127,8 @@ class Supervisor:
                  self.config.bind(self.config.api_port), self.config.bind(self.config.worker_port),
                  self.config.bind(self.config.metrics_port), self.config.bind(self.config.events_port),
                  self.config.scheduler, self.config.data_dir)
-        if self.config.prometheus_port:
-            log.info("prometheus metrics: http://%s:%d/metrics", self.config.prometheus_host,
-                     self.config.prometheus_port)
+        # Prometheus metrics: the Manager process serves them, and logs their address once served,
+        # or an error if it cannot (it runs on without them: docs/architecture.md, "Metrics").
         while not self.stopping:
             sentinels = [c.process.sentinel for c in self.children if c.process]
             multiprocessing.connection.wait(sentinels, timeout=0.2)

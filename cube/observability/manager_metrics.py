@@ -193,11 +193,14 @@ def install(manager: Any) -> Installed:
 
 def export(manager: Any) -> Installed | None:
     """`install` and serve REGISTRY at the manager's --prometheus-host/--prometheus-port; None
-    when the port is 0 (nothing is counted then either)."""
+    when the port is 0 or cannot be served (nothing is counted then either)."""
     from cube.observability.server import serve
     config = manager.config
     if not config.prometheus_port:
         return None
     installed = install(manager)
     installed.server = serve(REGISTRY, config.prometheus_host, config.prometheus_port, "manager")
+    if installed.server is None:  # not served (logged): nothing to count for
+        installed.close()
+        return None
     return installed

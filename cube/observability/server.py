@@ -41,13 +41,17 @@ class Server:
 
 def serve(registry: CollectorRegistry, host: str, port: int, who: str) -> Server | None:
     """Serve `registry` at http://host:port/metrics; None when port is 0 (disabled) or it cannot
-    bind (logged: the process still does its real work without its metrics)."""
+    bind. The address is logged only once it is served; a failure is logged as an error saying
+    what it means, and the process goes on without its metrics: a metrics endpoint is not worth
+    losing the control plane (or a worker's containers) over (docs/architecture.md, "Metrics")."""
     if not port:
         return None
     try:
         httpd, thread = start_http_server(int(port), addr=host, registry=registry)
-    except OSError as e:
-        log.error("%s: cannot serve Prometheus metrics on %s:%s: %s", who, host, port, e.strerror or e)
+    except OSError as e:  # taken, or an address not on this machine
+        log.error("%s: NO Prometheus metrics: cannot serve them on %s:%s (%s); running on without /metrics. "
+                  "Free the port or choose another --prometheus-port / --prometheus-host (--prometheus-port 0: "
+                  "none), then restart it", who, host, port, e.strerror or e)
         return None
     log.info("%s: Prometheus metrics at http://%s:%d/metrics", who, host, port)
     return Server(httpd, thread)

@@ -151,10 +151,14 @@ def install(worker: Any) -> Installed:
 
 
 def export(worker: Any, host: str, port: int) -> Installed | None:
-    """`install` and serve REGISTRY at http://host:port/metrics; None when port is 0."""
+    """`install` and serve REGISTRY at http://host:port/metrics; None when port is 0 or
+    cannot be served (logged)."""
     from cube.observability.server import serve
     if not port:
         return None
     installed = install(worker)
     installed.server = serve(REGISTRY, host, port, f"worker {worker.name}")
+    if installed.server is None:  # not served (logged): nothing to count for
+        installed.close()
+        return None
     return installed

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import shlex
 import shutil
+import socket
 import subprocess
 import urllib.request
 import uuid
 
+import psutil
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cube.harness import Cluster
 from tests.support import wait_for
 
 pytestmark = pytest.mark.timeout(240)
@@ -77,10 +80,60 @@ def test_metrics_match_the_cluster(make_cluster, busybox):
              what="cube_tasks{state=Failed} 1 (a snapshot is up to a second old)")
 
 
+def listening(process: subprocess.Popen) -> set[tuple[str, int]]:
+    """The TCP addresses `process` and its children (cube-manager's actors) listen on."""
+    root = psutil.Process(process.pid)
+    return {(conn.laddr.ip, conn.laddr.port) for p in [root, *root.children(recursive=True)]
+            for conn in p.net_connections(kind="tcp") if conn.status == psutil.CONN_LISTEN}
+
+
 def test_metrics_are_off_unless_asked_and_bind_loopback(make_cluster):
     c = make_cluster()
     assert c.prometheus_port == 0 and "--prometheus-port" in " ".join(c.manager.args)
-    assert "prometheus metrics" not in c.log("manager")
+    assert "prometheus metrics" not in c.log("manager").lower()
+    assert {port for _, port in listening(c.manager)} == {c.api_port, c.worker_port, c.metrics_port, c.events_port}
+
+    served = make_cluster(prometheus=True)  # the default host: loopback
+    wait_for(lambda: scrape(served.prometheus_port), 10, what="/metrics")
+    assert [a for a in listening(served.manager) if a[1] == served.prometheus_port] == [("127.0.0.1",
+                                                                                         served.prometheus_port)]
+    assert f"Prometheus metrics at http://127.0.0.1:{served.prometheus_port}/metrics" in served.log("manager")
+    served.start_worker("w1")
+    port = served.worker_prometheus["w1"]
+    assert [a for a in listening(served.workers["w1"]) if a[1] == port] == [("127.0.0.1", port)]
+
+    elsewhere = make_cluster(prometheus=True, manager_args=["--prometheus-host", "127.0.0.2"])
+    wait_for(lambda: ("127.0.0.2", elsewhere.prometheus_port) in listening(elsewhere.manager), 10,
+             what="/metrics on 127.0.0.2")
+    assert [a for a in listening(elsewhere.manager) if a[1] == elsewhere.prometheus_port] == [
+        ("127.0.0.2", elsewhere.prometheus_port)]
+    with urllib.request.urlopen(f"http://127.0.0.2:{elsewhere.prometheus_port}/metrics", timeout=5) as r:
+        assert "cube_tasks" in r.read().decode()
+
+
+def test_a_taken_metrics_port_is_reported_and_the_manager_runs_on():
+    """Chosen: a metrics endpoint is not worth losing the control plane over (docs/architecture.md,
+    "Metrics"): the manager says it serves no metrics and why, prints no address, and works."""
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    try:
+        c = Cluster(prometheus=True)
+        c.prometheus_port = squatter.getsockname()[1]
+        try:
+            c.start_manager()
+            wait_for(lambda: "NO Prometheus metrics" in c.log("manager"), 10, what="the manager to report it")
+            log = c.log("manager")
+            assert f"cannot serve them on 127.0.0.1:{c.prometheus_port}" in log and "Address already in use" in log
+            assert "Prometheus metrics at" not in log
+            assert c.call("manager.ping")["state"] == "ready"
+            c.start_worker("w1")  # the control plane works
+            assert c.nodes()[c.worker_name("w1")]["state"] == "ready"
+            assert c.manager.poll() is None and "exited with" not in log  # no actor restarted over it
+        finally:
+            c.close()
+    finally:
+        squatter.close()
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (scripts/setup.sh installs it)")

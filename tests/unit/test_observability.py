@@ -200,7 +200,7 @@ def test_timed_runtime_counts_starts_failures_and_containers():
     assert rt.events == fake.events and rt.missing_images is fake.missing_images  # the rest passes through
 
 
-def test_serve_binds_where_told_and_port_zero_serves_nothing():
+def test_serve_binds_where_told_and_port_zero_serves_nothing(caplog):
     registry = CollectorRegistry()
     __import__("prometheus_client").Gauge("cube_probe", "a probe", registry=registry).set(7)
     assert server.serve(registry, "127.0.0.1", 0, "test") is None
@@ -209,6 +209,11 @@ def test_serve_binds_where_told_and_port_zero_serves_nothing():
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
             assert "cube_probe 7.0" in r.read().decode()
+        caplog.clear()
         assert server.serve(registry, "127.0.0.1", port, "test") is None  # taken: logged, not fatal
+        error, = [r for r in caplog.records if r.levelname == "ERROR"]
+        said = error.getMessage()
+        assert f"NO Prometheus metrics: cannot serve them on 127.0.0.1:{port}" in said and "--prometheus-port" in said
+        assert not any("Prometheus metrics at" in r.getMessage() for r in caplog.records)  # no address: not served
     finally:
         running.close()
