@@ -5,6 +5,11 @@ stored events page by page (`events.since`), then print live ones, dropping thos
 replayed. Every event has a cluster-wide number, so a follower knows exactly what it missed: a
 gap in the live numbers, or a heartbeat announcing a number it never got, is filled by replaying
 that range. A manager that stops answering ends the command with status 1.
+
+With several managers (docs/ha.md) the events come from the leader: `events.since`, which only
+the leader answers, names its events port, and the same request checks that it is still there
+when the stream falls silent. When another manager leads (or the manager restarted), the command
+subscribes to it and replays from the last number it printed: no gap, no repeat.
 """
 from __future__ import annotations
 
@@ -21,6 +26,7 @@ SINCE = "events.since"  # cube.messages.events.SINCE
 TOPICS = ("task.event", "service.event", "node.event", "events.heartbeat")  # cube.messages.events.TOPICS
 HEARTBEAT = "events.heartbeat"
 SILENCE = 5.0  # seconds without a message from the events socket before the manager is checked
+LOST_AFTER = 30.0  # with several managers: seconds without a leader before the command gives up
 MAX_HOLES = 10_000  # numbers the Store did not have when read, remembered in case they come late
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
@@ -126,7 +132,8 @@ def events(*, since: str = "", filter: list[str] | None = None, count: int = 0, 
     """Show the cluster's events: task, service and node changes, numbered (until Ctrl-C, --count or --timeout).
 
     With --since, stored events are replayed first, then live ones follow without a gap or a
-    repeat. A manager that cannot be reached, or stops answering while followed, exits 1.
+    repeat. With several managers the leader's events are followed, and a new leader's after a
+    failover. A manager that cannot be reached, or stops answering while followed, exits 1.
 
     Args:
         since: replay from here first: an event number (0: every stored event) or a duration (10m, 2h, 1d)
@@ -146,11 +153,13 @@ def events(*, since: str = "", filter: list[str] | None = None, count: int = 0, 
     if count < 0 or timeout < 0:
         raise UsageError("--count and --timeout are 0 (no limit) or more")
     conn = session.connect(manager, credentials)
-    ping = session.call(conn, "manager.ping", {})
-    port = ping.get("events_port")
-    if not port:
-        raise session.CliError(f"the manager at {conn.shown} does not say where its events are published "
-                               f"(a cube-manager older than this cube?)")
+    several = len(conn.addresses) > 1
+    # Leader-only (a follower answers `not_leader`, and the request goes to the leader, docs/ha.md),
+    # so the events endpoint it names is the leader's: a follower's PUB socket carries nothing.
+    here = session.call(conn, SINCE, {})
+    if start.get("seq") is not None and start["seq"] > int(here.get("last") or 0):
+        raise UsageError(f"--since {start['seq']}: there is no such event yet; the latest event is "
+                         f"#{int(here.get('last') or 0)} (--since {int(here.get('last') or 0)} follows from now)")
     printed = [0]
 
     class Done(Exception):
@@ -173,8 +182,36 @@ def events(*, since: str = "", filter: list[str] | None = None, count: int = 0, 
     from cube.wire import sockets
     from cube.wire.envelope import decode
     from cube.wire.errors import CubeError
-    sub = sockets.subscriber(zmq.Context.instance(), connect=f"tcp://{conn.host}:{int(port)}",
-                             topics=tuple(t.encode() for t in TOPICS), curve=conn.curve)
+
+    def subscribe(reply: dict[str, Any]) -> tuple[Any, tuple[str, Any, Any]]:
+        """A subscription to the events of the manager that sent `reply` (the leader), and who
+        that is: (endpoint, its start time, its term)."""
+        port = reply.get("events_port") or session.call(conn, "manager.ping", {}).get("events_port")
+        if not port:
+            raise session.CliError(f"the manager at {conn.shown} does not say where its events are published "
+                                   f"(a cube-manager older than this cube?)")
+        endpoint = f"tcp://{conn.host}:{int(port)}"
+        sock = sockets.subscriber(zmq.Context.instance(), connect=endpoint,
+                                  topics=tuple(t.encode() for t in TOPICS), curve=conn.curve)
+        return sock, (endpoint, reply.get("started"), reply.get("term"))
+
+    def check() -> dict[str, Any]:
+        """Is the leader still there, and which manager is it? With several managers one may be
+        elected meanwhile: asked again for up to LOST_AFTER seconds."""
+        give_up = time.monotonic() + (LOST_AFTER if several else 0)
+        warned = False
+        while True:
+            try:
+                return session.call(conn, SINCE, {}, timeout=3.0)
+            except session.CliError:
+                if time.monotonic() >= give_up:
+                    raise
+                if not warned:
+                    print("# no manager leads or answers; waiting for one", file=sys.stderr)
+                    warned = True
+                time.sleep(0.5)
+
+    sub, source = subscribe(here)
     follower = Follower(fetch, emit, filters, matches)
     deadline = time.monotonic() + timeout if timeout else None
     try:
@@ -203,12 +240,23 @@ def events(*, since: str = "", filter: list[str] | None = None, count: int = 0, 
                 else:
                     follower.live(env.body)
             elif time.monotonic() - heard > SILENCE:
-                try:  # the events socket is quiet: is the manager still there?
-                    session.call(conn, "manager.ping", {}, timeout=3.0)
+                try:  # the events socket is quiet: is the leader still there, and the same one?
+                    reply = check()
                 except session.CliError as e:
                     print(f"cube events: lost the manager: {e}", file=sys.stderr)
                     return 1
                 heard = time.monotonic()
+                leader = (f"tcp://{conn.host}:{reply.get('events_port')}", reply.get("started"), reply.get("term"))
+                if reply.get("events_port") and leader != source:
+                    # Another leader (or the manager restarted): subscribe to it first, then
+                    # replay from the last number printed (the Store has every event it published).
+                    print(f"# following the events of the manager at {conn.shown}", file=sys.stderr)
+                    sub.close(linger=0)
+                    sub, source = subscribe(reply)
+                    started = None
+                    follower.replay({"seq": follower.last})
+                else:
+                    follower.heard(int(reply.get("last") or 0))
     except Done:
         return 0
     except session.CliError as e:

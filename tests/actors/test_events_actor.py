@@ -209,3 +209,15 @@ def test_a_lost_worker_is_one_node_event_before_its_tasks_move_and_rm_removes_it
     assert moved and all(e["state"] != "Running" for e in moved[:2])
     c.api.call("node.rm", {"name": "w1"})
     wait_for(lambda: replay(c.api, type=["node"])[-1]["action"] == "removed", what="the removed event")
+
+
+def test_a_since_beyond_the_latest_event_is_refused_with_the_latest_number(cluster):
+    c = cluster
+    last = c.api.call("events.since", {})["last"]
+    from cube.wire.errors import CubeError
+    with pytest.raises(CubeError) as refused:
+        c.api.call("events.since", {"seq": last + 1})
+    assert refused.value.code == "bad_request" and f"the latest event is #{last}" in refused.value.message
+    assert c.api.call("events.since", {"seq": last})["events"] == []  # "from the latest on" is fine
+    out = cli(c, "--since", "999999", "--timeout", "1")
+    assert out.returncode == 2 and f"the latest event is #{last}" in out.stderr, out.stderr
