@@ -9,7 +9,9 @@ the live ones; the numbers tell it what it missed.
 - Numbers are handed out once each, in memory, and never reused: a refused write leaves a gap.
   They survive a manager restart: the highest stored number is read back at start-up (the
   `meta/event_seq` hint, then the log's keys after it, since concurrent writes may land out of
-  order).
+  order). The hint only shortens that scan: it goes with the first event of each loop turn (the
+  AsyncStore's flush), not with every event, and with every prune batch (set to the last number
+  handed out), so a number whose key was pruned is never below it.
 - A task's event is written in the same Store batch as the task (`ops`); a node's or a
   service's goes with the change it records where there is one (`record(..., ops=)`); the
   AsyncStore sends every batch of a loop turn as one request, so no event costs a round trip.
@@ -56,6 +58,9 @@ class EventLog:
         self.first = 1  # the oldest number that may still be stored (lower ones are pruned)
         self.first_time: float | None = None  # its time, once read (None: not known)
         self._pruning = False
+        # One hint per loop turn: the batches of a turn go to the Store as one request (storage.py).
+        self._loop = getattr(getattr(store, "actor", None), "loop", None)  # None (a test's store): every event
+        self._hinted = False  # this turn's batches carry the hint already
 
     # ---- start-up -----------------------------------------------------------------------------------
     def load(self, done: Callable[[int | None, CubeError | None], None]) -> None:
@@ -101,8 +106,19 @@ class EventLog:
         return event
 
     def ops(self, event: dict[str, Any]) -> list[Op]:
-        """The writes that store a numbered event: to go in the batch of the change it records."""
-        return [("put", LOG, key(event["seq"]), event), ("put", META, SEQ_KEY, event["seq"])]
+        """The writes that store a numbered event: to go in the batch of the change it records.
+        The first event of a loop turn carries the `meta/event_seq` hint; the others are found
+        after it by the start-up scan."""
+        ops: list[Op] = [("put", LOG, key(event["seq"]), event)]
+        if not self._hinted:
+            ops.append(("put", META, SEQ_KEY, event["seq"]))
+            if self._loop is not None:
+                self._hinted = True
+                self._loop.call_later(0, self._next_turn)
+        return ops
+
+    def _next_turn(self) -> None:
+        self._hinted = False
 
     def record(self, event: dict[str, Any], topic: str, ops: list[Op] | None = None,
                done: Done | None = None) -> dict[str, Any]:
@@ -231,4 +247,6 @@ class EventLog:
             self.first, self.first_time = max(self.first, last + 1), next_time
             log.debug("events: pruned events %d..%d", first, last)
             self.prune()
-        self.store.batch([("delete", LOG, key(s), None) for s in range(first, last + 1)], written)
+        # The hint goes with the deletes: a restart never hands out a number whose key is gone.
+        hint: list[Op] = [("put", META, SEQ_KEY, max(self.seq, last))]
+        self.store.batch([("delete", LOG, key(s), None) for s in range(first, last + 1)] + hint, written)

@@ -268,3 +268,47 @@ def test_since_values():
     for bad in ("", "ten", "10x", "-5", "m"):
         with pytest.raises(UsageError):
             since_value(bad, 0.0)
+
+
+class TurnLoop:
+    """The Manager's loop as far as the event log sees it: callbacks run when the turn ends."""
+
+    def __init__(self) -> None:
+        self.soon: list = []
+
+    def call_later(self, delay: float, fn) -> None:
+        self.soon.append(fn)
+
+    def end_turn(self) -> None:
+        soon, self.soon = self.soon, []
+        for fn in soon:
+            fn()
+
+
+def test_the_seq_hint_is_written_once_a_loop_turn_and_numbers_still_continue():
+    import types
+    store = FakeStore()
+    loop = TurnLoop()
+    store.actor = types.SimpleNamespace(loop=loop)
+    log = loaded(store)
+    record(log, 5)  # one turn: five batches, one hint (the first event's number)
+    assert store.seq_writes == [1]
+    loop.end_turn()
+    record(log, 2)  # the next turn
+    assert store.seq_writes == [1, 6]
+    again = loaded(FakeStore(store.backend))  # the start-up scan finds what is after the hint
+    assert again.seq == 7 and again.record({"type": "node", "node": "w", "action": "back"}, "node.event")["seq"] == 8
+
+
+def test_pruning_every_event_keeps_the_numbers_going_after_a_restart():
+    clock = Clock()
+    store = FakeStore()
+    log = loaded(store, max_age=10.0, clock=clock)
+    record(log, 20, clock)
+    store.backend.put(META, "event_seq", 3)  # a hint behind (written with an early event only)
+    clock.now += 1000
+    log.prune()
+    store.flush()
+    assert store.backend.list(LOG) == [] and store.backend.get(META, "event_seq") == 20
+    again = loaded(FakeStore(store.backend))
+    assert again.seq == 20  # 1..20 are never handed out again
