@@ -137,7 +137,10 @@ def call(conn: Conn, msg_type: str, body: dict[str, Any], timeout: float = DEFAU
         except CubeError as e:  # a manager that just started is still loading: wait a little
             if e.code == NOT_LEADER and time.monotonic() < deadline:
                 leader = leader_in(e.message)
-                if leader and f"tcp://{leader}" not in (where, *tried):
+                if leader and f"tcp://{leader}" != where:
+                    if f"tcp://{leader}" in tried:  # it did not answer: it may be back by now
+                        tried.discard(f"tcp://{leader}")
+                        time.sleep(0.2)
                     _current[conn.address] = f"tcp://{leader}"
                 else:  # no leader yet (one is being elected)
                     time.sleep(0.2)

@@ -77,7 +77,8 @@ class Leadership:
 
     def not_leader_message(self, workers: bool) -> str:
         leader = self.election.leader if self.election else None
-        if leader is None or not leader.api or leader.term == self.term:
+        # (a key naming this manager's own address is a previous run's, whose lease will expire)
+        if leader is None or not leader.api or leader.term == self.term or leader.api == self.election.me.api:
             return "not leader: no leader elected yet; retry in a moment"
         return f"not leader: the leader is {leader.workers if workers else leader.api}"
 
@@ -86,8 +87,9 @@ class Leadership:
         if self.election is None:
             return {"role": "leader", "term": 0}
         leader = self.election.leader
-        return {"role": "leader" if self.leading() else "follower", "term": leader.term if leader else 0,
-                "leader": leader.api if leader else ""}
+        lead = self.leading()
+        named = leader.api if leader and (lead or leader.api != self.election.me.api) else ""
+        return {"role": "leader" if lead else "follower", "term": leader.term if leader else 0, "leader": named}
 
     def _changed(self) -> None:
         e = self.election

@@ -260,3 +260,16 @@ def test_store_flags_are_checked(kw, error):
     with pytest.raises(ValueError, match=error):
         ManagerConfig(**kw).check_store()
     ManagerConfig(store="etcd", etcd="http://h:2379").check_store()
+
+
+def test_a_restarted_manager_does_not_name_its_former_self_as_leader(etcd, clock):
+    from cube.wire.errors import CubeError
+    before = manager(etcd, clock, "127.0.0.1")  # this manager's previous run: it led, then exited
+    before.me.api, before.me.workers = "127.0.0.1:7001", "127.0.0.1:7002"
+    before.step()
+    lead, _, _ = leadership(etcd, clock)  # the same addresses, a new process
+    lead.election.step()
+    lead._changed()
+    with pytest.raises(CubeError, match="no leader elected yet"):
+        lead.check(False, "task.start")
+    assert lead.view()["leader"] == ""
