@@ -155,11 +155,15 @@ class Task:
         MiB by default) after the container is removed, so a failed task's output can be read,
         and so can an earlier attempt's after a restart.
 
+        --follow follows one attempt, as `kubectl logs -f` does: when it ends the command ends,
+        even if the task then restarts (`--attempt N -f` follows a later one). A task that has not
+        run yet is waited for, and so is a manager that restarts (said on stderr).
+
         Args:
             ids: task ids, id prefixes or names
             tail: how many lines from the end: a number (0 prints none) or 'all'
             attempt: which run of the task: 1 is its first (default: the latest)
-            follow: keep printing new output until the attempt ends (then exit 0) or Ctrl-C; one task
+            follow: keep printing new output until the attempt ends (then exit 0) or Ctrl-C; one task, one attempt
         """
         lines = _tail(tail)
         if follow and len(ids) != 1:
@@ -176,21 +180,42 @@ class Task:
 
 
 FOLLOW_EVERY = 0.5  # seconds between two reads of a followed attempt that had nothing new
+RETRY_EVERY = 1.0  # seconds between two tries while following and the manager does not answer
 
 
 def print_logs(conn: Any, ref: str, tail: int, attempt: int | None, follow: bool,
-               out: Any = None, sleep: Callable[[float], None] = time.sleep) -> None:
+               out: Any = None, sleep: Callable[[float], None] = time.sleep, err: Any = None) -> None:
     """Page through one attempt's output (docs/protocol.md, "Logs"): every reply is bounded and
     carries a cursor; the next request asks for what follows it. Following, a reply with nothing
-    new is asked again after FOLLOW_EVERY, until the manager says the attempt has ended."""
+    new is asked again after FOLLOW_EVERY, until the manager says the attempt has ended.
+
+    Following, a task that has not run yet is waited for (its first attempt is followed), and a
+    manager that stops answering (restarting, or a new leader being elected) or a worker not
+    connected is asked again every RETRY_EVERY until it answers: a request with a cursor can be
+    repeated without a line printed twice. One attempt is followed, as `kubectl logs -f` does:
+    when it ends the command ends, even if the task restarts (`--attempt N` reads a later one)."""
     import sys
     out = out or sys.stdout
+    err = err or sys.stderr
     body: dict[str, Any] = {"id": ref, "tail": tail}
     if attempt:
         body["attempt"] = attempt
+    if follow:
+        body["follow"] = True
     last = "\n"
+    said_waiting = False
+    answered = False  # a manager answered once: one that stops answering is waited for
     while True:
-        reply = session.call(conn, api.TASK_LOGS, body, timeout=8.0)
+        reply = _logs_request(conn, body, follow and answered, sleep, err)
+        answered = True
+        if follow and reply.get("waiting") and not reply.get("attempt"):
+            if not said_waiting:
+                err.write(f"# task {render.clean(ref)} has not run yet ({render.clean(str(reply['waiting']))}); "
+                          f"waiting for its first attempt\n")
+                err.flush()
+                said_waiting = True
+            sleep(FOLLOW_EVERY)
+            continue
         text = render.clean_text(reply.get("logs") or "")
         if text:
             out.write(text)
@@ -200,6 +225,8 @@ def print_logs(conn: Any, ref: str, tail: int, attempt: int | None, follow: bool
             break
         # Pinned to the attempt first read: a restart meanwhile does not switch a follower over.
         body = {"id": ref, "cursor": reply["cursor"], "attempt": reply.get("attempt") or attempt}
+        if follow:
+            body["follow"] = True
         if reply.get("more"):
             continue
         if not follow or reply.get("ended", True):
@@ -208,6 +235,36 @@ def print_logs(conn: Any, ref: str, tail: int, attempt: int | None, follow: bool
     if last != "\n":
         out.write("\n")
         out.flush()
+
+
+def _logs_request(conn: Any, body: dict[str, Any], patient: bool, sleep: Callable[[float], None],
+                  err: Any) -> dict[str, Any]:
+    """One task.logs request; `patient` (following, after a first answer): a manager that does not
+    answer or is unavailable (loading, no leader, the worker not connected yet) is asked again
+    until it answers, said once on stderr."""
+    from cube.wire.errors import UNAVAILABLE, CubeError
+    waited = False
+    while True:
+        try:
+            reply = session.call(conn, api.TASK_LOGS, body, timeout=8.0)
+        except session.NotReached as e:
+            if not patient:
+                raise
+            why = str(e)
+        except CubeError as e:
+            if not patient or e.code != UNAVAILABLE:
+                raise
+            why = e.message
+        else:
+            if waited:
+                err.write("# answered again; following on\n")
+                err.flush()
+            return reply
+        if not waited:
+            err.write(f"# {why}; asking again every {RETRY_EVERY:g}s (Ctrl-C stops)\n")
+            err.flush()
+            waited = True
+        sleep(RETRY_EVERY)
 
 
 def each(ids: tuple[str, ...], act: Callable[[str], Any]) -> int:

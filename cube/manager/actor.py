@@ -329,7 +329,12 @@ class Manager(Actor):
     def on_logs(self, m: Envelope) -> None:
         """A page of one attempt's output, from the worker that ran it (tasklogs.py)."""
         self._ready()
-        ask = tasklogs.plan(self.book.find(m.body["id"]), m.body, self.registry.is_ready)
+        task = self.book.find(m.body["id"])
+        waiting = tasklogs.not_started(task, m.body)
+        if waiting is not None:
+            m.respond(waiting)
+            return
+        ask = tasklogs.plan(task, m.body, self.registry.is_ready)
         env = Envelope(worker_msg.LOGS, ask.body, route=self.registry.get(ask.worker).route)
         self.request(self.workers_sock, env,
                      lambda reply: _relay(m, ask.settle(reply), f"worker {ask.worker}", ask.answer), timeout=5.0)

@@ -40,6 +40,15 @@ class LogsRequest:
                 "ended": self.ended}
 
 
+def not_started(task: Task, body: dict[str, Any]) -> dict[str, Any] | None:
+    """With `follow`, a task that has not run yet but may: an empty page that says so (`waiting`),
+    so a follower waits for its first attempt instead of failing. None otherwise."""
+    if task.attempt >= 1 or not body.get("follow") or task.state not in (State.PENDING, State.SCHEDULED):
+        return None
+    return {"logs": "", "cursor": "", "more": False, "source": "none", "attempt": 0, "worker": "",
+            "ended": False, "waiting": f"{task.state.value}: {task.reason or 'waiting'}"}
+
+
 def plan(task: Task, body: dict[str, Any], connected: Callable[[str], bool]) -> LogsRequest:
     """The worker.logs request for a task.logs body, or a CubeError saying why there is none."""
     short = task.id[:12]

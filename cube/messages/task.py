@@ -16,7 +16,8 @@ _FILTER = opt((str, list), max_len=100)
 register(LIST, {"all": opt(bool), "limit": opt(int), "continue": opt(str, max_len=1024),
                 "state": _FILTER, "worker": _FILTER, "name": _FILTER})
 register(INSPECT, {"id": Field(str, max_len=64)})
-register(LOGS, {"id": Field(str, max_len=64), "tail": opt(int), "attempt": opt(int), "cursor": opt(str, max_len=64)})
+register(LOGS, {"id": Field(str, max_len=64), "tail": opt(int), "attempt": opt(int), "cursor": opt(str, max_len=64),
+               "follow": opt(bool)})
 register(EVENT, {"seq": Field(int), "task_id": Field(str), "state": Field(str), "time": Field(NUMBER),
                  "worker": opt(str), "reason": opt(str), "task": opt(dict)})
 

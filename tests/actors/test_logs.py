@@ -97,6 +97,9 @@ def test_replies_are_bounded_pages(c):
 def test_a_pending_task_and_a_bad_cursor(c):
     t = start(c, cpu=64)  # fits nowhere
     assert "has not run yet" in logs_error(c, t["id"]).message
+    waiting = logs(c, t["id"], follow=True)  # a follower waits for the first attempt
+    assert waiting["attempt"] == 0 and waiting["logs"] == "" and waiting["waiting"].startswith("Pending")
+    assert not waiting["ended"]
     ok = start(c)
     wait_state(c, ok["id"], "Running")
     assert logs_error(c, ok["id"], cursor="nonsense").code == "bad_request"

@@ -33,7 +33,7 @@ def test_follow_asks_again_until_the_attempt_has_ended(cube, manager, monkeypatc
     r = cube("task", "logs", "web", "-f", "--tail", "0")
     assert r.status == 0 and r.out == "one\ntwo\nlast\n"
     bodies = [body for _, body in manager.sent("task.logs")]
-    assert bodies[0] == {"id": "web", "tail": 0} and len(bodies) == 4
+    assert bodies[0] == {"id": "web", "tail": 0, "follow": True} and len(bodies) == 4
     assert all(b["attempt"] == 2 for b in bodies[1:])  # pinned to the attempt first read
 
 
@@ -61,3 +61,51 @@ def test_inspect_shows_a_failed_attempts_last_lines(cube, manager):
     assert "OUTPUT (last lines of attempt 2" in out and "\n  starting\n  boom\n" in out
     assert "ran_on" not in out and "output_attempt" not in out
     assert out.index("OUTPUT") < out.index("EVENTS")
+
+
+def test_follow_waits_for_a_task_that_has_not_run_yet(cube, manager, monkeypatch):
+    monkeypatch.setattr(tasks, "FOLLOW_EVERY", 0.01)
+    manager.add(name="web")
+    waiting = {"logs": "", "cursor": "", "more": False, "ended": False, "attempt": 0, "waiting": "Pending: no room"}
+    scripted(manager, waiting, waiting, page("hello\n", "1:1", attempt=1, ended=True))
+    r = cube("task", "logs", "web", "-f")
+    assert r.status == 0 and r.out == "hello\n"
+    assert r.err.count("has not run yet (Pending: no room)") == 1
+    bodies = [body for _, body in manager.sent("task.logs")]
+    assert bodies[:3] == [{"id": "web", "tail": 100, "follow": True}] * 3  # no attempt pinned while waiting
+
+
+def test_follow_waits_for_a_manager_that_restarts(cube, manager, monkeypatch):
+    from cube.cli import session
+    from cube.wire.errors import CubeError
+    monkeypatch.setattr(tasks, "FOLLOW_EVERY", 0.01)
+    monkeypatch.setattr(tasks, "RETRY_EVERY", 0.01)
+    manager.add(name="web")
+    replies = [page("one\n", "1:1"),
+               session.NotReached("cannot reach the manager at 127.0.0.1:5555 (no answer within 8s)", sent=True),
+               CubeError("unavailable", "the manager is loading its state; retry in a moment"),
+               CubeError("unavailable", "worker w1, which ran attempt 2 of task web, is not connected"),
+               page("two\n", "2:1", ended=True)]
+
+    def answer(body):
+        r = replies.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+    manager.replies["task.logs"] = answer
+    r = cube("task", "logs", "web", "-f")
+    assert r.status == 0 and r.out == "one\ntwo\n"
+    assert "(no answer within 8s); asking again" in r.err and r.err.count("asking again") == 1
+    bodies = [body for _, body in manager.sent("task.logs")]
+    assert all(b == {"id": "web", "cursor": "1:1", "attempt": 2, "follow": True} for b in bodies[1:])
+
+
+def test_without_follow_a_manager_that_does_not_answer_is_an_error(cube, manager):
+    from cube.cli import session
+    manager.add(name="web")
+
+    def answer(body):
+        raise session.NotReached("cannot reach the manager at 127.0.0.1:5555 (no answer within 8s)", sent=True)
+    manager.replies["task.logs"] = answer
+    r = cube("task", "logs", "web")
+    assert r.status == 1 and "cannot reach the manager" in r.err

@@ -118,3 +118,36 @@ def test_log_retain_zero_keeps_nothing_but_inspect_still_has_the_last_lines(make
     assert r.returncode == 1 and "--log-retain 0" in r.stderr and r.stdout == ""
     assert "  boom" in c.cli("task", "inspect", t).stdout
     assert not list((c.tmp / "worker-w1" / "logs").glob("*.log"))
+
+
+def test_follow_waits_for_a_restarted_manager_and_for_a_task_not_run_yet(make_cluster, busybox):
+    c = make_cluster()
+    t = c.start_task("--image", busybox, "--name", "later", "--restart", "no", "--detach",
+                     "--cmd", "sh -c 'i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo line $i; sleep 0.25; done'")
+    assert c.task(t)["state"] == "Pending"  # no worker yet
+    follower = subprocess.Popen(c.cli_command("task", "logs", t, "-f", "--tail", "all"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=c.env, cwd=c.tmp)
+    try:
+        lines: list[str] = []
+        errors: list[str] = []
+
+        def read(stream, into: list[str]) -> None:
+            for line in stream:
+                into.append(line.rstrip("\n"))
+        readers = [threading.Thread(target=read, args=(follower.stdout, lines), daemon=True),
+                   threading.Thread(target=read, args=(follower.stderr, errors), daemon=True)]
+        for r in readers:
+            r.start()
+        wait_for(lambda: any("has not run yet" in e for e in errors), 30, what="the follower to wait")
+        c.start_worker("w1")  # now it runs: the follower follows its first attempt
+        wait_for(lambda: len(lines) >= 3, 30, what="three lines followed")
+        c.kill_manager(signal.SIGKILL)  # the follower waits for it
+        c.start_manager()
+        assert follower.wait(timeout=90) == 0, errors
+        for r in readers:
+            r.join(10)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+            follower.wait()
+    assert lines == [f"line {i}" for i in range(1, 41)], errors  # every line once, in order, to the last

@@ -68,3 +68,12 @@ def test_a_just_placed_attempt_the_worker_does_not_know_yet_has_no_output_yet():
     assert settled.type == REPLY_OK and ask.answer(settled.body)["cursor"] == "7:2"
     running = tasklogs.plan(task(State.RUNNING), {}, lambda w: True)
     assert running.settle(unknown) is unknown
+
+
+def test_a_follower_of_a_task_not_run_yet_is_told_to_wait_unless_it_never_will():
+    pending = task(State.PENDING, attempts=(), reason="no room")
+    assert tasklogs.not_started(pending, {}) is None  # without follow: the refusal of plan()
+    page = tasklogs.not_started(pending, {"follow": True})
+    assert page["waiting"] == "Pending: no room" and page["attempt"] == 0 and not page["ended"]
+    assert tasklogs.not_started(task(State.FAILED, attempts=()), {"follow": True}) is None  # never will
+    assert tasklogs.not_started(task(), {"follow": True}) is None  # it ran: plan() as usual
