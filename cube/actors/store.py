@@ -94,10 +94,7 @@ class StoreActor(Actor):
 
     def _batch(self, ops: list[Op], term: int) -> None:
         """A leader's writes are applied only while it still leads (etcd compares its term)."""
-        if term:
-            self.store.batch(ops, term=term)  # type: ignore[call-arg]  # EtcdStore
-        else:
-            self.store.batch(ops)
+        self.store.batch(ops, term=term)
 
     def _apply(self, live: list[PendingWrite], term: int) -> None:
         try:

@@ -69,7 +69,10 @@ class Store(abc.ABC):
         """(key, value) pairs in key order: keys greater than `after` when given, `limit` at most."""
 
     @abc.abstractmethod
-    def batch(self, ops: Iterable[Op]) -> None: ...
+    def batch(self, ops: Iterable[Op], term: int = 0) -> None:
+        """Apply all of `ops` or none. `term`: the writing leader's (docs/ha.md); a store shared by
+        several managers applies the batch only while that term still leads, and one that serves a
+        single manager (LevelDB, memory) has no leaders to compare and ignores it."""
 
     def count(self, ns: str) -> int:
         return len(self.list(ns))

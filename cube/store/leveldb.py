@@ -56,7 +56,7 @@ class LevelDBStore(Store):
     def count(self, ns: str) -> int:
         return sum(1 for _ in self._db.iterator(prefix=self._key(ns, ""), include_value=False))
 
-    def batch(self, ops: Iterable[Op]) -> None:
+    def batch(self, ops: Iterable[Op], term: int = 0) -> None:
         with self._db.write_batch(transaction=True, sync=True) as wb:
             for op, ns, key, value in ops:
                 if op == "put":

@@ -31,7 +31,7 @@ class MemoryStore(Store):
             items = sorted((k, v) for k, v in self._data.get(ns, {}).items() if k.startswith(prefix) and (not after or k > after))
         return [(k, unpack(v)) for k, v in items[:limit]]
 
-    def batch(self, ops: Iterable[Op]) -> None:
+    def batch(self, ops: Iterable[Op], term: int = 0) -> None:
         staged = []
         for op, ns, key, value in ops:
             self.check(ns, key)

@@ -52,8 +52,11 @@ class RemoteStore(Store):
     def count(self, ns: str) -> int:
         return self.client.call(msg.COUNT, {"ns": ns})["count"]
 
-    def batch(self, ops: Iterable[Op]) -> None:
-        self._write(msg.BATCH, {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops]})
+    def batch(self, ops: Iterable[Op], term: int = 0) -> None:
+        body: dict = {"ops": [{"op": o, "ns": n, "key": k, "value": v} for o, n, k, v in ops]}
+        if term:
+            body["term"] = term
+        self._write(msg.BATCH, body)
 
     def close(self) -> None:
         self.client.close()

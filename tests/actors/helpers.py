@@ -273,14 +273,14 @@ class GatedStore(MemoryStore):
             self._hang()
         return super().get(ns, key)
 
-    def batch(self, ops):
+    def batch(self, ops, term: int = 0):
         ops = list(ops)
         if self.hang_batch:  # the deadline was checked already: this is the residual window
             self.hang_batch = False
             self._hang()
         if any(op == "put" and v == "poison" for op, _, _, v in ops):
             raise StoreError("the disk refused a poisoned value")
-        super().batch(ops)
+        super().batch(ops, term)
         self.batches += 1
         self.seq_writes += [v for op, ns, key, v in ops if (op, ns, key) == ("put", "meta", "event_seq")]
 

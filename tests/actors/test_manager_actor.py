@@ -524,11 +524,11 @@ class FreezingStore(MemoryStore):
         super().__init__()
         self.freeze_next = 0.0
 
-    def batch(self, ops) -> None:
+    def batch(self, ops, term: int = 0) -> None:
         pause, self.freeze_next = self.freeze_next, 0.0
         if pause:
             time.sleep(pause)  # frozen in the middle of the write
-        super().batch(ops)
+        super().batch(ops, term)
 
 
 # Regression (review of issue 14): a task's end whose write got no answer, adopted once the Store
