@@ -110,7 +110,7 @@ def test_events_stream_follows_a_task(make_cluster, busybox):
     c = make_cluster()
     c.start_worker("w1")
     follower = subprocess.Popen(
-        c.cli_command("events", "--events-port", str(c.events_port), "--count", "3", "--timeout", "20", "--json"),
+        c.cli_command("events", "--count", "3", "--timeout", "20", "--json"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=c.env, cwd=c.tmp)
     time.sleep(1.0)  # let the subscription settle (PUB/SUB drops what is sent before it joins)
     task_id = c.start_task("--image", busybox, "--name", "watched", "--cmd", "sleep 600")
