@@ -496,7 +496,8 @@ def _follow(conn: session.Conn, svc: dict[str, Any], intent: str, accepted: str,
 
 def service_table(services: list[dict[str, Any]]) -> str:
     from cube.cli import progress
-    rows = [[s["name"], (s.get("spec") or {}).get("image", ""), f"{s.get('running', 0)}/{s.get('replicas', 0)}",
+    rows = [[s["name"], (s.get("spec") or {}).get("image", ""),  # running: unknown (None) on a follower
+             f"{'?' if s.get('running', 0) is None else s.get('running', 0)}/{s.get('replicas', 0)}",
              progress.label(s), s.get("version", "")] for s in services]
     return render.table(["NAME", "IMAGE", "REPLICAS", "UPDATE", "VERSION"], rows, render.width(),
                         fixed=(2, 4), floors={3: 20})

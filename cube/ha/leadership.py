@@ -65,9 +65,10 @@ class Leadership:
         so a leader paused past its lease knows it before it does anything (fencing)."""
         return self.election is None or (self.term != 0 and self.election.leading())
 
-    def check(self, workers: bool, msg_type: str) -> None:
-        """The gate in front of every request (Manager.admit): only the leader serves."""
-        if self.election is None or msg_type in ALWAYS:
+    def check(self, workers: bool, msg_type: str, readable: bool = False) -> None:
+        """The gate in front of every request (Manager.admit): only the leader serves, but for
+        `readable` requests, which a follower answers from the Store (cube/manager/reads.py)."""
+        if self.election is None or msg_type in ALWAYS or readable:
             return
         if self.term and self.election.leading():
             return

@@ -25,6 +25,7 @@ import zmq
 
 from cube import __version__
 from cube.config import ManagerConfig
+from cube.control import rollout as planner
 from cube.ha.leadership import Leadership
 from cube.ha.security import SecuritySync
 from cube.manager import listing, tasklogs
@@ -33,31 +34,52 @@ from cube.manager.events import EventLog
 from cube.manager.health import HealthMonitor
 from cube.manager.lifecycle import TaskLife, report_clock
 from cube.manager.placement import Placement
+from cube.manager.reads import READS, FollowerReads
 from cube.manager.registry import ACTIVE as ACTIVE_NODE
 from cube.manager.registry import DRAIN, WorkerRegistry
 from cube.manager.registry import LOST as LOST_NODE
+from cube.manager.services import DELETE, SERVICES, ServiceController, rolled_back
 from cube.manager.storage import AsyncStore
 from cube.manager.tally import TaskTally
 from cube.manager.taskbook import TaskBook, TaskEvent
-from cube.manager.services import DELETE, SERVICES, ServiceController, rolled_back
 from cube.messages import events as events_msg
 from cube.messages import node as node_msg
-from cube.messages import service as service_msg
 from cube.messages import sched as sched_msg
+from cube.messages import service as service_msg
 from cube.messages import task as task_msg
 from cube.messages import worker as worker_msg
-from cube.control import rollout as planner
-from cube.model.service import Service, check_replicas, check_template, service_from_spec, update_policy
+from cube.model.service import (
+    Service,
+    check_replicas,
+    check_template,
+    service_from_spec,
+    update_policy,
+)
 from cube.model.state import State
-from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, Task, TaskSpecError, same_spec, task_from_spec
-from cube.wire import codec, sockets
-from cube.wire.actor import Actor, Ignored, handles
-from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.model.task import (
+    DESIRED_RUNNING,
+    DESIRED_STOPPED,
+    Task,
+    TaskSpecError,
+    same_spec,
+    task_from_spec,
+)
 from cube.security import curve as zcurve
 from cube.security.authority import Authority, JoinRefused, addresses
 from cube.security.keyring import ADMIN, ROLES
 from cube.security.zap import Gate, HandshakeCounter
-from cube.wire.errors import BAD_REQUEST, CONFLICT, FORBIDDEN, NOT_FOUND, NOT_JOINED, UNAVAILABLE, CubeError
+from cube.wire import codec, sockets
+from cube.wire.actor import Actor, Ignored, handles
+from cube.wire.envelope import REPLY_ERROR, Envelope
+from cube.wire.errors import (
+    BAD_REQUEST,
+    CONFLICT,
+    FORBIDDEN,
+    NOT_FOUND,
+    NOT_JOINED,
+    UNAVAILABLE,
+    CubeError,
+)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +120,7 @@ class Manager(Actor):
         self.leadership = Leadership(self.loop, config, self._lead)
         self.security: SecuritySync | None = None  # with several managers: one keyring for all
         self.store = AsyncStore(self, self.store_sock)
+        self.reads = FollowerReads(self.store, self.leadership.view)  # what a follower answers (docs/ha.md)
         # Insecure workers name their connection; secure ones are routed only where their key spoke.
         self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
         # Every change of a task, service or node is a numbered, stored event (events.py).
@@ -142,7 +165,7 @@ class Manager(Actor):
     # ---- who may do what (docs/security.md) ---------------------------------------------------
     def admit(self, sock: zmq.Socket, env: Envelope) -> None:
         if sock is self.api or sock is self.workers_sock:  # a follower serves nothing: `not_leader`
-            self.leadership.check(sock is self.workers_sock, env.type)
+            self.leadership.check(sock is self.workers_sock, env.type, readable=sock is self.api and env.type in READS)
         if self.authority is None:  # insecure (loopback tests): a worker is who its connection says
             if sock is self.workers_sock and env.route:
                 env.principal = env.route[0].decode(errors="replace")
@@ -164,6 +187,12 @@ class Manager(Actor):
                     raise CubeError(NOT_JOINED, "this worker was removed from the cluster (cube node rm)")
                 raise Ignored("a key that has not joined")  # a stranger learns nothing
             env.principal = name
+
+    def handler_for(self, sock: zmq.Socket, env: Envelope, method: str) -> Any:
+        """A follower answers the reads of cube/ha/reads.py from the Store; the leader from memory."""
+        if sock is self.api and env.type in READS and not self.leadership.leading():
+            return self.reads.handler(env.type)
+        return getattr(self, method)
 
     # ---- start-up: load, then arm the timers -------------------------------------------------
     def on_start(self) -> None:

@@ -68,7 +68,7 @@ def task_filter(body: dict[str, Any]) -> Callable[[Task], bool]:
 def page(rows: Iterable[Any], key: Callable[[Any], list[Any]], render: Callable[[Any], dict[str, Any]],
          body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """One page of `rows` (already filtered), sorted by `key`, after the body's `continue` token."""
-    limit = _limit(body)
+    limit = limit_of(body)
     after = _decode(body.get("continue") or "")
     ordered = sorted(rows, key=key)
     if after is not None:
@@ -111,7 +111,7 @@ class Index:
 def page_indexed(index: Index, lookup: Callable[[tuple[Any, ...]], Any], keep: Callable[[Any], bool],
                  render: Callable[[Any], dict[str, Any]], body: dict[str, Any]) -> tuple[list[dict[str, Any]], str]:
     """Like `page`, walking an Index from the `continue` token instead of sorting every row."""
-    limit = _limit(body)
+    limit = limit_of(body)
     after = _decode(body.get("continue") or "")
     try:
         start = bisect.bisect_right(index.keys, tuple(after)) if after is not None else 0
@@ -138,7 +138,7 @@ def _fill(keyed_rows: Iterable[tuple[Any, Any]], render: Callable[[Any], dict[st
     return out, ""
 
 
-def _limit(body: dict[str, Any]) -> int:
+def limit_of(body: dict[str, Any]) -> int:
     limit = body.get("limit") or DEFAULT_LIMIT
     if not 1 <= limit <= MAX_LIMIT:
         raise CubeError(BAD_REQUEST, f"limit must be between 1 and {MAX_LIMIT}")

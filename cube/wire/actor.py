@@ -157,6 +157,11 @@ class Actor:
         Ignored to drop it unanswered, before any handler runs; may set `env.principal`. Every
         message is admitted unless an actor says otherwise."""
 
+    def handler_for(self, sock: zmq.Socket, env: Envelope, method: str) -> Callable[[Envelope], Any]:
+        """The handler for an admitted message: the table's, unless an actor answers some types
+        differently in some state (a follower Manager answers reads from the Store, docs/ha.md)."""
+        return getattr(self, method)
+
     def receive(self, sock: zmq.Socket, frames: list[bytes], accept: set[str] | None = None,
                 replies: bool = True, peer: str = "") -> None:
         """Handle one multipart message; never raises."""
@@ -183,8 +188,8 @@ class Actor:
             method = self.HANDLERS.get(env.type)
             if method is None:
                 raise CubeError(UNKNOWN_TYPE, f"{self.name} does not handle {env.type!r}")
-            handler = getattr(self, method)
             self.admit(sock, env)
+            handler = self.handler_for(sock, env, method)
         except Ignored as e:  # a peer we owe nothing, not even an error (it could learn from it)
             self.stats["ignored." + e.why] += 1
             if self.traffic is not None:

@@ -50,6 +50,7 @@ def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_
     for i in ids:
         wait_for(lambda i=i: running(ha, i), 30, f"task {i[:8]} Running")
     before = {i: (ha.task(i)["attempt"], ha.task(i)["container_id"]) for i in ids}
+    followers_answer_reads_from_etcd(ha, first, ids)
 
     # 1. The leader's machine crashes: a follower leads, adopts the workers and their containers.
     ha.kill(first)
@@ -88,3 +89,29 @@ def test_leader_killed_then_frozen_a_follower_takes_over_and_nothing_is_lost_or_
     after_etcd = start(ha, busybox, "after-etcd")
     wait_for(lambda: running(ha, after_etcd), 30, "a task Running with an etcd member gone")
     assert set(ha.tasks()) == set(tasks) | {after_etcd}
+
+
+def ask(ha: HACluster, i: int, msg_type: str, body: dict) -> dict:
+    """A request to manager i itself (no following of `not_leader`)."""
+    from cube.wire.client import Client
+    n = ha.nodes[i]
+    client = Client(n.endpoints["api"], name="test", timeout=5.0, ctx=n.zmq_context, curve=n.credentials().curve())
+    try:
+        return client.call(msg_type, body)
+    finally:
+        client.close()
+
+
+def followers_answer_reads_from_etcd(ha: HACluster, leader: int, ids: list[str]) -> None:
+    """docs/ha.md, "Reads on followers": task ls/inspect, service ls, node ls from etcd; writes refused."""
+    from cube.wire.errors import NOT_LEADER, CubeError
+    for j in (j for j in range(len(ha.nodes)) if j != leader):
+        listed = ask(ha, j, "task.ls", {"all": True})
+        assert listed["served_by"] == "follower" and {t["id"] for t in listed["tasks"]} == set(ids)
+        shown = ask(ha, j, "task.inspect", {"id": ids[0][:8]})  # an id prefix
+        assert shown["task"]["id"] == ids[0] and shown["task"]["state"] == "Running" and shown["events"]
+        assert {n["name"] for n in ask(ha, j, "node.ls", {})["nodes"]} >= {ha.nodes[0].worker_name("w1")}
+        assert ask(ha, j, "service.ls", {})["services"] == []
+        with pytest.raises(CubeError) as refused:
+            ask(ha, j, "task.stop", {"id": ids[0]})
+        assert refused.value.code == NOT_LEADER and "the leader is" in refused.value.message
