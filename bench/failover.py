@@ -10,8 +10,10 @@ ones were adopted, not restarted (attempt and container unchanged). The killed m
 again as a follower for the next round.
 
 Prints one line per round and ends with:
-    RESULT rounds=… lease_ttl=… failover_s_max=… failover_s_mean=… lost=… duplicates=… restarted=…
-A figure, not a test: the target is failover ≤ 5 s with lease_ttl 3 (docs/ha.md).
+    RESULT rounds=… lease_ttl=… placed_s_max=… failover_s_max=… failover_s_mean=… lost=… duplicates=… restarted=…
+`placed_s`: from the SIGKILL until the new leader placed the new task (Scheduled); `failover_s`:
+until it is Running (adds Docker's start). A figure, not a test: the target is a new leader
+placing new work within 5 s (docs/ha.md).
 """
 from __future__ import annotations
 
@@ -82,6 +84,7 @@ def main() -> None:
         ha.start()
         ha.start_worker("w1")
         ha.start_worker("w2")
+        placed: list[float] = []  # kill -> the new task Scheduled by the new leader
         acknowledged: dict[str, tuple[int, str]] = {}
         for r in range(args.rounds):
             while len(acknowledged) < args.tasks * (r + 1):
@@ -107,6 +110,7 @@ def main() -> None:
                 ("first hello", logged_at(log, "says hello")))}
             events = ha.call("task.inspect", {"id": new["id"]})["events"]
             print("   events:", ", ".join(f"{e.get('state')} {e.get('time', 0) - wall0:.2f}s" for e in events))
+            placed.append(min((e["time"] - wall0 for e in events if e.get("state") == "Scheduled"), default=failover))
             t = ha.task(new["id"])
             acknowledged[new["id"]] = (t["attempt"], t["container_id"])
             tasks = ha.tasks()
@@ -126,8 +130,9 @@ def main() -> None:
         ha.close()
         etcd.stop()
     mean = sum(failovers) / len(failovers) if failovers else float("nan")
-    print(f"RESULT rounds={len(failovers)} lease_ttl={args.lease_ttl:g} failover_s_max={max(failovers):.2f} "
-          f"failover_s_mean={mean:.2f} lost={lost} duplicates={duplicates} restarted={restarted}")
+    print(f"RESULT rounds={len(failovers)} lease_ttl={args.lease_ttl:g} placed_s_max={max(placed):.2f} "
+          f"failover_s_max={max(failovers):.2f} failover_s_mean={mean:.2f} lost={lost} duplicates={duplicates} "
+          f"restarted={restarted}")
 
 
 if __name__ == "__main__":
