@@ -87,8 +87,13 @@ class ManagerConfig:
             raise ValueError(f"--store {self.store!r}: use leveldb, etcd or memory")
         if (self.store == "etcd") != bool(self.etcd):
             raise ValueError("--store etcd needs --etcd http://HOST:2379,... (and --etcd needs --store etcd)")
-        if not 1 <= self.lease_ttl <= 60:  # etcd leases count whole seconds (at least 2 by default)
-            raise ValueError(f"--lease-ttl {self.lease_ttl:g}: between 1 and 60 seconds")
+        if not 2 <= self.lease_ttl <= 60:  # etcd leases count whole seconds, at least 2 with its default timing
+            raise ValueError(f"--lease-ttl {self.lease_ttl:g}: between 2 and 60 seconds")
+        if self.ha and is_loopback(self.advertised_host) and not all(_loopback_url(u) for u in self.etcd.split(",")):
+            # Every manager would name itself 127.0.0.1 in the leader key: clients and workers
+            # sent to the leader would go to their own machine (docs/ha.md).
+            raise ValueError(f"--store etcd with managers on several machines needs the address they are reached at: "
+                             f"--host (not {self.host!r}) or --advertise HOST")
 
     @property
     def ha(self) -> bool:
@@ -98,3 +103,8 @@ class ManagerConfig:
 
 def is_loopback(host: str) -> bool:
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def _loopback_url(url: str) -> bool:
+    host = url.strip().split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return is_loopback(host)

@@ -222,6 +222,9 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     try:
         config.check_security()
         config.check_store()
+        if config.ha:  # an etcd that would refuse our group commits: say so now, not on every write
+            from cube.store.etcd import EtcdStore
+            EtcdStore(config.etcd).check_limits()
         hardening.ensure_private_dir(config.data_dir)
         hardening.tighten(config.data_dir)  # data written before the umask (an older Cube)
     except (ValueError, OSError) as e:

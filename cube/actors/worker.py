@@ -34,7 +34,7 @@ from cube.store import Store, StoreError
 from cube.wire import sockets
 from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
-from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, UNAVAILABLE, CubeError
+from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, NOT_LEADER, UNAVAILABLE, CubeError
 from cube.security.membership import Membership
 from cube.wire.link import ManagerLink
 from cube.wire.loop import Loop
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 SLOTS = "slots"
 META = "meta"
-RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, IN_DOUBT, INTERNAL})  # not answers: send the status again
+RETRY_ERRORS = frozenset({NOT_FOUND, UNAVAILABLE, IN_DOUBT, INTERNAL, NOT_LEADER})  # not answers: send again
 MAX_TOMBSTONES = 10_000
 LOG_PRUNE_INTERVAL = 60.0  # seconds between applications of the retained logs' age bound
 FAILURE_LINES = 10  # lines of a failed attempt's output reported for `task inspect`

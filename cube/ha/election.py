@@ -170,7 +170,10 @@ class ElectionThread:
         e = self.election
         seen: tuple[Any, ...] = ()
         while not self._stop.is_set():
-            e.step()
+            try:
+                e.step()
+            except Exception:  # an odd reply must not end the campaign silently: a failed round
+                log.exception("election: a round failed; trying again")
             now = (e.term, e.deposed, e.leader)
             if now != seen:
                 seen = now

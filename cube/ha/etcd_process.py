@@ -74,6 +74,7 @@ class EtcdCluster:
     ips: list[str] | None = None  # member i's address (default loopback)
     prefixes: list[list[str]] | None = None  # member i's argv prefix (default none)
     probe: Callable[[int, Callable[[], Any]], Any] = lambda i, fn: fn()  # run fn where member i is reachable
+    flags: list[str] = field(default_factory=lambda: list(CUBE_FLAGS))  # [] runs etcd with its own defaults
 
     def start(self, timeout: float = 30.0) -> "EtcdCluster":
         if not etcd_available():
@@ -97,7 +98,7 @@ class EtcdCluster:
                "--initial-cluster", initial, "--initial-cluster-state", state,
                "--initial-cluster-token", f"cube-test-{os.getpid()}-{id(self)}",
                "--heartbeat-interval", "100", "--election-timeout", "1000",
-               "--logger", "zap", "--log-level", "warn", *CUBE_FLAGS]
+               "--logger", "zap", "--log-level", "warn", *self.flags]
         log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)

@@ -62,8 +62,18 @@ class Leadership:
 
     def leading(self) -> bool:
         """May this manager act now (place, command workers, write)? Checked against the clock,
-        so a leader paused past its lease knows it before it does anything (fencing)."""
-        return self.election is None or (self.term != 0 and self.election.leading())
+        so a leader paused past its lease knows it before it does anything (fencing). A lapse is
+        final: an elected manager whose lease may be gone steps down at once, even if a late
+        keepalive answer would make the lease look good again (what it skipped meanwhile, it
+        would not redo)."""
+        if self.election is None:
+            return True
+        if self.term == 0:
+            return False
+        if not self.election.leading():
+            self._deposed("its lease could not be kept alive")
+            return False
+        return True
 
     def check(self, workers: bool, msg_type: str, readable: bool = False) -> None:
         """The gate in front of every request (Manager.admit): only the leader serves, but for
@@ -96,8 +106,12 @@ class Leadership:
         e = self.election
         if e is None:
             return
-        if e.deposed and self.term:
-            self._deposed(e.deposed)
+        if e.deposed:  # also a win whose notice came after its lease lapsed: never half-elected
+            if self.term:
+                self._deposed(e.deposed)
+            else:
+                log.error("manager: the election ended (%s); exiting so a fresh follower campaigns", e.deposed)
+                self.exit(DEPOSED_EXIT)
         elif e.term and not self.term and e.leading():
             self.term = e.term
             log.warning("manager: elected leader, term %d; taking over the cluster", self.term)

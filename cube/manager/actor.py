@@ -188,6 +188,10 @@ class Manager(Actor):
                 raise Ignored("a key that has not joined")  # a stranger learns nothing
             env.principal = name
 
+    def may_resend(self, sock: zmq.Socket, env: Envelope) -> bool:
+        """A command to a worker goes out again only while this manager leads (fencing)."""
+        return sock is not self.workers_sock or self.leadership.leading()
+
     def handler_for(self, sock: zmq.Socket, env: Envelope, method: str) -> Any:
         """A follower answers the reads of cube/ha/reads.py from the Store; the leader from memory."""
         if sock is self.api and env.type in READS and not self.leadership.leading():

@@ -34,6 +34,10 @@ SEP = b"\x00"
 TIMEOUT = 2.0  # seconds for one HTTP request to one member
 
 
+# What a group commit or a prune may put in one transaction (docs/ha.md: start etcd with these).
+NEEDED_TXN_OPS = 10_000
+NEEDED_REQUEST_BYTES = 10 << 20
+
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
 
@@ -172,6 +176,27 @@ class EtcdStore(Store):
         reply = self.etcd.call("/kv/range", {"key": b64(start), "range_end": b64(prefix_end(start)),
                                              "count_only": True})
         return int(reply.get("count") or 0)
+
+    def check_limits(self, ops: int = NEEDED_TXN_OPS, size: int = NEEDED_REQUEST_BYTES) -> None:
+        """Refuse to run on an etcd whose limits a group commit would pass (etcd's defaults: 128
+        operations and 1.5 MiB a request): every write of such a group would be refused. Asks with
+        a transaction whose compare cannot hold, so nothing of it is ever applied; ValueError says
+        which flag etcd needs. An etcd that cannot be reached now is not a verdict: nothing raised."""
+        probe = b64(self.prefix + b"\0limits-probe")
+        never = [{"key": probe, "target": "VERSION", "result": "LESS", "version": 0}]
+        many = [{"request_range": {"key": probe}}] * ops
+        big = [{"request_put": {"key": probe, "value": b64(b"\0" * (size * 3 // 4 - 4096))}}]
+        for what, body, flag in (("operations", {"compare": never, "success": many, "failure": []},
+                                  f"--max-txn-ops {ops}"),
+                                 ("bytes", {"compare": never, "success": big, "failure": []},
+                                  f"--max-request-bytes {size}")):
+            try:
+                self.etcd.call("/kv/txn", body, write=False)
+            except StoreUnavailable:
+                return
+            except StoreError as e:
+                raise ValueError(f"etcd at {self.etcd.url} refuses a transaction of that many {what} ({e}); "
+                                 f"Cube's group commits need etcd started with at least {flag} (docs/ha.md)") from None
 
     def batch(self, ops: Iterable[Op], term: int = 0) -> None:
         """All of `ops` or none; with `term`, only while the leader key is that leader's

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import docker
 
+from cube.harness import stop_process_groups
 from cube.testbed import netns
 from cube.testbed.engine import Engine, kill_cgroup
 
@@ -168,7 +169,7 @@ class Bed:
         Never raises; safe to call twice."""
         with self._lock:
             procs, self._procs = self._procs, []
-        _stop(procs)
+        stop_process_groups(procs, grace=5.0)
         with ThreadPoolExecutor(max(1, len(self.engines))) as pool:
             list(pool.map(Engine.stop, self.engines.values()))
         reap(self.id, stale_only=False)
@@ -185,24 +186,6 @@ class Bed:
                  "netns": {h: self.netns(h) for h in self.hosts}, "switch": self.switch.ns,
                  "docker": {h: e.url for h, e in self.engines.items()}}
         (self.root / "bed.json").write_text(json.dumps(state, indent=1) + "\n")
-
-
-def _stop(procs: list[subprocess.Popen], grace: float = 5.0) -> None:
-    for p in procs:
-        if p.poll() is None:
-            try:
-                os.killpg(p.pid, signals.SIGTERM)
-            except ProcessLookupError:
-                pass
-    for p in procs:
-        try:
-            p.wait(grace)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(p.pid, signals.SIGKILL)
-            except ProcessLookupError:
-                pass
-            p.wait(5)
 
 
 # ---- leftovers ------------------------------------------------------------------------------------

@@ -157,6 +157,11 @@ class Actor:
         Ignored to drop it unanswered, before any handler runs; may set `env.principal`. Every
         message is admitted unless an actor says otherwise."""
 
+    def may_resend(self, sock: zmq.Socket, env: Envelope) -> bool:
+        """Whether a request that got no answer may go out again (a deposed leader's commands may
+        not: docs/ha.md); one that may not is dropped as unanswered."""
+        return True
+
     def handler_for(self, sock: zmq.Socket, env: Envelope, method: str) -> Callable[[Envelope], Any]:
         """The handler for an admitted message: the table's, unless an actor answers some types
         differently in some state (a follower Manager answers reads from the Store, docs/ha.md)."""
@@ -379,7 +384,8 @@ class Actor:
     def _expire(self, item: Outstanding) -> None:
         if self._outstanding.get(item.env.id) is not item:
             return
-        if item.retry_every is not None and (item.tries_left is None or item.tries_left > 1):
+        if item.retry_every is not None and (item.tries_left is None or item.tries_left > 1) \
+                and self.may_resend(item.sock, item.env):
             if item.tries_left is not None:
                 item.tries_left -= 1
             self.stats["retries"] += 1

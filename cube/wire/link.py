@@ -38,6 +38,11 @@ MAX_BACKOFF = 4.0
 HELLO_TIMEOUT = 2.0
 REFUSALS_BEFORE_GIVING_UP = 5  # handshakes cut short in a row without a reason
 LOADING_RETRY = 0.3  # seconds before a hello refused as `unavailable` (manager loading) is sent again
+# Seconds a manager that fell silent is not gone back to when a follower names it leader: about a
+# lease (docs/ha.md), long enough for a dead leader to be replaced; after that the follower's word
+# is believed (the leader was alive, one hello or heartbeat was lost), so no worker stays away for
+# good from a live leader, holding containers it has been replaced for.
+SILENT_HOLD = 5.0
 
 Send = Callable[[dict[str, Any] | None], None]
 
@@ -51,6 +56,7 @@ class ManagerLink:
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         self.endpoint = self.endpoints[0]
         self.silent = ""  # the manager we last left because it did not answer
+        self.silent_at = 0.0  # when (the loop's clock)
         self._hello_soon = False
         self.identity = identity
         self.accept = accept
@@ -104,6 +110,7 @@ class ManagerLink:
             self.endpoint = leader
         elif len(self.endpoints) > 1:
             self.silent = self.endpoint  # it did not answer: a follower may still name it leader
+            self.silent_at = self.actor.loop.clock()
             i = self.endpoints.index(self.endpoint) if self.endpoint in self.endpoints else -1
             self.endpoint = self.endpoints[(i + 1) % len(self.endpoints)]
         self.connect()
@@ -118,6 +125,8 @@ class ManagerLink:
         leader = leader_in(str(reply.body.get("message", "")))
         if leader is not None and "://" not in leader:
             leader = f"tcp://{leader}"
+        if leader == self.silent and self.actor.loop.clock() - self.silent_at >= SILENT_HOLD:
+            self.silent = ""  # a follower still names it well after it fell silent: it is alive after all
         if leader is None or leader == self.silent:  # none yet, or the one that just fell silent:
             log.info("%s: manager %s does not lead, and knows no live leader yet; asking it again soon",
                      self.actor.name, self.endpoint)  # a live follower learns the next leader first

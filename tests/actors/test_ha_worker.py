@@ -60,3 +60,24 @@ def test_moves_on_from_a_manager_that_does_not_answer(actors):
     accept(leader, term=2)
     leader.send(envelope("worker.run", {"spec": TASK, "attempt": 1, "term": 2}, sender="fake"))
     leader.status("task-1", "running")
+
+
+def test_a_worker_goes_back_to_a_live_leader_it_once_found_silent(actors):
+    """Review of issue 13: one lost hello made the leader 'silent'; a follower kept naming it and the
+    worker kept asking the follower for good (its tasks placed again elsewhere, its containers kept)."""
+    import time
+
+    from cube.wire.link import SILENT_HOLD
+    leader, follower = FakeManager(actors), FakeManager(actors)
+    actors.worker(leader.config, "w1", manager=f"127.0.0.1:{leader.port},127.0.0.1:{follower.port}")
+    leader.expect(lambda m: m.type == "worker.hello", what="hello")  # lost: the leader looks silent
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SILENT_HOLD + 10:
+        hello = follower._recv(0.1)
+        if hello is not None and hello.type == "worker.hello":
+            follower.send(hello.error("not_leader", f"not leader: the leader is 127.0.0.1:{leader.port}", "fake"))
+        again = leader._recv(0.1)
+        if again is not None and again.type == "worker.hello":
+            leader.send(again.reply({"metrics": "", "heartbeat": 0.2, "grace": 5.0, "term": 2}, "fake"))
+            return
+    raise AssertionError("the worker never went back to the leader the follower kept naming")

@@ -253,13 +253,16 @@ def test_followers_refuse_with_the_leaders_address_and_the_leader_serves(etcd, c
     ({"store": "etcd"}, "needs --etcd"),
     ({"store": "leveldb", "etcd": "http://h:2379"}, "needs --store etcd"),
     ({"store": "bolt"}, "use leveldb, etcd or memory"),
-    ({"store": "etcd", "etcd": "http://h:2379", "lease_ttl": 0.2}, "between 1 and 60"),
+    ({"store": "etcd", "etcd": "http://h:2379", "lease_ttl": 1, "host": "10.0.0.5"}, "between 2 and 60"),
+    ({"store": "etcd", "etcd": "http://h:2379", "host": "0.0.0.0"}, "needs the address they are reached at"),
 ])
 def test_store_flags_are_checked(kw, error):
     from cube.config import ManagerConfig
     with pytest.raises(ValueError, match=error):
         ManagerConfig(**kw).check_store()
-    ManagerConfig(store="etcd", etcd="http://h:2379").check_store()
+    ManagerConfig(store="etcd", etcd="http://h:2379", host="10.0.0.5").check_store()
+    ManagerConfig(store="etcd", etcd="http://h:2379", advertise="10.0.0.5").check_store()
+    ManagerConfig(store="etcd", etcd="http://127.0.0.1:2379").check_store()  # all on one machine
 
 
 def test_a_restarted_manager_does_not_name_its_former_self_as_leader(etcd, clock):

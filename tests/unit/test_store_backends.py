@@ -258,3 +258,28 @@ def test_etcd_fenced_write_of_a_former_leader_is_refused_unapplied(etcd_endpoint
     s.batch([("put", "tasks", "t2", 2)], term=second.term)
     assert s.get("tasks", "t2") == 2
     second.resign()
+
+
+# Review of issue 13: etcd's default limits (128 operations, 1.5 MiB a request) refuse Cube's group
+# commits; a manager must say so at start, not fail every write.
+def test_an_etcd_with_its_default_limits_is_refused_at_start(tmp_path):
+    from cube.ha.etcd_process import EtcdCluster, etcd_available
+    from cube.store.etcd import EtcdStore
+    if not etcd_available():
+        pytest.fail("etcd is not installed: these tests need Debian's etcd-server (scripts/setup.sh installs it)")
+    stock = EtcdCluster(str(tmp_path / "etcd"), 1, flags=[]).start()
+    try:
+        with pytest.raises(ValueError, match="--max-txn-ops 10000"):
+            EtcdStore(stock.endpoints).check_limits()
+    finally:
+        stock.stop()
+
+
+def test_an_etcd_started_with_cubes_flags_passes_the_check(etcd_endpoints):
+    from cube.store.etcd import EtcdStore
+    EtcdStore(etcd_endpoints).check_limits()
+
+
+def test_an_unreachable_etcd_is_no_verdict_at_start():
+    from cube.store.etcd import EtcdStore
+    EtcdStore("http://127.0.0.1:1").check_limits()  # nothing raised: it may come up later
