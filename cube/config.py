@@ -43,6 +43,10 @@ class ManagerConfig:
     scheduler: str = "epvm"
     store: str = "leveldb"  # or "etcd" (several managers, docs/ha.md), or "memory" (tests)
     etcd: str = ""  # etcd endpoints, http://H1:2379,http://H2:2379 (with store "etcd")
+    etcd_cacert: str = ""  # https etcd: the CA file that signed its certificate (docs/ha.md, "Security")
+    etcd_cert: str = ""  # and this manager's client certificate and key for etcd
+    etcd_key: str = ""
+    etcd_plaintext: bool = False  # plain http:// to an etcd off loopback: the operator trusts that network
     lease_ttl: float = 3.0  # the leader's etcd lease: a dead leader is replaced within about this (docs/ha.md)
     advertise: str = ""  # host workers should publish metrics to; default: the bind host or 127.0.0.1
     heartbeat_interval: float = 1.0
@@ -94,6 +98,51 @@ class ManagerConfig:
             # sent to the leader would go to their own machine (docs/ha.md).
             raise ValueError(f"--store etcd with managers on several machines needs the address they are reached at: "
                              f"--host (not {self.host!r}) or --advertise HOST")
+        self.check_etcd_transport()
+
+    def check_etcd_transport(self) -> None:
+        """etcd holds the managers' secret key (docs/ha.md, "Security"): no plain HTTP to it off
+        loopback unless the operator says the network is private (--etcd-plaintext), and https
+        only with the CA to check etcd against and a client certificate to present."""
+        if not self.etcd:
+            if self.etcd_cacert or self.etcd_cert or self.etcd_key:
+                raise ValueError("--etcd-cacert, --etcd-cert and --etcd-key go with --store etcd --etcd https://...")
+            return
+        from cube.store.base import StoreError
+        from cube.store.etcd import parse_endpoints
+        try:
+            urls = parse_endpoints(self.etcd)
+        except StoreError as e:
+            raise ValueError(f"--etcd: {e}") from None
+        plain = [f"{s}://{h}:{p}" for s, h, p in urls if s == "http" and not is_loopback(h)]
+        if plain and not self.etcd_plaintext:
+            raise ValueError(f"--etcd {', '.join(plain)}: plain HTTP to etcd off loopback lets anyone who reaches "
+                             f"it take the cluster (etcd holds the managers' secret key); use https:// with "
+                             f"--etcd-cacert, --etcd-cert and --etcd-key, or say --etcd-plaintext if etcd is on "
+                             f"a private network you trust (docs/ha.md, \"Security\")")
+        tls = any(s == "https" for s, _, _ in urls)
+        if not tls and (self.etcd_cacert or self.etcd_cert or self.etcd_key):
+            raise ValueError("--etcd-cacert, --etcd-cert and --etcd-key need https:// etcd endpoints")
+        if tls and not self.etcd_cacert:
+            raise ValueError("--etcd https://...: needs --etcd-cacert FILE, the CA that signed etcd's certificate")
+        if bool(self.etcd_cert) != bool(self.etcd_key):
+            raise ValueError("--etcd-cert and --etcd-key go together (this manager's client certificate and its key)")
+        if tls and not self.etcd_cert:
+            raise ValueError("--etcd https://...: needs --etcd-cert FILE and --etcd-key FILE, this manager's client "
+                             "certificate (run etcd with --client-cert-auth: docs/ha.md, \"Security\")")
+        for flag, path in (("--etcd-cacert", self.etcd_cacert), ("--etcd-cert", self.etcd_cert),
+                           ("--etcd-key", self.etcd_key)):
+            if path and not os.access(path, os.R_OK):
+                raise ValueError(f"{flag} {path}: no such readable file")
+
+    @property
+    def etcd_tls(self):
+        """The EtcdTLS every etcd client of this manager uses (cube/store/etcd.py), or None."""
+        if not self.etcd_cacert:
+            return None
+        from cube.store.etcd import EtcdTLS
+        return EtcdTLS(os.path.abspath(self.etcd_cacert), os.path.abspath(self.etcd_cert) if self.etcd_cert else "",
+                       os.path.abspath(self.etcd_key) if self.etcd_key else "")
 
     @property
     def ha(self) -> bool:

@@ -82,6 +82,7 @@ if ! static_busybox; then missing+=(busybox-static); fi
 if ! command -v curl >/dev/null 2>&1; then missing+=(curl); fi
 if ! command -v tmux >/dev/null 2>&1; then missing+=(tmux); fi   # tests drive `cube top` in a real terminal
 if ! command -v etcd >/dev/null 2>&1; then missing+=(etcd-server); fi  # the etcd store's tests (docs/ha.md)
+if ! command -v openssl >/dev/null 2>&1; then missing+=(openssl); fi  # throwaway certificates for etcd over TLS
 # The multi-host test bed (cube/testbed, docs/chaos.md): namespaces, veth links, cuts. (sbin:
 # not on a user's PATH everywhere.)
 have_tool() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }

@@ -196,8 +196,8 @@ class _store_errors:
         return False
 
 
-def run_store(endpoint: str, kind: str, path: str, etcd: str = "") -> None:
+def run_store(endpoint: str, kind: str, path: str, etcd: str = "", etcd_tls: Any = None) -> None:
     """Process entry point."""
-    actor = StoreActor(open_store(kind, path, etcd), endpoint)
+    actor = StoreActor(open_store(kind, path, etcd, etcd_tls), endpoint)
     hook.attach(actor)
     actor.run()

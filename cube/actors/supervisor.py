@@ -70,7 +70,7 @@ class Supervisor:
         self.stopping = False
         self.children = [
             Child("store", run_store, (config.store_endpoint, config.store, os.path.join(config.data_dir, "db"),
-                                       config.etcd)),
+                                       config.etcd, config.etcd_tls)),
             Child("scheduler", run_scheduler, (config.scheduler_endpoint, config.bind(config.metrics_port),
                                                config.scheduler, config.grace,
                                                "" if config.insecure else config.data_dir)),
@@ -179,6 +179,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             prometheus_host: str = cfg.env("prometheus_host", cfg.PROMETHEUS_HOST),
             data_dir: str = cfg.env("data_dir", ""), scheduler: str = cfg.env("scheduler", "epvm"),
             store: str = cfg.env("store", "leveldb"), etcd: str = cfg.env("etcd", ""),
+            etcd_cacert: str = cfg.env("etcd_cacert", ""), etcd_cert: str = cfg.env("etcd_cert", ""),
+            etcd_key: str = cfg.env("etcd_key", ""), etcd_plaintext: bool = cfg.env("etcd_plaintext", False),
             lease_ttl: float = cfg.env("lease_ttl", 3.0), advertise: str = cfg.env("advertise", ""),
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
             retention: float = cfg.env("retention", 24 * 3600.0),
@@ -192,7 +194,10 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     (default 127.0.0.1: other machines' scrapers need it set to an address they reach).
     --scheduler is one of roundrobin, greedy, epvm, epvm-book; --store is leveldb, memory, or etcd
     with --etcd http://H1:2379,http://H2:2379,... (several managers share it and elect a leader;
-    --lease-ttl seconds bounds how long a dead leader goes unreplaced: docs/ha.md);
+    --lease-ttl seconds bounds how long a dead leader goes unreplaced: docs/ha.md); https://
+    endpoints need --etcd-cacert FILE (etcd's CA), --etcd-cert FILE and --etcd-key FILE (this
+    manager's client certificate); plain http:// off loopback needs --etcd-plaintext (a private
+    network you trust: etcd holds the manager's secret key);
     --retention is how long (seconds) finished tasks and events are kept (--events-kept: the
     event log's most events), --max-tasks how
     many tasks (live and finished) the cluster keeps at most; --insecure turns CURVE off and is
@@ -210,7 +215,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     config = ManagerConfig(host=str(host), api_port=int(api_port), worker_port=int(worker_port),
                            metrics_port=int(metrics_port), events_port=int(events_port),
                            scheduler=scheduler, store=store, etcd=str(etcd), lease_ttl=float(lease_ttl),
-                           advertise=str(advertise),
+                           advertise=str(advertise), etcd_cacert=str(etcd_cacert), etcd_cert=str(etcd_cert),
+                           etcd_key=str(etcd_key), etcd_plaintext=bool(etcd_plaintext),
                            heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention),
                            max_tasks=int(max_tasks), insecure=bool(insecure), events_kept=int(events_kept))
     if data_dir:
@@ -224,7 +230,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
         config.check_store()
         if config.ha:  # an etcd that would refuse our group commits: say so now, not on every write
             from cube.store.etcd import EtcdStore
-            EtcdStore(config.etcd).check_limits()
+            EtcdStore(config.etcd, tls=config.etcd_tls).check_limits()
         hardening.ensure_private_dir(config.data_dir)
         hardening.tighten(config.data_dir)  # data written before the umask (an older Cube)
     except (ValueError, OSError) as e:

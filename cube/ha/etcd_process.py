@@ -4,6 +4,9 @@ Debian's `etcd-server` package provides /usr/bin/etcd (3.4 on Debian 12); nothin
 Each member gets free loopback ports and its own data dir under `root`; `stop()` kills every
 member and removes nothing the caller did not give us (the caller owns `root`).
 
+With `tls` (a TestPKI: `make_pki`, throwaway certificates made with the `openssl` CLI) members
+serve clients on https only and ask each for a certificate signed by its CA (--client-cert-auth).
+
 On the multi-host test bed (cube/testbed) member i listens on `ips[i]`, is started with the argv
 prefix `prefixes[i]` (its host's network namespace), and is probed through `probe(i, fn)`.
 """
@@ -27,6 +30,48 @@ CUBE_FLAGS = ["--max-txn-ops", "10000", "--max-request-bytes", "10485760",
               "--auto-compaction-mode", "revision", "--auto-compaction-retention", "10000"]
 
 
+@dataclass
+class TestPKI:
+    """A throwaway CA, a server certificate for `ip` and a client certificate (PEM files)."""
+    ca: str
+    server_cert: str
+    server_key: str
+    client_cert: str
+    client_key: str
+
+    def client(self) -> Any:
+        """The manager's side: an EtcdTLS (cube/store/etcd.py)."""
+        from cube.store.etcd import EtcdTLS
+        return EtcdTLS(self.ca, self.client_cert, self.client_key)
+
+    def context(self) -> Any:
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.load_cert_chain(self.client_cert, self.client_key)
+        return ctx
+
+
+def make_pki(root: str, ips: tuple[str, ...] = ("127.0.0.1",)) -> TestPKI:
+    """Keys (P-256) and certificates valid for a day, under `root` (made, private)."""
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    f = lambda name: os.path.join(root, name)  # noqa: E731
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    run("req", "-x509", *key, "-keyout", f("ca.key"), "-out", f("ca.crt"), "-days", "1", "-subj", "/CN=cube-test-ca")
+    for name, ext in (("server", f"subjectAltName={','.join('IP:' + ip for ip in ips)}\n"
+                                 "extendedKeyUsage=serverAuth,clientAuth\n"),
+                      ("client", "extendedKeyUsage=clientAuth\n")):
+        with open(f(name + ".ext"), "w") as out:
+            out.write(ext)
+        run("req", "-new", *key, "-keyout", f(name + ".key"), "-out", f(name + ".csr"), "-subj", f"/CN=cube-{name}")
+        run("x509", "-req", "-in", f(name + ".csr"), "-CA", f("ca.crt"), "-CAkey", f("ca.key"), "-CAcreateserial",
+            "-out", f(name + ".crt"), "-days", "1", "-extfile", f(name + ".ext"))
+    return TestPKI(f("ca.crt"), f("server.crt"), f("server.key"), f("client.crt"), f("client.key"))
+
+
 def etcd_available() -> bool:
     return os.access(ETCD, os.X_OK)
 
@@ -47,10 +92,11 @@ class Member:
     proc: subprocess.Popen | None = None
     ip: str = "127.0.0.1"
     prefix: list[str] = field(default_factory=list)
+    tls: TestPKI | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.ip}:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://{self.ip}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -58,7 +104,8 @@ class Member:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=0.5) as r:
+            with urllib.request.urlopen(self.url + "/health", timeout=0.5,
+                                        context=self.tls.context() if self.tls else None) as r:
                 return b'"true"' in r.read()
         except OSError:
             return False
@@ -75,6 +122,7 @@ class EtcdCluster:
     prefixes: list[list[str]] | None = None  # member i's argv prefix (default none)
     probe: Callable[[int, Callable[[], Any]], Any] = lambda i, fn: fn()  # run fn where member i is reachable
     flags: list[str] = field(default_factory=lambda: list(CUBE_FLAGS))  # [] runs etcd with its own defaults
+    tls: TestPKI | None = None  # clients on https with certificates (peers stay on plain http)
 
     def start(self, timeout: float = 30.0) -> "EtcdCluster":
         if not etcd_available():
@@ -82,7 +130,7 @@ class EtcdCluster:
         self.members = [Member(f"m{i}", free_port(), free_port(), os.path.join(self.root, f"etcd-m{i}"),
                                os.path.join(self.root, f"etcd-m{i}.log"),
                                ip=self.ips[i] if self.ips else "127.0.0.1",
-                               prefix=list(self.prefixes[i]) if self.prefixes else [])
+                               prefix=list(self.prefixes[i]) if self.prefixes else [], tls=self.tls)
                         for i in range(self.size)]
         os.makedirs(self.root, exist_ok=True)
         for m in self.members:
@@ -99,6 +147,9 @@ class EtcdCluster:
                "--initial-cluster-token", f"cube-test-{os.getpid()}-{id(self)}",
                "--heartbeat-interval", "100", "--election-timeout", "1000",
                "--logger", "zap", "--log-level", "warn", *self.flags]
+        if self.tls is not None:
+            cmd += ["--cert-file", self.tls.server_cert, "--key-file", self.tls.server_key,
+                    "--trusted-ca-file", self.tls.ca, "--client-cert-auth"]
         log = open(m.log_path, "ab")
         m.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                   start_new_session=True)

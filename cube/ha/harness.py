@@ -18,15 +18,23 @@ from cube.wire.errors import NOT_LEADER, CubeError, Unavailable, leader_in
 
 class HACluster:
     def __init__(self, etcd: str, managers: int = 3, lease_ttl: float = 2.0, insecure: bool = True,
-                 make: Callable[..., Cluster] | None = None, **cluster: Any):
+                 make: Callable[..., Cluster] | None = None, etcd_tls: Any = None, **cluster: Any):
         """`make(i, **kw)` builds manager i's Cluster (default: a Cluster on loopback; the test bed
-        passes one on host i)."""
+        passes one on host i). `etcd_tls`: an EtcdTLS for https endpoints (cube/store/etcd.py).
+        Plain http:// etcd off loopback (the test bed's private namespaces) is --etcd-plaintext."""
         self.etcd = etcd
         self.lease_ttl = lease_ttl
         make = make or (lambda i, **kw: Cluster(**kw))
         self.nodes = [make(i, store="etcd", insecure=insecure, **cluster) for i in range(managers)]
+        from cube.config import is_loopback
+        from cube.store.etcd import parse_endpoints
+        transport: dict[str, str] = {}
+        if etcd_tls is not None:
+            transport = dict(CUBE_ETCD_CACERT=etcd_tls.cacert, CUBE_ETCD_CERT=etcd_tls.cert, CUBE_ETCD_KEY=etcd_tls.key)
+        if any(s == "http" and not is_loopback(h) for s, h, _ in parse_endpoints(etcd)):
+            transport["CUBE_ETCD_PLAINTEXT"] = "1"
         for n in self.nodes:
-            n.env.update(CUBE_ETCD=etcd, CUBE_LEASE_TTL=str(lease_ttl))
+            n.env.update(CUBE_ETCD=etcd, CUBE_LEASE_TTL=str(lease_ttl), **transport)
         self.first = self.nodes[0]
         self.first.worker_managers = ",".join(f"{n.host}:{n.worker_port}" for n in self.nodes)
         self.leader_hint = 0

@@ -39,7 +39,7 @@ class Leadership:
             from cube.store.etcd import PREFIX, Etcd
             host = config.advertised_host
             me = Leader(f"{host}:{config.api_port}", f"{host}:{config.api_port}", f"{host}:{config.worker_port}")
-            etcd = Etcd(config.etcd, timeout=max(0.5, config.lease_ttl / 3))
+            etcd = Etcd(config.etcd, timeout=max(0.5, config.lease_ttl / 3), tls=config.etcd_tls)
             self.election = Election(etcd, (PREFIX + LEADER_KEY).encode(), me, config.lease_ttl)
             interval = min(0.5, self.election.ttl / 4)
             self.thread = ElectionThread(self.election, interval,

@@ -61,7 +61,7 @@ def bootstrap(config: Any) -> str:
     """The shared identity in this manager's data dir; returns the admin credentials' path."""
     from cube.security.authority import Authority, addresses
     from cube.store.etcd import EtcdStore
-    store = EtcdStore(config.etcd)
+    store = EtcdStore(config.etcd, tls=config.etcd_tls)
     shared = _wait_for_etcd(lambda: store.get(NS, KEY), config.etcd)
     if shared is None:  # the first manager: its own, published unless another was quicker
         authority = Authority(config.data_dir, addresses(config))

@@ -88,8 +88,9 @@ class Store(abc.ABC):
             raise StoreError(f"bad key {key!r}")
 
 
-def open_store(kind: str, path: str | None = None, etcd: str = "") -> Store:
-    """`leveldb` (needs `path`, a directory), `etcd` (needs `etcd`, its endpoints) or `memory`."""
+def open_store(kind: str, path: str | None = None, etcd: str = "", etcd_tls: Any = None) -> Store:
+    """`leveldb` (needs `path`, a directory), `etcd` (needs `etcd`, its endpoints, and
+    `etcd_tls`, an EtcdTLS, for https ones) or `memory`."""
     if kind == "memory":
         from cube.store.memory import MemoryStore
         return MemoryStore()
@@ -100,5 +101,5 @@ def open_store(kind: str, path: str | None = None, etcd: str = "") -> Store:
         return LevelDBStore(path)
     if kind == "etcd":
         from cube.store.etcd import EtcdStore
-        return EtcdStore(etcd)
+        return EtcdStore(etcd, tls=etcd_tls)
     raise StoreError(f"unknown store kind {kind!r} (use leveldb, etcd or memory)")

@@ -16,11 +16,17 @@ as "in doubt").
 
 Endpoints are tried in order, moving on from one that cannot be reached; reads are linearizable
 (served through the etcd leader), so a read never misses an acknowledged write.
+
+TLS (docs/ha.md, "Security"): with `https://` endpoints the client checks etcd's certificate
+against the CA given (`EtcdTLS.cacert`) and presents its own client certificate, so only the
+managers can read the secrets etcd holds. A TLS handshake that fails was never a request: a
+write refused that way is StoreUnavailable (not applied), not StoreInDoubt.
 """
 from __future__ import annotations
 
 import base64
 import logging
+from dataclasses import dataclass
 from typing import Any, Iterable
 from urllib.parse import urlsplit
 
@@ -37,6 +43,15 @@ TIMEOUT = 2.0  # seconds for one HTTP request to one member
 # What a group commit or a prune may put in one transaction (docs/ha.md: start etcd with these).
 NEEDED_TXN_OPS = 10_000
 NEEDED_REQUEST_BYTES = 10 << 20
+
+@dataclass(frozen=True)
+class EtcdTLS:
+    """TLS to etcd (cube-manager's --etcd-cacert, --etcd-cert, --etcd-key): the CA that signed
+    etcd's server certificate, and this manager's client certificate and key (PEM files)."""
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+
 
 def b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode("ascii")
@@ -76,11 +91,12 @@ class Etcd:
     """etcd3gw clients for several members: a request goes to the current one and moves on to
     the next while a member cannot be reached. Shared by the Store and the election."""
 
-    def __init__(self, endpoints: str, timeout: float = TIMEOUT):
+    def __init__(self, endpoints: str, timeout: float = TIMEOUT, tls: EtcdTLS | None = None):
         import etcd3gw
         from etcd3gw import exceptions
         self.errors = exceptions
-        self.clients = [etcd3gw.Etcd3Client(host=h, port=p, protocol=s, timeout=timeout, api_path="/v3/")
+        self.clients = [etcd3gw.Etcd3Client(host=h, port=p, protocol=s, timeout=timeout, api_path="/v3/",
+                                            session=_session(tls))
                         for s, h, p in parse_endpoints(endpoints)]
         self.current = 0
 
@@ -113,10 +129,41 @@ class Etcd:
         raise StoreUnavailable(f"no etcd member answered {path} ({last})")
 
 
+def _session(tls: EtcdTLS | None) -> Any:
+    """A requests session that checks etcd against `tls.cacert` and presents the client pair.
+    (etcd3gw's own ca_cert sets session.verify, which REQUESTS_CA_BUNDLE or CURL_CA_BUNDLE in
+    the environment silently replace, per request: the CA given must win.)"""
+    import requests
+
+    class Pinned(requests.Session):
+        def merge_environment_settings(self, url, proxies, stream, verify, cert):  # type: ignore[override]
+            settings = super().merge_environment_settings(url, proxies, stream, verify, cert)
+            settings["verify"] = self.verify
+            return settings
+
+    if tls is None or not tls.cacert:
+        return requests.Session()
+    session = Pinned()
+    session.verify = tls.cacert
+    if tls.cert and tls.key:
+        session.cert = (tls.cert, tls.key)
+    return session
+
+
 def _not_sent(detail: str) -> bool:
     """A connection that was never made (nothing listens, no route): the request did not leave."""
-    return any(s in detail for s in ("Connection refused", "NewConnectionError", "No route to host",
-                                     "Name or service not known", "ConnectTimeout", "connect timeout"))
+    return tls_refused(detail) or any(
+        s in detail for s in ("Connection refused", "NewConnectionError", "No route to host",
+                              "Name or service not known", "ConnectTimeout", "connect timeout"))
+
+
+def tls_refused(detail: str) -> bool:
+    """The TLS handshake failed (a certificate refused either way, plain HTTP against TLS): etcd
+    never read the request. Only the handshake's failures: an error after it (an EOF: etcd may
+    have died with the request) proves nothing."""
+    return "SSLError" in detail and any(s in detail for s in (
+        "CERTIFICATE_VERIFY_FAILED", "certificate required", "CERTIFICATE_REQUIRED", "BAD_CERTIFICATE",
+        "UNKNOWN_CA", "WRONG_VERSION_NUMBER", "certificate verify failed", "handshake operation timed out"))
 
 
 def _short(text: str) -> str:
@@ -124,8 +171,9 @@ def _short(text: str) -> str:
 
 
 class EtcdStore(Store):
-    def __init__(self, endpoints: str, prefix: str = PREFIX, etcd: Etcd | None = None):
-        self.etcd = etcd or Etcd(endpoints)
+    def __init__(self, endpoints: str, prefix: str = PREFIX, etcd: Etcd | None = None,
+                 tls: EtcdTLS | None = None):
+        self.etcd = etcd or Etcd(endpoints, tls=tls)
         self.prefix = prefix.encode()
         self.leader_key = self.prefix + b"leader"  # the election's key (cube/ha/election.py)
 
@@ -192,7 +240,10 @@ class EtcdStore(Store):
                                   f"--max-request-bytes {size}")):
             try:
                 self.etcd.call("/kv/txn", body, write=False)
-            except StoreUnavailable:
+            except StoreUnavailable as e:
+                if "SSLError" in str(e):  # a certificate problem does not fix itself: say so now
+                    raise ValueError(f"etcd refused the TLS connection or was refused ({e}); check --etcd-cacert, "
+                                     f"--etcd-cert and --etcd-key (docs/ha.md, \"Security\")") from None
                 return
             except StoreError as e:
                 raise ValueError(f"etcd at {self.etcd.url} refuses a transaction of that many {what} ({e}); "

@@ -260,8 +260,8 @@ def test_store_flags_are_checked(kw, error):
     from cube.config import ManagerConfig
     with pytest.raises(ValueError, match=error):
         ManagerConfig(**kw).check_store()
-    ManagerConfig(store="etcd", etcd="http://h:2379", host="10.0.0.5").check_store()
-    ManagerConfig(store="etcd", etcd="http://h:2379", advertise="10.0.0.5").check_store()
+    ManagerConfig(store="etcd", etcd="http://h:2379", host="10.0.0.5", etcd_plaintext=True).check_store()
+    ManagerConfig(store="etcd", etcd="http://h:2379", advertise="10.0.0.5", etcd_plaintext=True).check_store()
     ManagerConfig(store="etcd", etcd="http://127.0.0.1:2379").check_store()  # all on one machine
 
 
