@@ -152,3 +152,17 @@ def test_the_election_runs_on_the_tls_etcd(tls_etcd):
         assert e.term and e.leading()
     finally:
         e.resign()
+
+
+def test_cube_manager_exits_2_when_etcd_refuses_its_certificate(tls_etcd, tmp_path):
+    """A certificate from another CA: said at start, not retried for a minute."""
+    from cube.ha.etcd_process import make_pki
+    cluster, _ = tls_etcd
+    other = make_pki(str(tmp_path / "other"))
+    result = subprocess.run([sys.executable, "-c", "from cube.actors.supervisor import main; main()",
+                             "--host", "127.0.0.1", "--store", "etcd", "--etcd", cluster.endpoints,
+                             "--etcd-cacert", other.ca, "--etcd-cert", other.client_cert, "--etcd-key", other.client_key,
+                             "--data-dir", str(tmp_path / "m")],
+                            capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert result.returncode == 2, result.stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in result.stderr and "--etcd-cacert" in result.stderr
