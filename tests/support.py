@@ -1,9 +1,10 @@
 """Test-side helpers over cube.harness (the one process harness)."""
 from __future__ import annotations
 
+import contextlib
 import time
 import urllib.request
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from cube import harness
 
@@ -27,3 +28,16 @@ def fetch(url: str, within: float = 3.0) -> bytes:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def started(cluster: Any, request: Any, lines: int = 60) -> Iterator[Any]:
+    """A fixture's cluster from start to close, its processes' logs printed if the test failed."""
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(cluster.log_tail(lines))
+        cluster.close()

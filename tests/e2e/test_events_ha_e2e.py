@@ -12,7 +12,7 @@ import pytest
 
 from cube.ha.etcd_process import EtcdCluster, etcd_available
 from cube.ha.harness import HACluster
-from tests.support import wait_for
+from tests.support import started, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -22,15 +22,10 @@ def ha(tmp_path, request):
     if not etcd_available():
         pytest.fail("etcd is not installed: these tests need Debian's etcd-server (scripts/setup.sh installs it)")
     etcd = EtcdCluster(str(tmp_path / "etcd"), 1).start()  # its own: a manager's keys are /cube/...
-    cluster = HACluster(etcd.endpoints, managers=2, lease_ttl=2, insecure=True)
     try:
-        cluster.start()
-        yield cluster
+        with started(HACluster(etcd.endpoints, managers=2, lease_ttl=2, insecure=True), request) as cluster:
+            yield cluster
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.log_tail(60))
-        cluster.close()
         etcd.stop()
 
 

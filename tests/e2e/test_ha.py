@@ -9,7 +9,7 @@ import docker
 import pytest
 
 from cube.ha.harness import HACluster
-from tests.support import wait_for
+from tests.support import started, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -19,14 +19,8 @@ SLEEP = ["--cmd", "sleep 600"]
 @pytest.fixture
 def ha(etcd3, busybox, request):
     cluster = HACluster(etcd3.endpoints, managers=3, lease_ttl=2, grace=3.0, insecure=False)  # one identity
-    try:
-        cluster.start()
+    with started(cluster, request) as cluster:
         yield cluster
-    finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(cluster.log_tail(60))
-        cluster.close()
 
 
 def containers_of(task_id: str) -> list:
