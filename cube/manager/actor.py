@@ -561,6 +561,7 @@ class Manager(Actor):
         self._ready()
         rec = self._node(m.body["name"])
         rec.availability = DRAIN
+        self.registry.changed()
         others = [n for n in self.registry.schedulable() if n != rec.name]
 
         def saved(_: Any, error: CubeError | None) -> None:
@@ -585,6 +586,7 @@ class Manager(Actor):
         self._ready()
         rec = self._node(m.body["name"])
         rec.availability = ACTIVE_NODE
+        self.registry.changed()
         self._save_node(rec.to_dict(), "activated", "cube node activate")
         self.placement.schedule()
         return {"node": rec.view()}

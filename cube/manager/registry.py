@@ -65,6 +65,22 @@ class WorkerRegistry:
         self.named_routes = named_routes
         self.workers: dict[str, WorkerRecord] = {}
         self.by_route: dict[bytes, str] = {}  # connection -> the worker that last spoke on it
+        # Every placement pass sends who is schedulable and who is lost: with 1,000 workers and a
+        # pass per new task, the lists are kept until a worker's state or availability changes.
+        self._version = 0
+        self._lists: dict[str, tuple[int, list[str]]] = {}
+
+    def changed(self) -> None:
+        """A worker's state, availability or greeting changed (the kept lists are stale)."""
+        self._version += 1
+
+    def _kept(self, which: str, make: Any) -> list[str]:
+        hit = self._lists.get(which)
+        if hit is not None and hit[0] == self._version:
+            return hit[1]
+        made = make()
+        self._lists[which] = (self._version, made)
+        return made
 
     def stale_hello(self, name: str, clock: list[int] | None) -> bool:
         """A hello stamped before the one that last made this worker ready: a late copy."""
@@ -81,6 +97,7 @@ class WorkerRegistry:
             rec.route_id = old.route_id
             rec.availability = old.availability
         self.workers[name] = rec
+        self.changed()
         return rec
 
     def remember(self, data: dict[str, Any]) -> None:
@@ -99,6 +116,7 @@ class WorkerRegistry:
         rec.last_seen_wall = data.get("last_seen", 0.0)
         rec.availability = data.get("availability", ACTIVE)
         self.workers.setdefault(rec.name, rec)
+        self.changed()
 
     def seen(self, name: str) -> WorkerRecord | None:
         """Heard from `name`: the record if it is ready and greeted, else None ("say hello").
@@ -126,6 +144,7 @@ class WorkerRegistry:
         rec = self.workers.pop(name, None)
         if rec is not None:
             self.by_route.pop(rec.route_id, None)
+        self.changed()
 
     def touch_all(self) -> None:
         """Count every ready worker as just heard from (after the manager itself was deaf)."""
@@ -142,27 +161,31 @@ class WorkerRegistry:
             if rec.state == READY and now - rec.last_seen > self.grace:
                 rec.state = LOST
                 lost.append(rec)
+        if lost:
+            self.changed()
         return lost
 
     def drained(self) -> frozenset[str]:
         return frozenset(n for n, r in self.workers.items() if r.availability == DRAIN)
 
     def schedulable(self) -> list[str]:
-        """Workers new work may go to: connected, greeted, not draining."""
-        return [n for n in self.ready() if self.is_ready(n) and self.workers[n].availability == ACTIVE]
+        """Workers new work may go to: connected, greeted, not draining (kept until a change)."""
+        return self._kept("schedulable", lambda: [n for n in self.ready()
+                                                  if self.is_ready(n) and self.workers[n].availability == ACTIVE])
 
     def lose(self, name: str) -> WorkerRecord | None:
         """Mark a worker lost now (removed by an operator), whatever its heartbeats say."""
         rec = self.workers.get(name)
         if rec is not None:
             rec.state = LOST
+            self.changed()
         return rec
 
     def ready(self) -> list[str]:
         return sorted(n for n, r in self.workers.items() if r.state == READY)
 
     def lost(self) -> list[str]:
-        return sorted(n for n, r in self.workers.items() if r.state == LOST)
+        return self._kept("lost", lambda: sorted(n for n, r in self.workers.items() if r.state == LOST))
 
     def get(self, name: str) -> WorkerRecord | None:
         return self.workers.get(name)

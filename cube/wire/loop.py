@@ -14,7 +14,7 @@ import os
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import zmq
@@ -22,13 +22,13 @@ import zmq
 log = logging.getLogger(__name__)
 
 
-@dataclass(order=True)
+@dataclass(slots=True)
 class Timer:
     when: float
     seq: int
-    fn: Callable[[], Any] = field(compare=False)
-    interval: float | None = field(default=None, compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    fn: Callable[[], Any]
+    interval: float | None = None
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -43,7 +43,9 @@ class Loop:
         self.poller = zmq.Poller()
         self.errors = 0
         self._readers: dict[Any, Callable[[Any], None]] = {}
-        self._timers: list[Timer] = []
+        # (when, seq, timer): the heap compares tuples in C. Every request arms a timeout that is
+        # cancelled when answered, so thousands of timers a second go through it.
+        self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
         self._calls: queue.SimpleQueue[Callable[[], Any]] = queue.SimpleQueue()
         self._wake_r, self._wake_w = os.pipe()
@@ -67,12 +69,12 @@ class Loop:
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
         timer = Timer(self.clock() + delay, next(self._seq), fn)
-        heapq.heappush(self._timers, timer)
+        heapq.heappush(self._timers, (timer.when, timer.seq, timer))
         return timer
 
     def call_every(self, interval: float, fn: Callable[[], Any], first: float | None = None) -> Timer:
         timer = Timer(self.clock() + (interval if first is None else first), next(self._seq), fn, interval)
-        heapq.heappush(self._timers, timer)
+        heapq.heappush(self._timers, (timer.when, timer.seq, timer))
         return timer
 
     def call_soon_threadsafe(self, fn: Callable[[], Any]) -> None:
@@ -139,11 +141,12 @@ class Loop:
     def _next_timeout(self, max_wait: float) -> float:
         if not self._calls.empty():
             return 0.0
-        while self._timers and self._timers[0].cancelled:
-            heapq.heappop(self._timers)
-        if not self._timers:
+        timers = self._timers
+        while timers and timers[0][2].cancelled:
+            heapq.heappop(timers)
+        if not timers:
             return max_wait
-        return max(0.0, min(max_wait, self._timers[0].when - self.clock()))
+        return max(0.0, min(max_wait, timers[0][0] - self.clock()))
 
     def _drain_wakeups(self) -> None:
         try:
@@ -162,14 +165,14 @@ class Loop:
 
     def _run_timers(self) -> None:
         now = self.clock()
-        while self._timers and self._timers[0].when <= now:
-            timer = heapq.heappop(self._timers)
+        while self._timers and self._timers[0][0] <= now:
+            timer = heapq.heappop(self._timers)[2]
             if timer.cancelled:
                 continue
             if timer.interval is not None:
                 timer.when = now + timer.interval
                 timer.seq = next(self._seq)
-                heapq.heappush(self._timers, timer)
+                heapq.heappush(self._timers, (timer.when, timer.seq, timer))
             self._safely(timer.fn)
 
     def safely(self, fn: Callable[..., Any], *args: Any) -> None:
