@@ -108,9 +108,19 @@ class Election:
         self.lease, self.alive_at = int(reply["ID"]), sent
 
     def _campaign(self) -> None:
+        """Read the leader key (a linearizable read, no entry in etcd's log); only when it is
+        absent, try to create it (a transaction, which etcd writes to its log on a majority):
+        each manager asks several times a second, and only a change of leader should cost a write."""
         if self.deposed or not self.lease:
             return
         key = b64(self.key)
+        held = self.etcd.call("/kv/range", {"key": key}, write=False).get("kvs") or []
+        if held:
+            self._held(held[0])
+            return
+        if self.term:  # our key is gone while we lead (deleted by hand?): never lead on under a new term
+            self._depose("the leader key disappeared")
+            return
         txn = {"compare": [{"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0}],
                "success": [{"request_put": {"key": key, "value": b64(self.me.value()), "lease": self.lease}}],
                "failure": [{"request_range": {"key": key}}]}
@@ -119,9 +129,11 @@ class Election:
             self._won(int(reply["header"]["revision"]))
             return
         kvs = ((reply.get("responses") or [{}])[0].get("response_range") or {}).get("kvs") or []
-        if not kvs:  # gone between the compare and now: next round
-            return
-        kv = kvs[0]
+        if kvs:  # (else gone between the compare and now: next round)
+            self._held(kvs[0])
+
+    def _held(self, kv: dict[str, Any]) -> None:
+        """The leader key as etcd holds it: ours (we lead), or another's (we follow it)."""
         term, lease = int(kv.get("create_revision") or 0), int(kv.get("lease") or 0)
         if lease == self.lease:  # ours (our earlier attempt was applied, its answer lost)
             self._won(term)

@@ -31,6 +31,7 @@ class FakeEtcd:
         self.next_id = 0x10
         self.down: type[Exception] | None = None
         self.lose_answer = False  # apply the next txn, then raise StoreInDoubt
+        self.reads = self.txns = 0
 
     def _expire(self) -> None:
         for lid, at in list(self.leases.items()):
@@ -59,7 +60,16 @@ class FakeEtcd:
             self.leases[body["ID"]] = self.clock.now
             self._expire()
             return {}
+        if path == "/kv/range":
+            self.reads += 1
+            if self.kv is None:
+                return {"header": {"revision": str(self.revision)}}
+            value, rev, lease = self.kv
+            return {"header": {"revision": str(self.revision)}, "kvs": [{
+                "key": base64.b64encode(KEY).decode(), "value": base64.b64encode(value).decode(),
+                "create_revision": str(rev), "lease": str(lease)}]}
         if path == "/kv/txn":
+            self.txns += 1
             put = body["success"][0]["request_put"]
             if self.kv is None:
                 self.revision += 1
@@ -276,3 +286,26 @@ def test_a_restarted_manager_does_not_name_its_former_self_as_leader(etcd, clock
     with pytest.raises(CubeError, match="no leader elected yet"):
         lead.check(False, "task.start")
     assert lead.view()["leader"] == ""
+
+
+def test_a_campaign_writes_to_etcd_only_when_the_leader_key_is_absent(etcd, clock):
+    """Review of issue 13: every manager's campaign was a transaction (an entry in etcd's log on a
+    majority) several times a second, even while it led."""
+    a, b = manager(etcd, clock, "a"), manager(etcd, clock, "b")
+    a.step()
+    b.step()
+    txns = etcd.txns
+    for _ in range(20):
+        clock.now += 0.5
+        a.step()
+        b.step()
+    assert a.leading() and etcd.txns == txns  # reads only while a leads
+
+
+def test_a_leader_whose_key_disappeared_steps_down_instead_of_leading_under_a_new_term(etcd, clock):
+    a = manager(etcd, clock, "a")
+    a.step()
+    assert a.leading()
+    etcd.kv = None  # deleted by hand
+    a.step()
+    assert not a.leading() and "disappeared" in a.deposed
