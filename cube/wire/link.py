@@ -38,6 +38,7 @@ MAX_BACKOFF = 4.0
 HELLO_TIMEOUT = 2.0
 REFUSALS_BEFORE_GIVING_UP = 5  # handshakes cut short in a row without a reason
 LOADING_RETRY = 0.3  # seconds before a hello refused as `unavailable` (manager loading) is sent again
+MAX_LEADERLESS_WAIT = 2.0  # seconds between hellos at most while no manager leads (doubling from LOADING_RETRY)
 # Seconds a manager that fell silent is not gone back to when a follower names it leader: about a
 # lease (docs/ha.md), long enough for a dead leader to be replaced; after that the follower's word
 # is believed (the leader was alive, one hello or heartbeat was lost), so no worker stays away for
@@ -58,6 +59,7 @@ class ManagerLink:
         self.silent = ""  # the manager we last left because it did not answer
         self.silent_at = 0.0  # when (the loop's clock)
         self._hello_soon = False
+        self._leaderless = 0  # `not_leader` answers in a row that named no live leader
         self.identity = identity
         self.accept = accept
         self.make_hello = make_hello
@@ -130,12 +132,15 @@ class ManagerLink:
         if leader is None or leader == self.silent:  # none yet, or the one that just fell silent:
             log.info("%s: manager %s does not lead, and knows no live leader yet; asking it again soon",
                      self.actor.name, self.endpoint)  # a live follower learns the next leader first
+            self._leaderless += 1  # (each hello lists our containers: back off while etcd elects nobody)
         else:
             log.info("%s: manager %s does not lead; going to the leader at %s", self.actor.name, self.endpoint, leader)
             self.move_on(leader)
+            self._leaderless = 0
         if not self._hello_soon:  # one hello, however many replies said `not_leader`
             self._hello_soon = True
-            self.actor.loop.call_later(LOADING_RETRY * (0.5 + self.jitter()), self._hello_again)
+            wait = min(LOADING_RETRY * 2 ** min(self._leaderless, 8), MAX_LEADERLESS_WAIT)
+            self.actor.loop.call_later(wait * (0.5 + self.jitter()), self._hello_again)
         return True
 
     def _hello_again(self) -> None:
@@ -219,6 +224,7 @@ class ManagerLink:
             self._retry_later("no answer" if reply is None else str(reply.body.get("message")))
             return
         self.registered = True
+        self._leaderless = 0
         self.silent = ""
         self.missed = 0
         self.backoff = FIRST_BACKOFF
