@@ -124,7 +124,22 @@ class EtcdCluster:
     flags: list[str] = field(default_factory=lambda: list(CUBE_FLAGS))  # [] runs etcd with its own defaults
     tls: TestPKI | None = None  # clients on https with certificates (peers stay on plain http)
 
-    def start(self, timeout: float = 30.0) -> "EtcdCluster":
+    def start(self, timeout: float = 30.0, tries: int = 2) -> "EtcdCluster":
+        """Start the members and wait until they are healthy. A free port can be taken by another
+        process between choosing it and etcd binding it (tests run side by side): a start whose
+        member exited is tried again once on new ports, in a fresh data dir."""
+        for attempt in range(tries):
+            try:
+                return self._start_once(timeout)
+            except RuntimeError as e:
+                self.stop()
+                if attempt == tries - 1 or "exited with" not in str(e):
+                    raise
+                for m in self.members:
+                    shutil.rmtree(m.data_dir, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_once(self, timeout: float) -> "EtcdCluster":
         if not etcd_available():
             raise RuntimeError("etcd is not installed: apt-get install etcd-server (scripts/setup.sh does)")
         self.members = [Member(f"m{i}", free_port(), free_port(), os.path.join(self.root, f"etcd-m{i}"),
