@@ -111,7 +111,8 @@ class Worker(Actor):
         self.metrics_sock: zmq.Socket | None = None
         self.metrics_endpoint = ""
         self.stopped: dict[str, int] = {}  # task id -> last attempt stopped here (tombstones)
-        self.term = 0  # the newest manager leader's term seen (docs/ha.md): older terms are not obeyed
+        # The newest leader's term seen (docs/ha.md): older ones are not obeyed, even after a restart.
+        self.term = int(self.store.get(META, "term") or 0)
         # A logical clock stamped on every hello and status (docs/protocol.md, "Ordering worker
         # reports"): (boot, n), so the manager can tell a stale snapshot from a newer fact, also
         # across a restart of this worker (a later boot orders after every earlier report).
@@ -216,12 +217,17 @@ class Worker(Actor):
     def _obeys(self, term: Any) -> bool:
         """Fencing (docs/ha.md): a command of a manager leader older than the newest one we have
         heard from (a deposed leader that was paused, say) is not obeyed."""
-        if not isinstance(term, int) or term <= 0:  # a single manager: no terms
-            return True
+        if isinstance(term, bool) or not isinstance(term, int) or term <= 0:
+            if self.term:  # no term, from a worker that follows leaders: not a leader's command
+                log.warning("worker %s: ignored a command without a leader's term (newest term %d)", self.name, self.term)
+                return False
+            return True  # a single manager: no terms
         if term < self.term:
             log.warning("worker %s: ignored a command of an old leader (term %d < %d)", self.name, term, self.term)
             return False
-        self.term = term
+        if term > self.term:
+            self.term = term
+            self.store.put(META, "term", term)  # a restarted worker still knows whom not to obey
         return True
 
     @handles(msg.RUN)

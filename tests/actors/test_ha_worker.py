@@ -34,11 +34,12 @@ def test_follows_not_leader_to_the_leader_and_ignores_an_older_term(actors):
     assert stale_run_ignored(leader)
     leader.idle(0.3)
     assert [c.attempt for c in runtime.list()] == [1]
-    # A newer leader is obeyed, and a single manager (no term) too.
+    # A newer leader is obeyed; a command without a term, once terms were seen, is not a leader's.
     assert leader.command("worker.stop", {"task_id": "task-1", "attempt": 1, "term": 9}).body == {}
     leader.status("task-1", "stopped")
     assert worker.term == 9
-    assert leader.command("worker.run", {"spec": {**TASK, "task_id": "task-2"}, "attempt": 1}).body == {}
+    assert leader.command("worker.run", {"spec": {**TASK, "task_id": "task-2"}, "attempt": 1}).body == {
+        "ignored": "older term"}
 
 
 def stale_run_ignored(fm: FakeManager) -> bool:
@@ -81,3 +82,15 @@ def test_a_worker_goes_back_to_a_live_leader_it_once_found_silent(actors):
             leader.send(again.reply({"metrics": "", "heartbeat": 0.2, "grace": 5.0, "term": 2}, "fake"))
             return
     raise AssertionError("the worker never went back to the leader the follower kept naming")
+
+
+def test_a_restarted_worker_remembers_the_newest_term_and_ignores_commands_without_one(actors):
+    from cube.store.memory import MemoryStore
+    leader = FakeManager(actors)
+    store = MemoryStore()
+    worker = actors.worker(leader.config, "w1", FakeRuntime(), store=store)
+    accept(leader, term=5)
+    assert leader.command("worker.run", {"spec": TASK, "attempt": 1, "term": 5}).body == {}
+    assert leader.command("worker.stop", {"task_id": "task-1", "attempt": 1}).body == {"ignored": "older term"}
+    from cube.actors.worker import META
+    assert worker.term == 5 and store.get(META, "term") == 5  # what a restart reads back (Worker.__init__)
