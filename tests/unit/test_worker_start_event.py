@@ -5,11 +5,10 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
 
 from cube.runtime.base import ContainerInfo, ContainerSpec
 from cube.runtime.fake import FakeRuntime
-from tests.actors.helpers import Actors
+from tests.actors.conftest import actors  # noqa: F401, F811  (the actor tests' fixture, not a copy)
 from tests.actors.test_worker_actor import TASK, FakeManager
 
 
@@ -31,13 +30,6 @@ class SlowToReturnRuntime(FakeRuntime):
         with self.count:
             self.lists += 1
         return super().list(worker)
-
-
-@pytest.fixture
-def actors(tmp_path):
-    a = Actors(tmp_path)
-    yield a
-    a.close()
 
 
 def test_our_own_start_event_does_not_converge_again(actors):
