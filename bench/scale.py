@@ -14,6 +14,7 @@ are synced, as always: durability is never traded for the figure.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import json
 import pathlib
@@ -36,7 +37,8 @@ from cube.model.task import new_task_id, task_from_spec  # noqa: E402
 from cube.runtime.fake import FakeRuntime  # noqa: E402
 from cube.store.leveldb import LevelDBStore  # noqa: E402
 from cube.store.memory import MemoryStore  # noqa: E402
-from cube.wire.client import Client  # noqa: E402
+from cube.wire import sockets  # noqa: E402
+from cube.wire.envelope import REPLY_ERROR, Envelope, decode  # noqa: E402
 from cube.wire.loop import Loop  # noqa: E402
 
 
@@ -53,48 +55,84 @@ def cpu_seconds(c: Cluster) -> dict[str, float]:
     return out
 
 
+def profiled(run: Any, profile: str, name: str) -> Any:
+    """`run`, writing its thread's cProfile to DIR/NAME.prof when it returns (with --profile)."""
+    if not profile:
+        return run
+
+    def wrapped() -> None:
+        import cProfile
+        p = cProfile.Profile(time.thread_time)
+        p.enable()
+        try:
+            run()
+        finally:
+            p.disable()
+            p.dump_stats(os.path.join(profile, f"{name}.prof"))
+    return wrapped
+
+
 def raise_fd_limit() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def submit_all(endpoint: str, ids: list[str], clients: int, curve: Any = None) -> tuple[float, list[float]]:
-    """`clients` threads, each one sequential client; returns (seconds, per-request latencies)."""
+    """`clients` concurrent clients, each sending its next `task.start` once the previous one is
+    acknowledged (each its own connection), all driven from one thread so the clients' own cost
+    stays small next to Cube's on this machine. Returns (seconds, per-request latencies)."""
+    ctx = zmq.Context.instance()
+    socks = [sockets.dealer(ctx, endpoint, curve=curve) for _ in range(clients)]
+    poller = zmq.Poller()
+    for sock in socks:
+        poller.register(sock, zmq.POLLIN)
+    queues = [ids[k::clients] for k in range(clients)]
+    sent: dict[zmq.Socket, tuple[str, float]] = {}  # socket -> (request id, when sent)
     latencies: list[float] = []
-    lock = threading.Lock()
     errors: list[str] = []
+    names = itertools.count()
 
-    def one(chunk: list[str], k: int) -> None:
-        client = Client(endpoint, name=f"bench-{k}", timeout=30, curve=curve)
-        mine = []
-        try:
-            for i, task_id in enumerate(chunk):
-                t = time.perf_counter()
-                client.call("task.start", {"task": {"id": task_id, "image": "fake", "name": f"t{k}-{i}",
-                                                    "cpu": 0.01, "memory": 8 << 20}})
-                mine.append(time.perf_counter() - t)
-        except Exception as e:  # reported: a benchmark that lost requests has no figure
-            errors.append(f"client {k}: {e}")
-        finally:
-            client.close()
-            with lock:
-                latencies.extend(mine)
-    chunks = [ids[k::clients] for k in range(clients)]
-    threads = [threading.Thread(target=one, args=(chunk, k)) for k, chunk in enumerate(chunks)]
+    def send_next(k: int) -> None:
+        if queues[k]:
+            task_id = queues[k].pop()
+            env = Envelope("task.start", {"task": {"id": task_id, "image": "fake", "name": f"t{next(names)}",
+                                                   "cpu": 0.01, "memory": 8 << 20}}, sender=f"bench-{k}")
+            sent[socks[k]] = (env.id, time.perf_counter())
+            socks[k].send(env.encode())
+
+    index = {sock: k for k, sock in enumerate(socks)}
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
+    try:
+        for k in range(clients):
+            send_next(k)
+        while sent and not errors:
+            ready = poller.poll(30_000)
+            if not ready:
+                errors.append(f"no answer within 30 s ({len(sent)} requests outstanding)")
+            for sock, _ in ready:
+                reply = decode(sock.recv_multipart()[-1])
+                request = sent.get(sock)
+                if request is None or reply.re != request[0]:
+                    continue
+                del sent[sock]
+                if reply.type == REPLY_ERROR:
+                    errors.append(f"{reply.body.get('code')}: {reply.body.get('message')}")
+                latencies.append(time.perf_counter() - request[1])
+                send_next(index[sock])
+    finally:
+        for sock in socks:
+            sock.close(linger=0)
+    if errors:  # a benchmark that lost requests has no figure
         raise SystemExit("submits failed: " + "; ".join(errors[:3]))
     return time.perf_counter() - t0, latencies
 
 
-def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
+def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> None:
     raise_fd_limit()
     c = Cluster(scheduler="epvm", grace=30.0, heartbeat=2.0, prefix="b")
-    loop = Loop("fake-workers", threads=8)
+    if profile:  # each manager process dumps its cProfile there when it stops
+        c.env["CUBE_PROFILE"] = os.path.abspath(profile)
+    loop = Loop("fake-workers", threads=8, many_sockets=True)  # epoll: 2,000+ sockets on one loop
     loop.ctx.set(zmq.MAX_SOCKETS, 4 * n_workers + 64)  # two sockets per worker; libzmq's default is 1,023
     workers: list[Worker] = []
     watch = None
@@ -110,7 +148,7 @@ def scale(n_workers: int, n_tasks: int, n_clients: int) -> None:
             conf = WorkerConfig(manager=f"127.0.0.1:{c.worker_port}", name=c.worker_name(f"f{i:04d}"),
                                 data_dir=data_dir, heartbeat=2.0, metrics_interval=2.0, join=token)
             workers.append(Worker(conf, FakeRuntime(), MemoryStore(), Capacity(16.0, 64 << 30, 1 << 40), loop=loop))
-        threading.Thread(target=loop.run, daemon=True).start()
+        threading.Thread(target=profiled(loop.run, profile, "fake-workers"), daemon=True).start()
         loop.call_soon_threadsafe(lambda: [w.on_start() for w in workers])
         t0 = time.perf_counter()
         wait_for(lambda: sum(1 for n in c.nodes(timeout=30).values()
@@ -191,11 +229,12 @@ def main() -> None:
     p.add_argument("--tasks", type=int, default=1000)
     p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
     p.add_argument("--ls-tasks", type=int, default=0, help="instead: time `task ls` over this many stored tasks")
+    p.add_argument("--profile", default="", metavar="DIR", help="write each manager process's cProfile to DIR")
     a = p.parse_args()
     if a.ls_tasks:
         ls_many(a.ls_tasks)
     else:
-        scale(a.workers, a.tasks, a.clients)
+        scale(a.workers, a.tasks, a.clients, a.profile)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class ManagerConfig:
     advertise: str = ""  # host workers should publish metrics to; default: the bind host or 127.0.0.1
     heartbeat_interval: float = 1.0
     grace: float = 5.0  # a worker silent this long is lost
+    max_reports: float = 200.0  # heartbeats (and metrics samples) a second from all workers at most (pace.py)
     command_retry: float = 1.0  # re-send an unacknowledged command to a worker after this
     retention: float = 24 * 3600.0  # finished tasks (and their events) are forgotten after this
     max_tasks: int = 100_000  # tasks the cluster keeps (live and finished); starts beyond are refused

@@ -57,29 +57,35 @@ class MetricsSampler:
         }
 
 
-_READINGS: dict[str, tuple[float, dict[str, Any]]] = {}  # disk path -> (monotonic time, readings)
 READING_TTL = 0.5
+_READINGS: list[Any] = [-READING_TTL, {}]  # monotonic time, the machine's readings
+_DISKS: dict[int, tuple[float, dict[str, int]]] = {}  # device -> (monotonic time, its usage)
 
 
 def _machine(disk_path: str) -> dict[str, Any]:
     """The machine's readings, shared for READING_TTL by every sampler of this process: several
     workers on one host read one machine (and psutil's cpu_percent measures since its last call,
-    so callers taking turns would each see a sliver)."""
+    so callers taking turns would each see a sliver); disk usage is shared by the data dirs of
+    one file system."""
     now = time.monotonic()
-    cached = _READINGS.get(disk_path)
-    if cached is not None and now - cached[0] < READING_TTL:
-        return cached[1]
-    vm = psutil.virtual_memory()
-    du = psutil.disk_usage(disk_path)
-    readings = {
-        "cpu_usage": psutil.cpu_percent(interval=None) / 100.0,
-        "memory_total": int(vm.total), "memory_available": int(vm.available),
-        "memory_used": int(vm.total - vm.available), "memory_percent": float(vm.percent),
-        "disk_total": int(du.total), "disk_free": int(du.free), "disk_used": int(du.used),
-        "load_avg": [float(x) for x in os.getloadavg()],
-    }
-    _READINGS[disk_path] = (now, readings)
-    return readings
+    if now - _READINGS[0] >= READING_TTL:
+        vm = psutil.virtual_memory()
+        _READINGS[0], _READINGS[1] = now, {
+            "cpu_usage": psutil.cpu_percent(interval=None) / 100.0,
+            "memory_total": int(vm.total), "memory_available": int(vm.available),
+            "memory_used": int(vm.total - vm.available), "memory_percent": float(vm.percent),
+            "load_avg": [float(x) for x in os.getloadavg()],
+        }
+    try:
+        device = os.stat(disk_path).st_dev
+    except OSError:
+        device = -1
+    cached = _DISKS.get(device)
+    if cached is None or now - cached[0] >= READING_TTL:
+        du = psutil.disk_usage(disk_path)
+        cached = _DISKS[device] = (now, {"disk_total": int(du.total), "disk_free": int(du.free),
+                                         "disk_used": int(du.used)})
+    return {**_READINGS[1], **cached[1]}
 
 
 def _existing(path: str) -> str:
@@ -118,7 +124,7 @@ def _listeners() -> list[tuple[str, str, int]]:
             with open(path) as f:
                 next(f, None)  # the header
                 for line in f:
-                    fields = line.split()
+                    fields = line.split(None, 4)  # sl, local, remote, state: the rest is not needed
                     if len(fields) < 4 or fields[3] not in want:
                         continue
                     ip_hex, _, port_hex = fields[1].partition(":")

@@ -183,6 +183,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
             etcd_key: str = cfg.env("etcd_key", ""), etcd_plaintext: bool = cfg.env("etcd_plaintext", False),
             lease_ttl: float = cfg.env("lease_ttl", 3.0), advertise: str = cfg.env("advertise", ""),
             heartbeat: float = cfg.env("heartbeat", 1.0), grace: float = cfg.env("grace", 5.0),
+            max_reports: float = cfg.env("max_reports", 200.0),
             retention: float = cfg.env("retention", 24 * 3600.0),
             max_tasks: int = cfg.env("max_tasks", 100_000), insecure: bool = cfg.env("insecure", False),
             events_kept: int = cfg.env("events_kept", 100_000),
@@ -198,6 +199,8 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
     endpoints need --etcd-cacert FILE (etcd's CA), --etcd-cert FILE and --etcd-key FILE (this
     manager's client certificate); plain http:// off loopback needs --etcd-plaintext (a private
     network you trust: etcd holds the manager's secret key);
+    --heartbeat and --grace are for a small cluster: past --max-reports workers per heartbeat
+    (200 a second by default) each reports less often and may be silent longer, in proportion;
     --retention is how long (seconds) finished tasks and events are kept (--events-kept: the
     event log's most events), --max-tasks how
     many tasks (live and finished) the cluster keeps at most; --insecure turns CURVE off and is
@@ -218,6 +221,7 @@ def manager(host: str = cfg.env("host", "0.0.0.0"), api_port: int = cfg.env("api
                            advertise=str(advertise), etcd_cacert=str(etcd_cacert), etcd_cert=str(etcd_cert),
                            etcd_key=str(etcd_key), etcd_plaintext=bool(etcd_plaintext),
                            heartbeat_interval=float(heartbeat), grace=float(grace), retention=float(retention),
+                           max_reports=float(max_reports),
                            max_tasks=int(max_tasks), insecure=bool(insecure), events_kept=int(events_kept))
     if data_dir:
         config.data_dir = os.path.abspath(str(data_dir))

@@ -36,7 +36,7 @@ from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, NOT_LEADER, UNAVAILABLE, CubeError
 from cube.security.membership import Membership
-from cube.wire.link import ManagerLink
+from cube.wire.link import MAX_PACE, ManagerLink
 from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,10 @@ class Worker(Actor):
         self.link = ManagerLink(self, config.manager_endpoint, config.name, msg.TO_WORKER,
                                 make_hello=self._hello_body, on_registered=self._registered,
                                 heartbeat=config.heartbeat, liveness=config.liveness,
-                                membership=self.membership, address=config.address, on_fatal=self._give_up)
+                                membership=self.membership, address=config.address, on_fatal=self._give_up,
+                                on_pace=self._paced)
+        self.metrics_interval = config.metrics_interval  # slower if the manager asks (_paced)
+        self._metrics_timer: Any = None
 
     # ---- link to the manager (cube/wire/link.py) -------------------------------------------
     @property
@@ -139,7 +142,7 @@ class Worker(Actor):
 
     def on_start(self) -> None:
         threading.Thread(target=self._watch_runtime, name="runtime-events", daemon=True).start()
-        self.loop.call_every(self.config.metrics_interval, self._publish_metrics)
+        self._metrics_timer = self.loop.call_every(self.metrics_interval, self._publish_metrics)
         self.loop.call_every(self.config.resync_interval, self._resync)
         self.loop.call_every(LOG_PRUNE_INTERVAL, lambda: self.loop.run_blocking(self.logstore.prune))
         for task_id, slot in list(self.slots.items()):
@@ -202,6 +205,19 @@ class Worker(Actor):
         # Again once a new metrics connection is surely up (a PUB drops what it sends while it
         # connects): a new leader's Scheduler can place on us a second earlier (docs/ha.md).
         self.loop.call_later(0.2, self._publish_metrics)
+
+    def _paced(self, reply: dict[str, Any]) -> None:
+        """Samples come as often as configured, or more seldom if the manager asks (a large
+        cluster: docs/architecture.md, "Pace")."""
+        advised = reply.get("metrics_interval")
+        if not isinstance(advised, (int, float)) or isinstance(advised, bool) or not 0 <= advised <= MAX_PACE:
+            advised = 0.0
+        interval = max(self.config.metrics_interval, float(advised))
+        if interval != self.metrics_interval:
+            self.metrics_interval = interval
+            if self._metrics_timer is not None:
+                self._metrics_timer.cancel()
+                self._metrics_timer = self.loop.call_every(interval, self._publish_metrics)
 
     def _use_metrics_endpoint(self, endpoint: str) -> None:
         if not endpoint or endpoint == self.metrics_endpoint:
@@ -512,6 +528,7 @@ class Worker(Actor):
             return
         reserved, task_ids = self.reserved()
         sample = self.sampler.sample(reserved, task_ids)
+        sample["interval"] = self.metrics_interval
         self.send(self.metrics_sock, Envelope(node_msg.METRICS, sample))
 
     # ---- local record ----------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from cube.manager.delivery import Commands
 from cube.manager.events import EventLog
 from cube.manager.health import HealthMonitor
 from cube.manager.lifecycle import TaskLife, report_clock
+from cube.manager.pace import Pace
 from cube.manager.placement import Placement
 from cube.manager.reads import READS, FollowerReads
 from cube.manager.registry import ACTIVE as ACTIVE_NODE
@@ -123,6 +124,8 @@ class Manager(Actor):
         self.reads = FollowerReads(self.store, self.leadership.view)  # what a follower answers (docs/ha.md)
         # Insecure workers name their connection; secure ones are routed only where their key spoke.
         self.registry = WorkerRegistry(config.grace, named_routes=config.insecure)
+        self.pace = Pace(config.heartbeat_interval, config.grace, config.max_reports)  # pace.py
+        self._paced_for = -1  # the number of workers the pace was set for
         # Every change of a task, service or node is a numbered, stored event (events.py).
         self.eventlog = EventLog(self.store, lambda topic, body: self.send(self.events, Envelope(topic, body)),
                                  kept=config.events_kept, max_age=config.retention)
@@ -712,9 +715,9 @@ class Manager(Actor):
         # Again once its first metrics sample reached the Scheduler (sent on our reply): a new
         # leader, or a restarted manager, places waiting tasks on it then, not a second later.
         self.loop.call_later(0.3, self.placement.schedule)
-        return {"metrics": self.config.metrics_advertised, "heartbeat": self.config.heartbeat_interval,
+        return {"metrics": self.config.metrics_advertised, **self._paced(),
                 "term": self.leadership.term,
-                "grace": self.config.grace, "retention": self.config.retention}  # retained logs' age bound
+                "grace": self.registry.grace, "retention": self.config.retention}  # retained logs' age bound
 
     def _known_worker(self, m: Envelope) -> str:
         """The worker behind a message: the name its key is bound to (`admit`), never what the
@@ -761,7 +764,15 @@ class Manager(Actor):
     @handles(worker_msg.HEARTBEAT)
     def on_heartbeat(self, m: Envelope) -> dict[str, Any]:
         self._known_worker(m)
-        return {}
+        return self._paced()
+
+    def _paced(self) -> dict[str, float]:
+        """How often workers report, for this size of cluster (pace.py)."""
+        if len(self.registry.workers) != self._paced_for:
+            self._paced_for = len(self.registry.workers)
+            self.pace.update(self._paced_for)
+        self.registry.grace = self.pace.grace
+        return self.pace.advice()
 
     @handles(worker_msg.STATUS)
     def on_status(self, m: Envelope) -> None:
@@ -779,10 +790,11 @@ class Manager(Actor):
             log.warning("manager: loop late by %.1fs; not judging worker liveness this round", late)
             self.registry.touch_all()
             return
+        self._paced()
         for rec in self.registry.expire():
-            log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.config.grace)
+            log.warning("manager: worker %s lost (silent for more than %gs)", rec.name, self.registry.grace)
             self.commands.cancel(rec.name)
-            self._save_node(rec.to_dict(), "lost", f"silent for more than {self.config.grace:g}s")
+            self._save_node(rec.to_dict(), "lost", f"silent for more than {self.registry.grace:g}s")
             self._unmoved.add(rec.name)
         for name in sorted(self._unmoved - self._moving):  # retried every tick until the Store takes them
             if self.registry.is_ready(name):  # back already: its hello reconciles instead

@@ -29,6 +29,7 @@ register(METRICS, {
     "disk_used": Field(int), "load_avg": Field(list, items=NUMBER), "task_count": Field(int),
     "reserved": Field(dict), "task_ids": Field(list, items=str),
     "ports_in_use": opt(list, items=str),  # host ports taken on the worker's address ("8081/tcp")
+    "interval": opt(NUMBER),  # seconds between this worker's samples (docs/architecture.md, "Pace")
 })
 
 API = {LIST, PING, REMOVE, DRAIN, ACTIVATE, JOIN_TOKEN, CREDENTIALS, CREDENTIALS_LIST, CREDENTIALS_REVOKE}

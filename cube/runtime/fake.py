@@ -12,7 +12,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from cube.model import ports as port_spec
 from cube.runtime.base import (
@@ -45,6 +45,37 @@ class _Container:
     labels: dict[str, str]
     logs: list[str] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)  # the same lines, timestamped
+
+
+class _StopWatch:
+    """One thread for every event stream of this process: it wakes a stream whose `stop` was set
+    (a None in its queue), so thousands of idle streams (bench/scale.py) cost one poll, not one
+    each."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._streams: list[tuple[threading.Event, queue.SimpleQueue[Any]]] = []
+        self._thread: threading.Thread | None = None
+
+    def watch(self, stop: threading.Event, q: queue.SimpleQueue[Any]) -> None:
+        with self._lock:
+            self._streams.append((stop, q))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="fake-runtime-stops", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(0.1)
+            with self._lock:
+                stopped = [(s, q) for s, q in self._streams if s.is_set()]
+                if stopped:
+                    self._streams = [(s, q) for s, q in self._streams if not s.is_set()]
+            for _, q in stopped:
+                q.put(None)
+
+
+_STOPS = _StopWatch()
 
 
 class FakeRuntime:
@@ -140,20 +171,19 @@ class FakeRuntime:
 
     def events(self, stop: threading.Event, since: float | None = None) -> Iterator[RuntimeEvent]:
         """Events emitted after subscribing (or replayed from `since`) until `stop` is set."""
-        q: queue.SimpleQueue[RuntimeEvent] = queue.SimpleQueue()
+        q: queue.SimpleQueue[RuntimeEvent | None] = queue.SimpleQueue()
         with self._lock:
             if since is not None:
                 for ev in self._history:
                     if ev.time >= since:
                         q.put(ev)
             self._subscribers.append(q)
+        _STOPS.watch(stop, q)
         try:
             while not stop.is_set():
-                try:
-                    event = q.get(timeout=0.25)  # a stop is noticed soon; thousands of idle streams stay cheap
-                except queue.Empty:
-                    continue
-                yield event
+                event = q.get()  # blocks without polling: a stop arrives as None (_StopWatch)
+                if event is not None:
+                    yield event
         finally:
             with self._lock:
                 self._subscribers.remove(q)

@@ -109,6 +109,9 @@ class NodeSample:
     # Host ports taken on the node: listening there (anything, Cube's or not) or held by its
     # tasks' fixed ports (reserved, so a container still starting counts too).
     ports: frozenset[str] = field(default_factory=frozenset)
+    # Seconds between this node's samples (0: not said); the Manager slows them in a large
+    # cluster (docs/architecture.md, "Pace"), so a node is stale only after missing a few.
+    interval: float = 0.0
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "NodeSample":
@@ -141,7 +144,12 @@ class NodeSample:
             reserved_disk=i("disk", res),
             task_ids=frozenset(d.get("task_ids") or ()),
             ports=port_set(d.get("ports_in_use")) | port_set(res.get("ports")),
+            interval=min(max(f("interval"), 0.0), MAX_INTERVAL),
         )
+
+
+MAX_INTERVAL = 60.0  # seconds between samples a node may claim (cube/wire/link.py's MAX_PACE)
+STALE_SAMPLES = 3  # samples a node may miss before it is stale, when they come seldom
 
 
 @dataclass(frozen=True, slots=True)

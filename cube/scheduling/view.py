@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any, Collection, Mapping
 
 import numpy as np
 
-from .model import (BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, Demand, NodeSample, NodeState,
+from .model import (BOOK_CPU_DIVISOR, LIEB, MAX_JOBS, STALE_SAMPLES, Demand, NodeSample, NodeState,
                     Placement)
 
 if TYPE_CHECKING:
@@ -64,6 +64,7 @@ def _lieb(exponent: float) -> float:
 #: Column name -> dtype. Memory and disk stay int64 so the fit test is exact in bytes.
 _COLUMNS: dict[str, Any] = {
     "arrival": np.float64,      # receiver's clock when the last accepted sample arrived
+    "stale_limit": np.float64,  # seconds after arrival the node turns stale (_stale_limit)
     "cpus": np.float64,         # cores offered to Cube
     "memory": np.int64,         # bytes offered
     "disk": np.int64,
@@ -106,6 +107,7 @@ class NodeTable:
     now: float
     stale_after: float
     arrival: np.ndarray
+    stale_limit: np.ndarray
     cpus: np.ndarray
     memory: np.ndarray
     disk: np.ndarray
@@ -306,7 +308,7 @@ class ClusterView:
         t = self._table
         if t is None:
             t = self._table = self._build_table()
-        t.alive = (now - t.arrival) <= self.stale_after  # same expression as NodeState.alive
+        t.alive = (now - t.arrival) <= t.stale_limit  # same expression as NodeState.alive
         t.now = now
         return t
 
@@ -448,6 +450,7 @@ class ClusterView:
         inv_mem = 1.0 / s.memory if s.memory > 0 else 0.0
         used_share = s.memory_used / s.memory_total if s.memory_total > 0 else 0.0
         c["arrival"][i] = node.arrival
+        c["stale_limit"][i] = self._stale_limit(s)
         c["cpus"][i] = s.cpus
         c["memory"][i] = s.memory
         c["disk"][i] = s.disk
@@ -476,10 +479,15 @@ class ClusterView:
         if not all(x <= _MAX_EXPONENT for x in (load, mem, (tasks + 1) / MAX_JOBS, book_alloc / book_memory)):
             c["arrival"][i] = -np.inf  # absurd or NaN numbers: treated as stale, never a candidate
 
+    def _stale_limit(self, s: NodeSample) -> float:
+        """A node is stale `stale_after` seconds after its last sample, or after STALE_SAMPLES
+        missed ones when it samples more seldom (a large cluster's pace)."""
+        return max(self.stale_after, STALE_SAMPLES * s.interval)
+
     def _state(self, node: _Node, now: float) -> NodeState:
         s, led = node.sample, node.ledger.values()
         return NodeState(
-            name=node.name, address=s.address, alive=now - node.arrival <= self.stale_after,
+            name=node.name, address=s.address, alive=now - node.arrival <= self._stale_limit(s),
             age=now - node.arrival, cpus=s.cpus, memory=s.memory, disk=s.disk,
             reserved_cpu=s.reserved_cpu + sum(r.demand.cpu for r in led),
             reserved_memory=s.reserved_memory + sum(r.demand.memory for r in led),

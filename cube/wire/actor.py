@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import gc
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -65,6 +66,16 @@ class Outstanding:
     retry_errors: frozenset[str] = frozenset()
 
 
+def _profiler() -> Any:
+    """A running cProfile when CUBE_PROFILE names a directory (a benchmark's own diagnosis)."""
+    if not os.environ.get("CUBE_PROFILE"):
+        return None
+    import cProfile
+    profile = cProfile.Profile(time.thread_time)  # CPU of the loop's thread, not waits
+    profile.enable()
+    return profile
+
+
 class Actor:
     HANDLERS: dict[str, str] = {}  # message type -> method name, built per class
 
@@ -99,10 +110,14 @@ class Actor:
 
     def run(self) -> None:
         tune_gc()
+        profile = _profiler()
         self.on_start()
         try:
             self.loop.run()
         finally:
+            if profile is not None:  # CUBE_PROFILE=DIR: where bench/ finds where the time goes
+                profile.disable()
+                profile.dump_stats(os.path.join(os.environ["CUBE_PROFILE"], f"{self.name}-{os.getpid()}.prof"))
             self.on_stop()
 
     def stop(self) -> None:
@@ -291,6 +306,8 @@ class Actor:
         """The real send, after any fault injection."""
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
+            if self.loop.many_sockets:
+                self.loop.sent_on(sock)
             self.stats["sent"] += 1
             if self.traffic is not None:
                 self.traffic.sent(sock, env.type)

@@ -80,20 +80,27 @@ def decode(frame: bytes) -> Envelope:
         raise CubeError(BAD_FRAME, f"frame must be a msgpack map, got {type(data).__name__}")
     if data.get("v") != VERSION:
         raise CubeError(BAD_ENVELOPE, f"unsupported protocol version {data.get('v')!r}; this is v{VERSION}")
-    checks = (("id", str), ("type", str), ("from", str), ("ts", (int, float)), ("body", dict))
-    for key, kind in checks:
-        value = data.get(key)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            raise CubeError(BAD_ENVELOPE, f"envelope field {key!r} is missing or not {_name(kind)}")
-    if not data["type"] or not data["id"]:
+    ident, kind, sender, ts, body, re = (data.get("id"), data.get("type"), data.get("from"), data.get("ts"),
+                                         data.get("body"), data.get("re"))
+    # exact types (what msgpack decodes to; type(True) is bool, so a bool never passes for ts)
+    if type(ident) is not str or type(kind) is not str or type(sender) is not str \
+            or type(ts) not in _NUMBER or type(body) is not dict:
+        for key, want in _CHECKS:
+            value = data.get(key)
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise CubeError(BAD_ENVELOPE, f"envelope field {key!r} is missing or not {_name(want)}")
+    if not kind or not ident:
         raise CubeError(BAD_ENVELOPE, "envelope fields 'id' and 'type' must not be empty")
-    re = data.get("re")
-    if re is not None and not isinstance(re, str):
+    if re is not None and type(re) is not str:
         raise CubeError(BAD_ENVELOPE, "envelope field 're' must be a string or nil")
-    if any(not isinstance(k, str) for k in data["body"]):
+    if body and set(map(type, body)) != _STR:
         raise CubeError(BAD_ENVELOPE, "body keys must be strings")
-    return Envelope(type=data["type"], body=data["body"], sender=data["from"], id=data["id"],
-                    ts=float(data["ts"]), re=re)
+    return Envelope(type=kind, body=body, sender=sender, id=ident, ts=float(ts), re=re)
+
+
+_NUMBER = frozenset({int, float})
+_STR = frozenset({str})
+_CHECKS = (("id", str), ("type", str), ("from", str), ("ts", (int, float)), ("body", dict))
 
 
 def reply_id_hint(frame: bytes) -> str | None:

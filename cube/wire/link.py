@@ -43,6 +43,7 @@ MAX_LEADERLESS_WAIT = 2.0  # seconds between hellos at most while no manager lea
 # lease (docs/ha.md), long enough for a dead leader to be replaced; after that the follower's word
 # is believed (the leader was alive, one hello or heartbeat was lost), so no worker stays away for
 # good from a live leader, holding containers it has been replaced for.
+MAX_PACE = 60.0  # seconds between heartbeats at most, whatever a manager asks
 SILENT_HOLD = 5.0
 
 Send = Callable[[dict[str, Any] | None], None]
@@ -52,7 +53,8 @@ class ManagerLink:
     def __init__(self, actor: Actor, endpoint: str, identity: str, accept: set[str],
                  make_hello: Callable[[Send], None], on_registered: Callable[[dict[str, Any]], None],
                  heartbeat: float = 1.0, liveness: int = 3, jitter: Callable[[], float] = random.random,
-                 membership: Any = None, address: str = "", on_fatal: Callable[[str], None] | None = None):
+                 membership: Any = None, address: str = "", on_fatal: Callable[[str], None] | None = None,
+                 on_pace: Callable[[dict[str, Any]], None] | None = None):
         self.actor = actor
         self.endpoints = [e.strip() for e in endpoint.split(",") if e.strip()]
         self.endpoint = self.endpoints[0]
@@ -70,6 +72,7 @@ class ManagerLink:
         self.membership = membership
         self.address = address  # the address this worker joins with
         self.on_fatal = on_fatal or (lambda why: log.error("%s: %s", actor.name, why))
+        self.on_pace = on_pace or (lambda body: None)
         self.sock: zmq.Socket | None = None
         self.watch: HandshakeWatch | None = None
         self.registered = False
@@ -228,14 +231,21 @@ class ManagerLink:
         self.silent = ""
         self.missed = 0
         self.backoff = FIRST_BACKOFF
-        beat = float(reply.body.get("heartbeat") or self.heartbeat)
-        if beat != self.heartbeat:
-            self.heartbeat = beat
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self.actor.loop.call_every(beat, self._beat)
+        self._pace(reply.body)
         log.info("%s: registered with manager %s", self.actor.name, self.endpoint)
         self.on_registered(reply.body)
+
+    def _pace(self, body: dict[str, Any]) -> None:
+        """The manager says how often to report (more seldom in a large cluster: docs/architecture.md,
+        "Pace"); the actor hears it too (a worker's metrics samples follow it)."""
+        beat = body.get("heartbeat")
+        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and 0 < beat <= MAX_PACE \
+                and beat != self.heartbeat:
+            self.heartbeat = float(beat)
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self.actor.loop.call_every(self.heartbeat, self._beat)
+        self.on_pace(body)
 
     def _retry_later(self, why: str) -> None:
         delay = self.backoff * (0.5 + self.jitter())  # 50% to 150% of the backoff
@@ -282,6 +292,8 @@ class ManagerLink:
             self._not_member(reply)
             return
         self.missed = 0
+        if reply.type != REPLY_ERROR:
+            self._pace(reply.body)
         if reply.type == REPLY_ERROR and reply.body.get("code") == NOT_FOUND:
             log.info("%s: manager does not know us (restarted, or we were lost); saying hello", self.actor.name)
             self.registered = False

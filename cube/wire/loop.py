@@ -12,6 +12,7 @@ import itertools
 import logging
 import os
 import queue
+import select
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,8 +37,12 @@ class Timer:
 
 class Loop:
     def __init__(self, name: str, ctx: zmq.Context | None = None, threads: int = 4,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, many_sockets: bool = False):
         self.name = name
+        # zmq_poll costs a look at every socket on every turn: a loop hosting thousands (a
+        # benchmark's simulated workers) waits on their descriptors in epoll instead (_Ready).
+        self.many_sockets = many_sockets
+        self._ready = _Ready() if many_sockets else None
         self.clock = clock  # timers read this: tests pass a clock they move instead of sleeping
         self.ctx = ctx or zmq.Context()
         self.poller = zmq.Poller()
@@ -52,6 +57,8 @@ class Loop:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self.poller.register(self._wake_r, zmq.POLLIN)
+        if self._ready is not None:
+            self._ready.add_fd(self._wake_r)
         self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name)
         # Short blocking calls that must not queue behind long ones (e.g. a worker's container
         # listing for its hello, behind image pulls and container starts).
@@ -61,11 +68,22 @@ class Loop:
     # ---- registration ---------------------------------------------------------------------
     def add_reader(self, sock: Any, fn: Callable[[Any], None]) -> None:
         self._readers[sock] = fn
-        self.poller.register(sock, zmq.POLLIN)
+        if self._ready is not None:
+            self._ready.add(sock)
+        else:
+            self.poller.register(sock, zmq.POLLIN)
 
     def remove_reader(self, sock: Any) -> None:
         if self._readers.pop(sock, None) is not None:
-            self.poller.unregister(sock)
+            if self._ready is not None:
+                self._ready.remove(sock)
+            else:
+                self.poller.unregister(sock)
+
+    def sent_on(self, sock: Any) -> None:
+        """A send on `sock` may have taken in its pending signals: look at it again (_Ready)."""
+        if self._ready is not None and sock in self._readers:
+            self._ready.check.add(sock)
 
     def call_later(self, delay: float, fn: Callable[[], Any]) -> Timer:
         timer = Timer(self.clock() + delay, next(self._seq), fn)
@@ -112,7 +130,22 @@ class Loop:
 
     def run_once(self, max_wait: float = 1.0) -> None:
         timeout = self._next_timeout(max_wait)
+        if self._ready is not None:
+            self._run_ready(timeout)
+            return
         for sock, _ in self.poller.poll(timeout * 1000):
+            if sock == self._wake_r:
+                self._drain_wakeups()
+                continue
+            fn = self._readers.get(sock)
+            if fn is not None:
+                self._safely(fn, sock)
+        self._run_calls()
+        self._run_timers()
+
+    def _run_ready(self, timeout: float) -> None:
+        ready = self._ready
+        for sock in ready.wait(timeout):
             if sock == self._wake_r:
                 self._drain_wakeups()
                 continue
@@ -129,6 +162,8 @@ class Loop:
 
     def close(self) -> None:
         self._running = False
+        if self._ready is not None:
+            self._ready.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         self._urgent.shutdown(wait=False, cancel_futures=True)
         for sock in list(self._readers):
@@ -185,3 +220,70 @@ class Loop:
         except Exception:
             self.errors += 1
             log.exception("%s: callback %s failed; the actor carries on", self.name, getattr(fn, "__name__", fn))
+
+
+class _Ready:
+    """Which sockets have messages, from epoll over their ZMQ_FD descriptors: the cost of a turn
+    follows the sockets that are busy, not how many there are.
+
+    ZMQ_FD is edge-like: it signals that the socket's state changed, and reading ZMQ_EVENTS
+    takes the signal. So a socket is looked at (ZMQ_EVENTS) when its descriptor fires, again on
+    the next turn after it was read (it may hold more than one batch), and after anything was
+    sent on it (a send can take in the signal of a message that arrived meanwhile)."""
+
+    def __init__(self) -> None:
+        self.epoll = select.epoll()
+        self.by_fd: dict[int, Any] = {}
+        self.fd_of: dict[Any, int] = {}
+        self.check: set[Any] = set()  # zmq sockets to look at on the next turn
+
+    def add_fd(self, fd: int, sock: Any = None) -> None:
+        self.by_fd[fd] = fd if sock is None else sock
+        self.fd_of[fd if sock is None else sock] = fd
+        try:
+            self.epoll.register(fd, select.EPOLLIN)
+        except FileExistsError:  # the number of a closed socket's descriptor, reused
+            self.epoll.modify(fd, select.EPOLLIN)
+
+    def add(self, sock: Any) -> None:
+        if not isinstance(sock, zmq.Socket):
+            self.add_fd(sock)
+            return
+        self.add_fd(sock.getsockopt(zmq.FD), sock)
+        self.check.add(sock)  # messages may be waiting already
+
+    def remove(self, sock: Any) -> None:
+        self.check.discard(sock)
+        fd = self.fd_of.pop(sock, None)
+        if fd is not None and self.by_fd.get(fd) is sock:
+            del self.by_fd[fd]
+            try:
+                self.epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass  # closed with its socket already
+
+    def wait(self, timeout: float) -> list[Any]:
+        """The readable sockets (and descriptors), waiting at most `timeout` seconds for one."""
+        fired = self.epoll.poll(0 if self.check else timeout)
+        out = []
+        for fd, _ in fired:
+            s = self.by_fd.get(fd)
+            if isinstance(s, zmq.Socket):
+                self.check.add(s)
+            elif s is not None:
+                out.append(s)
+        check, self.check = self.check, set()
+        for s in check:
+            if s.closed:
+                continue
+            try:
+                if not s.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    continue
+            except zmq.ZMQError:
+                continue
+            self.check.add(s)  # read this turn: look again on the next
+            out.append(s)
+        return out
+
+    def close(self) -> None:
+        self.epoll.close()
