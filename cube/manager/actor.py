@@ -882,9 +882,9 @@ class Manager(Actor):
             read(log_.published, None)
 
     def _publish(self, event: TaskEvent, task: Task, record: dict[str, Any]) -> None:
-        body = event.to_dict()
-        body["task"] = listing.redact(record)  # subscribers never see env values
-        self.eventlog.publish(task_msg.EVENT, body)
+        # The event as stored, nothing more: a live copy and a replayed one are the same (the
+        # task's record is one `task.inspect` away, where env values are an admin's only).
+        self.eventlog.publish(task_msg.EVENT, event.to_dict())
         if task.state in (State.COMPLETED, State.FAILED):  # its capacity is free again, now
             self.request(self.sched_sock, Envelope(sched_msg.RELEASE, {"task_id": task.id}), timeout=2.0)
 
