@@ -39,6 +39,7 @@ from cube.store.leveldb import LevelDBStore  # noqa: E402
 from cube.store.memory import MemoryStore  # noqa: E402
 from cube.wire import sockets  # noqa: E402
 from cube.wire.envelope import REPLY_ERROR, Envelope, decode  # noqa: E402
+from cube.wire.actor import tune_gc  # noqa: E402
 from cube.wire.loop import Loop  # noqa: E402
 
 
@@ -129,10 +130,12 @@ def submit_all(endpoint: str, ids: list[str], clients: int, curve: Any = None) -
 
 def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> None:
     raise_fd_limit()
+    tune_gc()  # this process hosts 1,000 Worker actors: collect as an actor's process does
     c = Cluster(scheduler="epvm", grace=30.0, heartbeat=2.0, prefix="b")
     if profile:  # each manager process dumps its cProfile there when it stops
         c.env["CUBE_PROFILE"] = os.path.abspath(profile)
-    loop = Loop("fake-workers", threads=8, many_sockets=True)  # epoll: 2,000+ sockets on one loop
+    # 2,000+ sockets on one loop: epoll; FakeRuntime's calls return at once: no thread hop each.
+    loop = Loop("fake-workers", threads=8, many_sockets=True, inline_blocking=True)
     loop.ctx.set(zmq.MAX_SOCKETS, 4 * n_workers + 64)  # two sockets per worker; libzmq's default is 1,023
     workers: list[Worker] = []
     watch = None

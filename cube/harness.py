@@ -491,7 +491,10 @@ class RunningWatch:
             while not self._stop.is_set() and not self.done.is_set():
                 if not sub.poll(100):
                     continue
-                body = decode(sub.recv_multipart()[-1]).body
+                frame = sub.recv_multipart()[-1]
+                if b"Running" not in frame:  # most events are other steps: not worth decoding
+                    continue
+                body = decode(frame).body
                 if body["state"] == "Running" and self.counts(body):
                     self.running.add(body["task_id"])
                     self.last = time.perf_counter()

@@ -37,12 +37,16 @@ class Timer:
 
 class Loop:
     def __init__(self, name: str, ctx: zmq.Context | None = None, threads: int = 4,
-                 clock: Callable[[], float] = time.monotonic, many_sockets: bool = False):
+                 clock: Callable[[], float] = time.monotonic, many_sockets: bool = False,
+                 inline_blocking: bool = False):
         self.name = name
         # zmq_poll costs a look at every socket on every turn: a loop hosting thousands (a
         # benchmark's simulated workers) waits on their descriptors in epoll instead (_Ready).
         self.many_sockets = many_sockets
         self._ready = _Ready() if many_sockets else None
+        # "Blocking" calls that return at once (a simulated runtime's): run on the loop's own
+        # thread, their `done` on the next turn; a thread hop each would cost more than the call.
+        self.inline_blocking = inline_blocking
         self.clock = clock  # timers read this: tests pass a clock they move instead of sleeping
         self.ctx = ctx or zmq.Context()
         self.poller = zmq.Poller()
@@ -116,6 +120,9 @@ class Loop:
                 self.call_soon_threadsafe(lambda: done(result, error))
             elif error is not None:
                 log.error("%s: background call %s failed: %s", self.name, getattr(fn, "__name__", fn), error)
+        if self.inline_blocking:
+            work()
+            return
         (self._urgent if urgent else self._executor).submit(work)
 
     # ---- running ----------------------------------------------------------------------------
