@@ -121,6 +121,6 @@ class Keyring:
 
     def save(self) -> None:
         write_json(self.path, {"workers": self.workers, "addresses": self.addresses, "clients": self.clients,
-                               "revoked": self.revoked})
+                               "revoked": self.revoked}, compact=True)
         st = os.stat(self.path)
         self._stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
