@@ -491,15 +491,19 @@ class RunningWatch:
             while not self._stop.is_set() and not self.done.is_set():
                 if not sub.poll(100):
                     continue
-                frame = sub.recv_multipart()[-1]
-                if b"Running" not in frame:  # most events are other steps: not worth decoding
-                    continue
-                body = decode(frame).body
-                if body["state"] == "Running" and self.counts(body):
-                    self.running.add(body["task_id"])
-                    self.last = time.perf_counter()
-                    if len(self.running) >= self.n:
-                        self.done.set()
+                while True:  # everything that came meanwhile, then poll again
+                    try:
+                        frame = sub.recv_multipart(zmq.NOBLOCK)[-1]
+                    except zmq.Again:
+                        break
+                    if b"Running" not in frame:  # most events are other steps: not worth decoding
+                        continue
+                    body = decode(frame).body
+                    if body["state"] == "Running" and self.counts(body):
+                        self.running.add(body["task_id"])
+                        self.last = time.perf_counter()
+                        if len(self.running) >= self.n:
+                            self.done.set()
         finally:
             sub.close(linger=0)
             ctx.term()

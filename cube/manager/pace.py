@@ -33,7 +33,8 @@ class Pace:
         heartbeat = max(self.base_heartbeat, spread)
         grace = self.base_grace * heartbeat / self.base_heartbeat
         if grace < self._grace:  # workers told the longer interval may not have heard the new one yet
-            self._held = (self._grace, self.clock() + self._grace)
+            current = self.grace  # with a hold still running: a second shrink keeps the first one's length
+            self._held = (current, self.clock() + current)
         self.heartbeat, self._grace = heartbeat, grace
         self.metrics_interval = spread if spread > self.base_heartbeat else 0.0
 

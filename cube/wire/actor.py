@@ -304,10 +304,10 @@ class Actor:
 
     def transmit(self, sock: zmq.Socket, frames: list[bytes], env: Envelope) -> bool:
         """The real send, after any fault injection."""
+        if self.loop.many_sockets:  # a send, even a refused one, may take in the socket's signal
+            self.loop.sent_on(sock)
         try:
             sock.send_multipart(frames, zmq.NOBLOCK)
-            if self.loop.many_sockets:
-                self.loop.sent_on(sock)
             self.stats["sent"] += 1
             if self.traffic is not None:
                 self.traffic.sent(sock, env.type)

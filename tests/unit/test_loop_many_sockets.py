@@ -313,10 +313,6 @@ def test_a_send_does_not_strand_a_message_that_arrived_meanwhile(fds):
     assert reply is not None, "the request that arrived before the send was never read"
 
 
-@pytest.mark.xfail(strict=True, reason="Actor.transmit calls loop.sent_on only after a send that succeeded; a "
-                                       "refused send (unroutable peer, full queue) also processes the "
-                                       "socket's commands and takes the ZMQ_FD signal of a message that "
-                                       "arrived meanwhile, which then waits for the socket's next event")
 def test_a_refused_send_does_not_strand_a_message_that_arrived_meanwhile(fds):
     sent, reply = send_while_a_request_waits([b"nobody"])  # ROUTER_MANDATORY: unroutable, refused
     assert not sent

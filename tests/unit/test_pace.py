@@ -145,9 +145,6 @@ def test_no_change_in_size_does_not_start_or_extend_a_hold():
     assert p.grace == pytest.approx(5.0)
 
 
-@pytest.mark.xfail(strict=True, reason="Pace.update replaces an active, longer hold with the shorter grace of "
-                                       "a second shrink: a worker still on the first, longest interval is "
-                                       "judged by a grace shorter than its heartbeat")
 def test_two_shrinks_in_a_row_keep_the_first_longer_hold():
     # 4,000 workers beat every 20 s (grace 100). The cluster shrinks to 600 (every 3 s, grace 15)
     # and a second later to 200 (every 1 s, grace 5). A worker that beat just before
