@@ -19,6 +19,7 @@ import os
 import json
 import pathlib
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -56,21 +57,34 @@ def cpu_seconds(c: Cluster) -> dict[str, float]:
     return out
 
 
-def profiled(run: Any, profile: str, name: str) -> Any:
-    """`run`, writing its thread's cProfile to DIR/NAME.prof when it returns (with --profile)."""
-    if not profile:
-        return run
+class LoopProfile:
+    """cProfile of one Loop's thread over the measured run only (with --profile)."""
 
-    def wrapped() -> None:
+    def __init__(self, loop: Loop, path: str):
         import cProfile
-        p = cProfile.Profile(time.thread_time)
-        p.enable()
-        try:
-            run()
-        finally:
-            p.disable()
-            p.dump_stats(os.path.join(profile, f"{name}.prof"))
-    return wrapped
+        self.loop, self.path = loop, path
+        self.profile = cProfile.Profile(time.thread_time)  # CPU, not waits
+
+    def start(self) -> None:
+        self.loop.call_soon_threadsafe(self.profile.enable)  # enabled on the loop's own thread
+
+    def stop(self) -> None:
+        done = threading.Event()
+
+        def dump() -> None:
+            self.profile.disable()
+            self.profile.dump_stats(self.path)
+            done.set()
+        self.loop.call_soon_threadsafe(dump)
+        done.wait(10)
+
+
+def profile_actors(c: Cluster) -> None:
+    """Start, or stop and write, the manager processes' profiles (CUBE_PROFILE: SIGUSR2)."""
+    for name, pid in c.actor_pids().items():
+        if name in ("manager", "store", "scheduler"):
+            os.kill(pid, signal.SIGUSR2)
+    time.sleep(0.2)
 
 
 def raise_fd_limit() -> None:
@@ -151,7 +165,7 @@ def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> No
             conf = WorkerConfig(manager=f"127.0.0.1:{c.worker_port}", name=c.worker_name(f"f{i:04d}"),
                                 data_dir=data_dir, heartbeat=2.0, metrics_interval=2.0, join=token)
             workers.append(Worker(conf, FakeRuntime(), MemoryStore(), Capacity(16.0, 64 << 30, 1 << 40), loop=loop))
-        threading.Thread(target=profiled(loop.run, profile, "fake-workers"), daemon=True).start()
+        threading.Thread(target=loop.run, daemon=True).start()
         loop.call_soon_threadsafe(lambda: [w.on_start() for w in workers])
         t0 = time.perf_counter()
         wait_for(lambda: sum(1 for n in c.nodes(timeout=30).values()
@@ -162,12 +176,19 @@ def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> No
         ids = [new_task_id() for _ in range(n_tasks)]
         expected = set(ids)
         watch = RunningWatch(c.endpoints["events"], len(ids), lambda body: body["task_id"] in expected, curve)
+        loop_profile = LoopProfile(loop, os.path.join(profile, "fake-workers.prof")) if profile else None
+        if loop_profile:
+            loop_profile.start()
+            profile_actors(c)
         cpu0 = cpu_seconds(c)
         t0 = time.perf_counter()
         submit_s, latencies = submit_all(c.endpoints["api"], ids, n_clients, curve)
         if not watch.done.wait(600):
             raise SystemExit(f"only {len(watch.running)} of {n_tasks} tasks Running after 600 s")
         all_running = watch.last - t0
+        if loop_profile:
+            loop_profile.stop()
+            profile_actors(c)
         cpu1 = cpu_seconds(c)
         latencies.sort()
         p99 = latencies[int(0.99 * (len(latencies) - 1))] * 1000

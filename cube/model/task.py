@@ -235,7 +235,8 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
     spec = unwrap_event(spec)
     if any(not isinstance(k, str) for k in spec):
         raise TaskSpecError("task field names must be strings")
-    _check_output_fields(spec)
+    if not _OUTPUT_FIELDS.keys().isdisjoint(spec):
+        _check_output_fields(spec)
     book = not _BOOK_KEYS.isdisjoint(spec)
     named: dict[str, str] = {}
     for key in spec:  # two names for one field: which one was meant is not ours to guess
@@ -243,7 +244,7 @@ def task_from_spec(spec: dict[str, Any], task_id: str | None = None) -> Task:
         if field_name in named:
             raise TaskSpecError(f"fields {named[field_name]!r} and {key!r} both give {field_name!r}; keep one")
         named[field_name] = key
-    spec = {canonical_field(k): v for k, v in spec.items() if k not in _OUTPUT_FIELDS}
+    spec = {f: spec[k] for f, k in named.items() if k not in _OUTPUT_FIELDS}
     if book and "restart" not in spec:
         spec["restart"] = ""  # the book's zero value: no restart (docs/task-files.md)
     unknown = sorted(set(spec) - _SPEC_FIELDS - _IGNORED_FIELDS)

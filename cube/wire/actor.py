@@ -66,14 +66,25 @@ class Outstanding:
     retry_errors: frozenset[str] = frozenset()
 
 
-def _profiler() -> Any:
-    """A running cProfile when CUBE_PROFILE names a directory (a benchmark's own diagnosis)."""
-    if not os.environ.get("CUBE_PROFILE"):
-        return None
+def _profile_on_signal(name: str) -> None:
+    """CUBE_PROFILE=DIR (a benchmark's own diagnosis): SIGUSR2 starts a cProfile of the loop's
+    thread, the next SIGUSR2 writes it to DIR/NAME-PID.prof, so only the measured run counts."""
+    where = os.environ.get("CUBE_PROFILE")
+    if not where:
+        return
     import cProfile
-    profile = cProfile.Profile(time.thread_time)  # CPU of the loop's thread, not waits
-    profile.enable()
-    return profile
+    import signal
+    state: dict[str, Any] = {}
+
+    def toggle(*_: Any) -> None:
+        if "profile" not in state:
+            state["profile"] = cProfile.Profile(time.thread_time)  # CPU of the loop's thread, not waits
+            state["profile"].enable()
+        else:
+            profile = state.pop("profile")
+            profile.disable()
+            profile.dump_stats(os.path.join(where, f"{name}-{os.getpid()}.prof"))
+    signal.signal(signal.SIGUSR2, toggle)
 
 
 class Actor:
@@ -110,14 +121,11 @@ class Actor:
 
     def run(self) -> None:
         tune_gc()
-        profile = _profiler()
+        _profile_on_signal(self.name)
         self.on_start()
         try:
             self.loop.run()
         finally:
-            if profile is not None:  # CUBE_PROFILE=DIR: where bench/ finds where the time goes
-                profile.disable()
-                profile.dump_stats(os.path.join(os.environ["CUBE_PROFILE"], f"{self.name}-{os.getpid()}.prof"))
             self.on_stop()
 
     def stop(self) -> None:
@@ -160,6 +168,9 @@ class Actor:
                 except zmq.Again:
                     return
                 self.receive(s, frames, accept, replies, peer)
+                # Nothing more to read: stop here rather than by a raised zmq.Again (costlier).
+                if s.closed or not s.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    return
         self.loop.add_reader(sock, on_readable)
 
     def peer_name(self, route: list[bytes]) -> str:
