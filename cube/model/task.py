@@ -138,7 +138,9 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain map (what crosses the wire and the Store); written out, as `asdict` is slow."""
-        d = {f: getattr(self, f) for f in _PLAIN_FIELDS}
+        d = self.__dict__.copy()  # the fields, copied in C; the nested ones are replaced below
+        if len(d) != _FIELD_COUNT:  # something else was set on this object: the fields only
+            d = {f: getattr(self, f) for f in _PLAIN_FIELDS}
         d["command"] = list(self.command) if self.command is not None else None
         d["env"] = dict(self.env)
         d["ports"] = list(self.ports)
@@ -179,6 +181,7 @@ class Task:
 _NESTED = {"command", "env", "ports", "host_ports", "report_clock", "ran_on", "port_conflicts", "restart",
            "health", "state"}
 _PLAIN_FIELDS = [f.name for f in fields(Task) if f.name not in _NESTED]
+_FIELD_COUNT = len(fields(Task))
 
 
 # ---- user input -------------------------------------------------------------------------------
