@@ -484,7 +484,9 @@ class RunningWatch:
         from cube.wire import sockets
         from cube.wire.envelope import decode
         ctx = zmq.Context()
-        sub = sockets.subscriber(ctx, connect=endpoint, topics=(task_msg.EVENT.encode(),), curve=self.curve)
+        # Running events only, filtered by the Manager's PUB socket (docs/protocol.md, "Events")
+        sub = sockets.subscriber(ctx, connect=endpoint, topics=(f"{task_msg.EVENT}.Running".encode(),),
+                                 curve=self.curve)
         sub.setsockopt(zmq.RCVHWM, 0)  # never drop an event: they are counted
         self._ready.set()
         try:
@@ -493,12 +495,9 @@ class RunningWatch:
                     continue
                 while True:  # everything that came meanwhile, then poll again
                     try:
-                        frame = sub.recv_multipart(zmq.NOBLOCK)[-1]
+                        body = decode(sub.recv_multipart(zmq.NOBLOCK)[-1]).body
                     except zmq.Again:
                         break
-                    if b"Running" not in frame:  # most events are other steps: not worth decoding
-                        continue
-                    body = decode(frame).body
                     if body["state"] == "Running" and self.counts(body):
                         self.running.add(body["task_id"])
                         self.last = time.perf_counter()

@@ -127,7 +127,8 @@ class Manager(Actor):
         self.pace = Pace(config.heartbeat_interval, config.grace, config.max_reports)  # pace.py
         self._paced_for = -1  # the number of workers the pace was set for
         # Every change of a task, service or node is a numbered, stored event (events.py).
-        self.eventlog = EventLog(self.store, lambda topic, body: self.send(self.events, Envelope(topic, body)),
+        self.eventlog = EventLog(self.store, lambda topic, body: self.send(self.events, Envelope(topic, body),
+                                                                          topic=events_msg.topic_of(topic, body)),
                                  kept=config.events_kept, max_age=config.retention)
         self.book = TaskBook(self.store, self._publish, on_adopt=lambda old, new: self.life.adopted(old, new),
                              events=self.eventlog)

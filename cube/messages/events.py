@@ -20,6 +20,14 @@ TOPICS = (TASK_EVENT, SERVICE_EVENT, NODE_EVENT, HEARTBEAT)
 
 TYPES = ("task", "service", "node")
 FILTER_KEYS = ("type", "task", "service", "node")
+def topic_of(msg_type: str, body: dict) -> str:
+    """The PUB topic frame of an event: a task event's also names its state ("task.event.Running"),
+    so a subscriber to "task.event.Failed" gets failures only, filtered at the publisher, while one
+    to "task.event" still gets every task event (topics match by prefix)."""
+    state = body.get("state") if msg_type == TASK_EVENT else None
+    return f"{msg_type}.{state}" if isinstance(state, str) and state else msg_type
+
+
 HEARTBEAT_INTERVAL = 1.0  # seconds; a follower that hears nothing for a few of them checks the manager
 MAX_PAGE = 1000  # events a reply holds at most (the Store's pages are bounded in bytes too)
 MIN_PREFIX = 4  # a task id prefix this long at least matches task=PREFIX

@@ -302,13 +302,14 @@ class Actor:
             pending.on_reply(env)
 
     # ---- sending ----------------------------------------------------------------------------
-    def send(self, sock: zmq.Socket, env: Envelope, payload: bytes | None = None) -> bool:
-        """Send without blocking; a refused send (peer gone, high-water mark) is counted and logged."""
+    def send(self, sock: zmq.Socket, env: Envelope, payload: bytes | None = None, topic: str = "") -> bool:
+        """Send without blocking; a refused send (peer gone, high-water mark) is counted and logged.
+        On a PUB socket the topic frame is `topic`, by default the message type."""
         if not env.sender:
             env.sender = self.name
         frames = [*env.route, payload if payload is not None else env.encode()]
         if sock.type == zmq.PUB:
-            frames = [env.type.encode(), frames[-1]]
+            frames = [(topic or env.type).encode(), frames[-1]]
         if self.outbox is None:
             return self.transmit(sock, frames, env)
         return self.outbox(self, sock, frames, env)

@@ -411,9 +411,25 @@ def test_task_events_are_published(rig, actors):
         topic, frame = sub.recv_multipart()
         from cube.wire.envelope import decode
         env = decode(frame)
-        assert topic == b"task.event" and env.type == "task.event"
+        assert topic == f"task.event.{env.body['state']}".encode() and env.type == "task.event"
         got.append((env.body["task_id"], env.body["state"]))
     assert got == [(t["id"], "Pending"), (t["id"], "Completed")]
+
+
+def test_a_subscriber_to_one_state_gets_only_those_events(rig, actors):
+    """A task event's topic names its state: "task.event.Completed" is filtered at the publisher."""
+    import zmq
+    from cube.wire.envelope import decode
+    sub = actors.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"task.event.Completed")
+    sub.connect(f"tcp://127.0.0.1:{rig.config.events_port}")
+    time.sleep(0.2)  # PUB/SUB slow joiner
+    t = rig.api.call("task.start", {"task": {"image": "img"}})["task"]
+    rig.api.call("task.stop", {"id": t["id"]})
+    assert sub.poll(3000), "no Completed event"
+    topic, frame = sub.recv_multipart()
+    assert topic == b"task.event.Completed" and decode(frame).body["task_id"] == t["id"]
+    assert not sub.poll(300), "only the Completed event: its Pending one was filtered out"
 
 
 # Regression: an id over 64 chars used to be accepted, then refused by every later message, and its
