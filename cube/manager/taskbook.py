@@ -46,6 +46,8 @@ Done = Callable[[Task | None, CubeError | None], None]
 
 def bulky(task: Task) -> bool:
     """A task whose record may be large (a big env or command): written in a request of its own."""
+    if not task.env and not task.command:
+        return False
     return sum(len(k) + len(v) for k, v in task.env.items()) + sum(len(c) for c in task.command or ()) > BULKY
 
 
