@@ -274,7 +274,7 @@ class Manager(Actor):
             task = task_from_spec(m.body["task"])
         except TaskSpecError as e:
             raise CubeError(BAD_REQUEST, str(e)) from None
-        size = len(codec.pack(task.to_dict()))
+        size = len(codec.pack(task.record()))
         if size > MAX_TASK_BYTES:  # the Store keeps every task until it is pruned: bound each one
             raise CubeError(BAD_REQUEST, f"the task is {size >> 10} KiB encoded; at most {MAX_TASK_BYTES >> 10} KiB "
                                          f"(env, command and names together)")
@@ -298,7 +298,7 @@ class Manager(Actor):
                 except CubeError as e:
                     m.respond(error=e)
                 return
-            m.respond({"task": t.to_dict()})
+            m.respond({"task": t.record()})  # packed at once: sharing is safe
             self.placement.added(t.id)
         self.book.add(task, "submitted", added)
 

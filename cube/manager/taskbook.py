@@ -302,7 +302,7 @@ class TaskBook:
         new.updated_at = time.time()
         if change.reason:
             new.reason = change.reason
-        record = new.to_dict()
+        record = new.record()  # `new` is never changed again: each change applies to a copy
         ops: list[Op] = [("put", TASKS, new.id, record)]
         ev = None
         if change.event:  # numbered now, once: a refused write leaves a gap, never a repeat

@@ -153,6 +153,17 @@ class Task:
         d["state"] = self.state.value
         return d
 
+    def record(self) -> dict[str, Any]:
+        """`to_dict` for a version nobody changes any more (one just written, to be packed): the
+        map shares its lists and dicts instead of copying them."""
+        d = self.__dict__.copy()
+        if len(d) != _FIELD_COUNT:
+            return self.to_dict()
+        d["restart"] = dict(self.restart.__dict__)
+        d["health"] = dict(self.health.__dict__) if self.health is not None else None
+        d["state"] = self.state.value
+        return d
+
     def copy(self) -> "Task":
         """An independent copy (what a change is applied to before it is persisted)."""
         t = object.__new__(Task)  # faster than copy.copy, which goes through __reduce_ex__

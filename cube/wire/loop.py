@@ -117,7 +117,10 @@ class Loop:
             except BaseException as e:  # handed to `done`, which decides
                 result, error = None, e
             if done is not None:
-                self.call_soon_threadsafe(lambda: done(result, error))
+                if self.inline_blocking:  # on the loop's thread already: no wake-up needed
+                    self._calls.put(lambda: done(result, error))
+                else:
+                    self.call_soon_threadsafe(lambda: done(result, error))
             elif error is not None:
                 log.error("%s: background call %s failed: %s", self.name, getattr(fn, "__name__", fn), error)
         if self.inline_blocking:
