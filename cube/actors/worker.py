@@ -512,7 +512,10 @@ class Worker(Actor):
                 body[key] = result[key]
         # Re-sent until the manager takes it, including when it answers that its own store is
         # down or that it does not know us yet (our hello is on its way): those are not answers.
-        self.request(self.manager_sock, Envelope(msg.STATUS, body), retry_every=1.0, tries=60,
+        # Re-sent after 1 s, then 2 s, then every 4 s (jittered), for about 75 s: a manager slow
+        # under load is not helped by a thousand workers asking again every second.
+        self.request(self.manager_sock, Envelope(msg.STATUS, body), retry_every=1.0, tries=20,
+                     backoff=2.0, max_every=4.0,
                      key=("status", task_id), retry_errors=RETRY_ERRORS)
 
     def reserved(self) -> tuple[dict[str, Any], list[str]]:

@@ -62,6 +62,8 @@ class TaskLife:
         self.commands = commands
         self.placement = placement
         self.health = health
+        # reports being written -> the replies waiting for that outcome (re-sent copies join them)
+        self._reporting: dict[tuple[Any, ...], list[Callable[[dict[str, Any], CubeError | None], None]]] = {}
 
     # ---- a client's stop ---------------------------------------------------------------------------
     def stop(self, task_id: str, done: Done, reason: str = "stop requested") -> None:
@@ -144,8 +146,21 @@ class TaskLife:
             done({}, None)
             return
 
+        if state not in ("running", "exited", "removed", "failed", "stopped"):
+            done({}, None)
+            return
+        # A copy re-sent while the first is still being written (a worker retrying a slow
+        # manager) waits for the first's outcome instead of queueing a write of its own.
+        key = (worker, task.id, b["attempt"], state, tuple(clock or ()), b.get("container_id"))
+        waiting = self._reporting.get(key)
+        if waiting is not None:
+            waiting.append(done)
+            return
+        self._reporting[key] = [done]
+
         def reply(_: Task | None, error: CubeError | None) -> None:
-            done({}, error)
+            for each in self._reporting.pop(key, ()):
+                each({}, error)
         if state == "running":
             self.running(task.id, task.attempt, b, clock, reply)
         elif state in ("exited", "removed"):
@@ -164,8 +179,6 @@ class TaskLife:
                     raise Skip
                 stop_now(State.COMPLETED, clock)(t)
             self.book.commit(task.id, stopped, "stopped", done=reply)
-        else:
-            done({}, None)
 
     def running(self, task_id: str, attempt: int, report: dict[str, Any], clock: list[int] | None,
                 done: Done | None = None) -> None:

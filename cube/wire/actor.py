@@ -18,6 +18,7 @@ import collections
 import gc
 import logging
 import os
+import random
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -64,6 +65,8 @@ class Outstanding:
     timer: Timer | None = None
     key: Any = None
     retry_errors: frozenset[str] = frozenset()
+    backoff: float = 1.0  # each re-send waits this much longer than the last, up to max_every
+    max_every: float | None = None
 
 
 def _profile_on_signal(name: str) -> None:
@@ -341,13 +344,15 @@ class Actor:
     def request(self, sock: zmq.Socket, env: Envelope, on_reply: ReplyCallback | None = None,
                 retry_every: float | None = None, tries: int | None = None,
                 timeout: float | None = None, key: Any = None,
-                retry_errors: frozenset[str] = frozenset()) -> str:
+                retry_errors: frozenset[str] = frozenset(), backoff: float = 1.0,
+                max_every: float | None = None) -> str:
         """Send `env` and remember it until a reply with re=env.id comes back.
 
         With `retry_every`, the same envelope (same id, so the receiver can tell a repeat) is
         re-sent until answered, `tries` times at most (None: until cancelled). With `timeout`
         and no retries, `on_reply(None)` is called when no answer came. A newer request with
-        the same `key` replaces an older one. An error reply whose code is in `retry_errors`
+        the same `key` replaces an older one. With `backoff` > 1 each re-send waits that much longer
+        than the last (at most `max_every`, give or take a quarter). An error reply whose code is in `retry_errors`
         (e.g. the peer's own store is restarting) is not an answer: the request is re-sent.
         """
         if key is not None and key in self._keyed:
@@ -365,7 +370,8 @@ class Actor:
                 refused = env.error(BAD_REQUEST, f"{env.type} could not be sent: {e}", self.name)
                 self.loop.call_later(0, lambda: on_reply(refused))
             return env.id
-        item = Outstanding(env, sock, on_reply, retry_every, tries, key=key, retry_errors=retry_errors)
+        item = Outstanding(env, sock, on_reply, retry_every, tries, key=key, retry_errors=retry_errors,
+                           backoff=backoff, max_every=max_every)
         self._outstanding[env.id] = item
         if key is not None:
             self._keyed[key] = env.id
@@ -420,7 +426,11 @@ class Actor:
             self.stats["retries"] += 1
             item.env.ts = time.time()
             self.send(item.sock, item.env)
-            self._arm(item, item.retry_every)
+            if item.backoff > 1.0:  # an overloaded peer is not answered faster by asking more often
+                item.retry_every = min(item.retry_every * item.backoff, item.max_every or item.retry_every * item.backoff)
+                self._arm(item, item.retry_every * random.uniform(0.75, 1.25))  # and not all at once
+            else:
+                self._arm(item, item.retry_every)
             return
         self._drop_request(item)
         if item.on_reply:
