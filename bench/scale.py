@@ -1,9 +1,15 @@
 """Scale: one real cube-manager (Store, Scheduler, Manager processes, LevelDB with synced writes)
-and up to thousands of simulated workers (the real Worker actor on FakeRuntime, all on one event
-loop in this process), fed by concurrent clients.
+and up to thousands of simulated workers (the real Worker actor on FakeRuntime, each with its own
+CURVE connection, all on one event loop in this process), fed by concurrent clients.
 
-    .venv/bin/python bench/scale.py --workers 1000 --tasks 10000 --clients 4
+    .venv/bin/python bench/scale.py --workers 1000 --tasks 10000              # 128 clients
+    .venv/bin/python bench/scale.py --workers 1000 --tasks 10000 --clients 4  # latency-bound
     .venv/bin/python bench/scale.py --ls-tasks 100000     # `cube task ls --json --all` over 100k tasks
+
+Everything shares this machine: the simulated workers and the clients take about as much CPU as
+the three manager processes, so they are kept lean where their cost is the harness's, not Cube's
+(one epoll loop for their 2,000+ sockets, FakeRuntime called inline, clients in one thread).
+`--profile DIR` writes cProfiles of the measured run; `--count-messages` shows re-sent requests.
 
 Prints what it measures and ends with one line:
     RESULT workers=… tasks=… submit_per_s=… running_per_s=… p99_submit_ms=… manager_rss_mib=…
@@ -146,10 +152,10 @@ def submit_all(endpoint: str, ids: list[str], clients: int, curve: Any = None,
     return time.perf_counter() - t0, latencies
 
 
-def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> None:
+def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "", count_messages: bool = False) -> None:
     raise_fd_limit()
     tune_gc()  # this process hosts 1,000 Worker actors: collect as an actor's process does
-    c = Cluster(scheduler="epvm", grace=30.0, heartbeat=2.0, prefix="b")
+    c = Cluster(scheduler="epvm", grace=30.0, heartbeat=2.0, prefix="b", prometheus=count_messages)
     if profile:  # each manager process dumps its cProfile there when it stops
         c.env["CUBE_PROFILE"] = os.path.abspath(profile)
     # 2,000+ sockets on one loop: epoll; FakeRuntime's calls return at once: no thread hop each.
@@ -206,6 +212,13 @@ def scale(n_workers: int, n_tasks: int, n_clients: int, profile: str = "") -> No
         print("CPU seconds during the run: " + ", ".join(f"{k} {cpu1[k] - cpu0[k]:.1f}" for k in cpu1)
               + f" (of {2 * all_running:.1f} on 2 cores)")
         print(f"manager processes RSS: {rss_idle:.0f} MiB idle -> {rss:.0f} MiB with {n_workers} workers and {n_tasks} tasks")
+        if count_messages:  # re-sent requests show here: more worker.run or task.status than tasks
+            import urllib.request
+            text = urllib.request.urlopen(f"http://127.0.0.1:{c.prometheus_port}/metrics", timeout=10).read().decode()
+            print("manager messages: " + ", ".join(
+                line.split("{", 1)[1].replace('socket="', "").replace('",type="', " ").replace('"} ', " ")
+                for line in text.splitlines() if line.startswith(("cube_messages_sent_total", "cube_messages_received_total"))
+                and not line.endswith(" 0.0")))
         print(f"RESULT workers={n_workers} tasks={n_tasks} submit_per_s={n_tasks / submit_s:.0f} "
               f"running_per_s={n_tasks / all_running:.0f} p99_submit_ms={p99:.1f} manager_rss_mib={rss:.0f}")
     finally:
@@ -255,14 +268,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--workers", type=int, default=200)
     p.add_argument("--tasks", type=int, default=1000)
-    p.add_argument("--clients", type=int, default=4, help="concurrent submitting clients")
+    p.add_argument("--clients", type=int, default=128,
+                   help="concurrent clients, each submitting its next task once the last is acknowledged")
     p.add_argument("--ls-tasks", type=int, default=0, help="instead: time `task ls` over this many stored tasks")
+    p.add_argument("--count-messages", action="store_true",
+                   help="print the manager's messages by socket and type (its Prometheus counters)")
     p.add_argument("--profile", default="", metavar="DIR", help="write each manager process's cProfile to DIR")
     a = p.parse_args()
     if a.ls_tasks:
         ls_many(a.ls_tasks)
     else:
-        scale(a.workers, a.tasks, a.clients, a.profile)
+        scale(a.workers, a.tasks, a.clients, a.profile, a.count_messages)
 
 
 if __name__ == "__main__":
