@@ -1,4 +1,5 @@
-"""Commands to workers: `worker.run` and `worker.stop`, re-sent until the worker acknowledges.
+"""Commands to workers: `worker.run` and `worker.stop`, re-sent until the worker acknowledges
+(after --command-retry seconds, then twice that, then every four times that).
 
 Each command is keyed by (worker, task, attempt): a newer command for the same attempt replaces the
 older one (a stop replaces the run it cancels), and a command for an old attempt never cancels the
@@ -60,5 +61,8 @@ class Commands:
                 log.warning("manager: %s refused %s for %s: %s", worker, msg_type, task_id[:8],
                             reply.body.get("message"))
         key = ("cmd", worker, task_id, body.get("attempt"))
+        # Re-sent after retry_every, then twice that, then every 4x (jittered): a worker slow to
+        # answer, or a manager slow to read its answers, is not helped by more copies (each one
+        # makes the worker converge and report again).
         self.actor.request(self.sock, Envelope(msg_type, body, route=rec.route), acked,
-                           retry_every=self.retry_every, key=key)
+                           retry_every=self.retry_every, key=key, backoff=2.0, max_every=4 * self.retry_every)
