@@ -1,5 +1,5 @@
 """Commands to workers: `worker.run` and `worker.stop`, re-sent until the worker acknowledges
-(after --command-retry seconds, then twice that, then every four times that).
+(after 1 s, then 2 s, then every 4 s: ManagerConfig.command_retry and twice and four times it).
 
 Each command is keyed by (worker, task, attempt): a newer command for the same attempt replaces the
 older one (a stop replaces the run it cancels), and a command for an old attempt never cancels the
