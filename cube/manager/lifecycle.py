@@ -160,7 +160,7 @@ class TaskLife:
 
         def reply(_: Task | None, error: CubeError | None) -> None:
             for each in self._reporting.pop(key, ()):
-                each({}, error)
+                self.loop.safely(each, {}, error)  # one failing answer must not cost the others theirs
         if state == "running":
             self.running(task.id, task.attempt, b, clock, reply)
         elif state in ("exited", "removed"):
