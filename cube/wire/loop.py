@@ -141,21 +141,10 @@ class Loop:
     def run_once(self, max_wait: float = 1.0) -> None:
         timeout = self._next_timeout(max_wait)
         if self._ready is not None:
-            self._run_ready(timeout)
-            return
-        for sock, _ in self.poller.poll(timeout * 1000):
-            if sock == self._wake_r:
-                self._drain_wakeups()
-                continue
-            fn = self._readers.get(sock)
-            if fn is not None:
-                self._safely(fn, sock)
-        self._run_calls()
-        self._run_timers()
-
-    def _run_ready(self, timeout: float) -> None:
-        ready = self._ready
-        for sock in ready.wait(timeout):
+            readable = self._ready.wait(timeout)
+        else:
+            readable = [sock for sock, _ in self.poller.poll(timeout * 1000)]
+        for sock in readable:
             if sock == self._wake_r:
                 self._drain_wakeups()
                 continue

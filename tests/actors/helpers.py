@@ -46,6 +46,25 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: floa
         raise AssertionError(str(e)) from None
 
 
+
+def on_loop(loop: Any, fn: Callable[[], Any], wait: float = 10.0, what: str = "the loop") -> Any:
+    """`fn()` on `loop`'s thread; its result (its exception is raised here)."""
+    answers: queue.Queue = queue.Queue()
+
+    def run() -> None:
+        try:
+            answers.put((fn(), None))
+        except BaseException as e:  # handed to the test's thread
+            answers.put((None, e))
+    loop.call_soon_threadsafe(run)
+    try:
+        result, error = answers.get(timeout=wait)
+    except queue.Empty:
+        raise AssertionError(f"{what} did not run the call within {wait}s") from None
+    if error is not None:
+        raise error
+    return result
+
 class Running:
     """One actor on its own thread."""
 
@@ -203,21 +222,7 @@ class Host(Actor):
 
     def on_loop(self, fn: Callable[[], Any], wait: float = 10.0) -> Any:
         """`fn()` on the loop thread; its result (its exception is raised here)."""
-        answers: queue.Queue = queue.Queue()
-
-        def run() -> None:
-            try:
-                answers.put((fn(), None))
-            except BaseException as e:  # handed to the test's thread
-                answers.put((None, e))
-        self.loop.call_soon_threadsafe(run)
-        try:
-            result, error = answers.get(timeout=wait)
-        except queue.Empty:
-            raise AssertionError(f"{self.name}'s loop did not run the call within {wait}s") from None
-        if error is not None:
-            raise error
-        return result
+        return on_loop(self.loop, fn, wait, f"{self.name}'s loop")
 
     def later(self, start: Callable[[Callable[..., None]], Any]) -> "Later":
         """`start(done)` on the loop thread; what `done` gets can be waited for."""

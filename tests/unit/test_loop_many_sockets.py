@@ -10,7 +10,6 @@ guards, not timings."""
 from __future__ import annotations
 
 import os
-import queue
 import threading
 import time
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope, decode
 from cube.wire.loop import Loop
 from cube.harness import wait_for as poll
+from tests.actors.helpers import on_loop
 
 GUARD = 60.0  # seconds: only a hang takes this long
 
@@ -60,21 +60,7 @@ class Running:
 
     def on_loop(self, fn: Callable[[], Any]) -> Any:
         """`fn()` on the loop's thread; its result (its exception is raised here)."""
-        answers: queue.Queue = queue.Queue()
-
-        def run() -> None:
-            try:
-                answers.put((fn(), None))
-            except BaseException as e:  # handed to the test's thread
-                answers.put((None, e))
-        self.loop.call_soon_threadsafe(run)
-        try:
-            result, error = answers.get(timeout=GUARD)
-        except queue.Empty:
-            raise AssertionError(f"{self.loop.name} did not run the call") from None
-        if error is not None:
-            raise error
-        return result
+        return on_loop(self.loop, fn, GUARD, self.loop.name)
 
     def stop(self) -> None:
         if self.thread is not None:
