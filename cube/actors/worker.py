@@ -210,14 +210,17 @@ class Worker(Actor):
         """Samples come as often as configured, or more seldom if the manager asks (a large
         cluster: docs/architecture.md, "Pace")."""
         advised = reply.get("metrics_interval")
-        if not isinstance(advised, (int, float)) or isinstance(advised, bool) or not 0 <= advised <= MAX_PACE:
+        if not isinstance(advised, (int, float)) or isinstance(advised, bool) or not advised >= 0:
             advised = 0.0
-        interval = max(self.config.metrics_interval, float(advised))
+        interval = max(self.config.metrics_interval, min(float(advised), MAX_PACE))
         if interval != self.metrics_interval:
+            # The next sample comes within the interval the last one announced (the Scheduler
+            # judges staleness by it), then at the new pace.
+            first = min(interval, self.metrics_interval)
             self.metrics_interval = interval
             if self._metrics_timer is not None:
                 self._metrics_timer.cancel()
-                self._metrics_timer = self.loop.call_every(interval, self._publish_metrics)
+                self._metrics_timer = self.loop.call_every(interval, self._publish_metrics, first=first)
 
     def _use_metrics_endpoint(self, endpoint: str) -> None:
         if not endpoint or endpoint == self.metrics_endpoint:

@@ -769,9 +769,10 @@ class Manager(Actor):
 
     def _paced(self) -> dict[str, float]:
         """How often workers report, for this size of cluster (pace.py)."""
-        if len(self.registry.workers) != self._paced_for:
-            self._paced_for = len(self.registry.workers)
-            self.pace.update(self._paced_for)
+        live = self.registry.live_count()  # lost workers do not heartbeat: they do not count
+        if live != self._paced_for:
+            self._paced_for = live
+            self.pace.update(live)
         self.registry.grace = self.pace.grace
         return self.pace.advice()
 

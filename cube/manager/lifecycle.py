@@ -18,7 +18,7 @@ from cube.manager.registry import WorkerRegistry
 from cube.manager.taskbook import Done, Skip, TaskBook
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, MAX_OUTPUT, Task
-from cube.wire.errors import CubeError
+from cube.wire.errors import INTERNAL, CubeError
 from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -161,24 +161,28 @@ class TaskLife:
         def reply(_: Task | None, error: CubeError | None) -> None:
             for each in self._reporting.pop(key, ()):
                 self.loop.safely(each, {}, error)  # one failing answer must not cost the others theirs
-        if state == "running":
-            self.running(task.id, task.attempt, b, clock, reply)
-        elif state in ("exited", "removed"):
-            cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
-                     else "container removed behind Cube's back")
-            if b.get("error"):
-                cause += f" ({b['error']})"
-            self.ended(task.id, task.attempt, b.get("exit_code") if state == "exited" else None, cause,
-                       b.get("error", ""), clock, reply, output=b.get("output", ""))
-        elif state == "failed":
-            self.ended(task.id, task.attempt, None, f"could not start: {b.get('error') or 'unknown error'}",
-                       b.get("error", ""), clock, reply, port_conflict=bool(b.get("port_conflict")))
-        elif state == "stopped":
-            def stopped(t: Task) -> None:
-                if not (t.desired == DESIRED_STOPPED and t.state in LIVE and t.attempt == b["attempt"]):
-                    raise Skip
-                stop_now(State.COMPLETED, clock)(t)
-            self.book.commit(task.id, stopped, "stopped", done=reply)
+        try:
+            if state == "running":
+                self.running(task.id, task.attempt, b, clock, reply)
+            elif state in ("exited", "removed"):
+                cause = (f"exited with code {b.get('exit_code')}" if state == "exited"
+                         else "container removed behind Cube's back")
+                if b.get("error"):
+                    cause += f" ({b['error']})"
+                self.ended(task.id, task.attempt, b.get("exit_code") if state == "exited" else None, cause,
+                           b.get("error", ""), clock, reply, output=b.get("output", ""))
+            elif state == "failed":
+                self.ended(task.id, task.attempt, None, f"could not start: {b.get('error') or 'unknown error'}",
+                           b.get("error", ""), clock, reply, port_conflict=bool(b.get("port_conflict")))
+            elif state == "stopped":
+                def stopped(t: Task) -> None:
+                    if not (t.desired == DESIRED_STOPPED and t.state in LIVE and t.attempt == b["attempt"]):
+                        raise Skip
+                    stop_now(State.COMPLETED, clock)(t)
+                self.book.commit(task.id, stopped, "stopped", done=reply)
+        except Exception as e:  # nothing may wait for ever on a report that was never written
+            log.exception("manager: report of %s from %s failed", task.id[:8], worker)
+            reply(None, CubeError(INTERNAL, f"the report could not be handled: {e}"))
 
     def running(self, task_id: str, attempt: int, report: dict[str, Any], clock: list[int] | None,
                 done: Done | None = None) -> None:

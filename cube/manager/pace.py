@@ -7,12 +7,15 @@ Like Nomad's `max_heartbeats_per_second`, the Manager keeps the total under `max
 worker is told, in every hello and heartbeat answer, to report every `workers / max_rate` seconds
 (never more often than the configured interval). A worker is then lost after the same number of
 missed heartbeats as in a small cluster, so the grace period grows in proportion; when the
-cluster shrinks, the longer grace holds until every worker has heard the shorter interval.
+cluster shrinks, the longer grace holds until every worker has heard the shorter interval. The
+interval is at most MAX_PACE (60 s), what a worker accepts.
 """
 from __future__ import annotations
 
 import time
 from typing import Callable
+
+from cube.wire.link import MAX_PACE
 
 
 class Pace:
@@ -29,7 +32,8 @@ class Pace:
 
     def update(self, workers: int) -> None:
         """The cluster has `workers` workers now."""
-        spread = workers / self.max_rate if self.max_rate > 0 else 0.0
+        # never slower than a worker accepts (cube/wire/link.py): it would keep its own pace
+        spread = min(workers / self.max_rate, MAX_PACE) if self.max_rate > 0 else 0.0
         heartbeat = max(self.base_heartbeat, spread)
         grace = self.base_grace * heartbeat / self.base_heartbeat
         if grace < self._grace:  # workers told the longer interval may not have heard the new one yet

@@ -184,6 +184,10 @@ class WorkerRegistry:
     def ready(self) -> list[str]:
         return sorted(n for n, r in self.workers.items() if r.state == READY)
 
+    def live_count(self) -> int:
+        """Workers that heartbeat (ready, greeted or not yet): what sets their pace (pace.py)."""
+        return len(self._kept("ready", self.ready))
+
     def lost(self) -> list[str]:
         return self._kept("lost", lambda: sorted(n for n, r in self.workers.items() if r.state == LOST))
 

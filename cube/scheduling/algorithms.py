@@ -248,8 +248,10 @@ def unplaceable(t: NodeTable, demand: Demand, exclude: Collection[str] = ()) -> 
     """
     stale = int(t.n - np.count_nonzero(t.alive))
     if stale == t.n:
-        return "no live worker" + (f" ({stale} known, none heard from in the last "
-                                   f"{t.stale_after:g} s)" if stale else "")
+        if not stale:
+            return "no live worker"
+        quiet = float(np.min(t.stale_limit))  # every one silent at least this long (its own limit or more)
+        return f"no live worker ({stale} known, none heard from in the last {quiet:g} s)"
     live = t.alive.copy()
     excluded = sorted(n for n in set(exclude) if n in t.index and live[t.index[n]])
     for name in excluded:

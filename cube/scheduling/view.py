@@ -27,7 +27,8 @@ arrived late and is ignored, unless its `ts` (the sender's clock) is later than 
 incarnation and is ignored even though its seq looks newer.
 
 Liveness uses the receiver's clock (`now`, default `time.monotonic()`): a node is alive while
-`now - arrival of its last accepted sample <= stale_after` (default 5 s, the heartbeat grace).
+`now - arrival of its last accepted sample <= max(stale_after, 3 x the sample's interval)`
+(stale_after: default 5 s, the heartbeat grace; the interval grows in a large cluster).
 Only accepted samples refresh it: a replayed old sample proves nothing about now.
 
 Speed: per-node numbers live in numpy columns that are updated in place, one slot per node,

@@ -239,9 +239,9 @@ class ManagerLink:
         """The manager says how often to report (more seldom in a large cluster: docs/architecture.md,
         "Pace"); the actor hears it too (a worker's metrics samples follow it)."""
         beat = body.get("heartbeat")
-        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and 0 < beat <= MAX_PACE \
-                and beat != self.heartbeat:
-            self.heartbeat = float(beat)
+        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat > 0 \
+                and min(float(beat), MAX_PACE) != self.heartbeat:
+            self.heartbeat = min(float(beat), MAX_PACE)
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = self.actor.loop.call_every(self.heartbeat, self._beat)
