@@ -254,7 +254,7 @@ class _Ready:
     def remove(self, sock: Any) -> None:
         self.check.discard(sock)
         fd = self.fd_of.pop(sock, None)
-        if fd is not None and self.by_fd.get(fd) is sock:
+        if fd is not None and self.by_fd.get(fd) == sock:  # == : a plain descriptor is an int
             del self.by_fd[fd]
             try:
                 self.epoll.unregister(fd)
