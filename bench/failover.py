@@ -18,6 +18,7 @@ placing new work within 5 s (docs/ha.md).
 from __future__ import annotations
 
 import argparse
+import shutil
 import pathlib
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main() -> None:
     finally:
         ha.close()
         etcd.stop()
+        shutil.rmtree(root, ignore_errors=True)
     mean = sum(failovers) / len(failovers) if failovers else float("nan")
     print(f"RESULT rounds={len(failovers)} lease_ttl={args.lease_ttl:g} placed_s_max={max(placed):.2f} "
           f"failover_s_max={max(failovers):.2f} failover_s_mean={mean:.2f} lost={lost} duplicates={duplicates} "

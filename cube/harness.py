@@ -456,9 +456,11 @@ class Cluster:
         stop_process_groups([p for p in [*self.workers.values(), self.manager] if p is not None])
         for f in self._logs:
             f.close()
-        force_remove(self.containers())
-        if not self.keep:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+        try:
+            force_remove(self.containers())
+        finally:  # the temp dir goes even when Docker cannot be reached (it said why already)
+            if not self.keep:
+                shutil.rmtree(self.tmp, ignore_errors=True)
 
 
 class RunningWatch:
