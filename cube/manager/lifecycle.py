@@ -15,7 +15,7 @@ from cube.manager.delivery import Commands
 from cube.manager.health import HealthMonitor
 from cube.manager.placement import Placement
 from cube.manager.registry import WorkerRegistry
-from cube.manager.taskbook import Done, Skip, TaskBook
+from cube.manager.taskbook import QUIET, Done, Skip, TaskBook
 from cube.model.state import State
 from cube.model.task import DESIRED_RUNNING, DESIRED_STOPPED, MAX_OUTPUT, Task
 from cube.wire.errors import INTERNAL, CubeError
@@ -189,7 +189,7 @@ class TaskLife:
         """The attempt's container runs: Running (or, if the task must not run, a stop)."""
         must_stop: list[bool] = []
 
-        def change(t: Task) -> None:
+        def change(t: Task) -> object:
             must_stop.clear()
             if t.attempt != attempt:
                 raise Skip
@@ -197,7 +197,14 @@ class TaskLife:
                 must_stop.append(True)
                 raise Skip
             if t.state == State.RUNNING and t.container_id == report.get("container_id"):
-                raise Skip
+                ports = host_ports(report.get("host_ports"))
+                if not ports or ports == t.host_ports:
+                    raise Skip
+                # Adopted from a hello that listed the container before its ports were known:
+                # the worker's own report of the start brings them.
+                t.host_ports = ports
+                t.report_clock = clock or t.report_clock
+                return QUIET  # the same start: no second Running event
             t.transition(State.RUNNING)
             t.report_clock = clock or t.report_clock
             t.container_id = report.get("container_id") or t.container_id

@@ -7,7 +7,9 @@ Nothing waits: writes are requests on the Manager's loop. Changes of one task ar
 a time, in the order they were asked for, so two changes never race; changes of different tasks
 are written concurrently (and the Store commits them together).
 
-A change that no longer applies to the task as it now is raises `Skip`: nothing is written.
+A change that no longer applies to the task as it now is raises `Skip`: nothing is written. One
+that only fills in a detail of the record (the ports of a container already Running) returns
+`QUIET`: written, without an event.
 
 A write the Store refused (an error reply, e.g. `unavailable` for a write past its deadline) was
 not applied: `done` gets the error (`unavailable`: not applied). A write that got no answer may or
@@ -55,6 +57,9 @@ class Skip(Exception):
     """Raised by a change that no longer applies to the task as it now is: nothing is written."""
 
 
+QUIET = object()  # returned by a change that fills in a detail of the record: written, no event
+
+
 @dataclass
 class TaskEvent:
     """A task's event, as the event log stores and publishes it (docs/protocol.md, "Events")."""
@@ -77,7 +82,7 @@ class TaskEvent:
 
 @dataclass
 class Change:
-    fn: Callable[[Task], None] | None
+    fn: Callable[[Task], object] | None  # may return QUIET
     reason: str
     event: bool
     done: Done | None
@@ -228,7 +233,7 @@ class TaskBook:
         created: list[Task | None] = [None]
         self._enqueue(task.id, Change(None, reason, True, added, create=task), created)
 
-    def commit(self, task_id: str, change: Callable[[Task], None] | None = None, reason: str = "",
+    def commit(self, task_id: str, change: Callable[[Task], object] | None = None, reason: str = "",
                event: bool = True, done: Done | None = None) -> None:
         """Apply `change` to the task as it is when its turn comes, persist, adopt, publish."""
         self._enqueue(task_id, Change(change, reason, event, done))
@@ -288,9 +293,10 @@ class TaskBook:
         else:
             base = current
         new = base.copy()
+        quiet = False
         try:
             if change.fn:
-                change.fn(new)
+                quiet = change.fn(new) is QUIET
         except Skip:
             self._done(task_id, change, current, None)
             return
@@ -305,7 +311,7 @@ class TaskBook:
         record = new.record()  # `new` is never changed again: each change applies to a copy
         ops: list[Op] = [("put", TASKS, new.id, record)]
         ev = None
-        if change.event:  # numbered now, once: a refused write leaves a gap, never a repeat
+        if change.event and not quiet:  # numbered now, once: a refused write leaves a gap, never a repeat
             ev = TaskEvent(self.eventlog.number({})["seq"], new.id, new.state.value, new.updated_at, new.worker,
                            change.reason or new.reason, new.name, new.attempt, new.service)
             stored = ev.to_dict()

@@ -356,3 +356,24 @@ def test_the_worker_resends_a_status_after_1s_2s_then_every_4s(tmp_path, monkeyp
         w.loop.drain()
         w.loop.close()
         w.loop.ctx.term()
+
+
+# ---- a later report brings the ports the first one did not know --------------------------------------
+
+def test_a_report_of_the_same_container_with_its_ports_records_them(rig):
+    """Found by chaos 28: a new manager adopted a container from a hello that listed it before
+    Docker had published its ports; the worker's own report of the start, with the ports, was
+    then skipped as "already Running", and the record never got them."""
+    task_id = placed(rig)
+    first = rig.worker.status(task_id, 1, "running", container_id="c1")
+    rig.worker.send(first)
+    assert [r.type for r in rig.worker.replies_to(first, 1)] == ["ok"]
+    with_ports = rig.worker.status(task_id, 2, "running", container_id="c1", host_ports={"80/tcp": 30080})
+    rig.worker.send(with_ports)
+    assert [r.type for r in rig.worker.replies_to(with_ports, 1)] == ["ok"]
+    task = rig.api.call("task.inspect", {"id": task_id})["task"]
+    assert task["state"] == "Running" and task["host_ports"] == {"80/tcp": 30080}
+    assert states(rig, task_id).count("Running") == 1  # the same start: no second Running event
+    again = rig.worker.status(task_id, 3, "running", container_id="c1", host_ports={"80/tcp": 30080})
+    rig.worker.send(again)
+    assert [r.type for r in rig.worker.replies_to(again, 1)] == ["ok"]  # nothing new: nothing written
