@@ -138,9 +138,7 @@ class Task:
 
     def to_dict(self) -> dict[str, Any]:
         """A plain map (what crosses the wire and the Store); written out, as `asdict` is slow."""
-        d = self.__dict__.copy()  # the fields, copied in C; the nested ones are replaced below
-        if len(d) != _FIELD_COUNT:  # something else was set on this object: the fields only
-            d = {f: getattr(self, f) for f in _PLAIN_FIELDS}
+        d = self.record()
         d["command"] = list(self.command) if self.command is not None else None
         d["env"] = dict(self.env)
         d["ports"] = list(self.ports)
@@ -148,17 +146,14 @@ class Task:
         d["report_clock"] = list(self.report_clock)
         d["ran_on"] = dict(self.ran_on)
         d["port_conflicts"] = dict(self.port_conflicts)
-        d["restart"] = dict(self.restart.__dict__)
-        d["health"] = dict(self.health.__dict__) if self.health is not None else None
-        d["state"] = self.state.value
         return d
 
     def record(self) -> dict[str, Any]:
         """`to_dict` for a version nobody changes any more (one just written, to be packed): the
         map shares its lists and dicts instead of copying them."""
-        d = self.__dict__.copy()
-        if len(d) != _FIELD_COUNT:
-            return self.to_dict()
+        d = self.__dict__.copy()  # the fields, copied in C
+        if len(d) != len(_FIELD_NAMES):  # something else was set on this object: the fields only
+            d = {f: getattr(self, f) for f in _FIELD_NAMES}
         d["restart"] = dict(self.restart.__dict__)
         d["health"] = dict(self.health.__dict__) if self.health is not None else None
         d["state"] = self.state.value
@@ -189,10 +184,7 @@ class Task:
         return cls(**data)
 
 
-_NESTED = {"command", "env", "ports", "host_ports", "report_clock", "ran_on", "port_conflicts", "restart",
-           "health", "state"}
-_PLAIN_FIELDS = [f.name for f in fields(Task) if f.name not in _NESTED]
-_FIELD_COUNT = len(fields(Task))
+_FIELD_NAMES = [f.name for f in fields(Task)]
 
 
 # ---- user input -------------------------------------------------------------------------------
