@@ -75,10 +75,11 @@ class _StopWatch:
     def _run(self) -> None:
         while True:
             time.sleep(0.1)
+            stopped, running = [], []
             with self._lock:
-                stopped = [(s, q) for s, q in self._streams if s.is_set()]
-                if stopped:
-                    self._streams = [(s, q) for s, q in self._streams if not s.is_set()]
+                for stream in self._streams:  # one look each: a stop set meanwhile waits for the next round
+                    (stopped if stream[0].is_set() else running).append(stream)
+                self._streams = running
             for _, q in stopped:
                 q.put(None)
 
