@@ -36,7 +36,7 @@ from cube.wire.actor import Actor, handles
 from cube.wire.envelope import Envelope
 from cube.wire.errors import BAD_REQUEST, IN_DOUBT, INTERNAL, NOT_FOUND, NOT_LEADER, UNAVAILABLE, CubeError
 from cube.security.membership import Membership
-from cube.wire.link import MAX_PACE, ManagerLink
+from cube.wire.link import ManagerLink, advised_seconds
 from cube.wire.loop import Loop
 
 log = logging.getLogger(__name__)
@@ -209,10 +209,7 @@ class Worker(Actor):
     def _paced(self, reply: dict[str, Any]) -> None:
         """Samples come as often as configured, or more seldom if the manager asks (a large
         cluster: docs/architecture.md, "Pace")."""
-        advised = reply.get("metrics_interval")
-        if not isinstance(advised, (int, float)) or isinstance(advised, bool) or not advised >= 0:
-            advised = 0.0
-        interval = max(self.config.metrics_interval, min(float(advised), MAX_PACE))
+        interval = max(self.config.metrics_interval, advised_seconds(reply, "metrics_interval"))
         if interval != self.metrics_interval:
             # The next sample comes within the interval the last one announced (the Scheduler
             # judges staleness by it), then at the new pace.

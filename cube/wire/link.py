@@ -49,6 +49,15 @@ SILENT_HOLD = 5.0
 Send = Callable[[dict[str, Any] | None], None]
 
 
+
+def advised_seconds(body: dict[str, Any], key: str) -> float:
+    """A pace the manager advises in `body[key]` (seconds), at most MAX_PACE; 0.0 when absent or
+    not a positive number (the worker keeps its own)."""
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        return 0.0
+    return min(float(value), MAX_PACE)
+
 class ManagerLink:
     def __init__(self, actor: Actor, endpoint: str, identity: str, accept: set[str],
                  make_hello: Callable[[Send], None], on_registered: Callable[[dict[str, Any]], None],
@@ -238,10 +247,9 @@ class ManagerLink:
     def _pace(self, body: dict[str, Any]) -> None:
         """The manager says how often to report (more seldom in a large cluster: docs/architecture.md,
         "Pace"); the actor hears it too (a worker's metrics samples follow it)."""
-        beat = body.get("heartbeat")
-        if isinstance(beat, (int, float)) and not isinstance(beat, bool) and beat > 0 \
-                and min(float(beat), MAX_PACE) != self.heartbeat:
-            self.heartbeat = min(float(beat), MAX_PACE)
+        beat = advised_seconds(body, "heartbeat")
+        if beat and beat != self.heartbeat:
+            self.heartbeat = beat
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = self.actor.loop.call_every(self.heartbeat, self._beat)
